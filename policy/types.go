@@ -49,7 +49,9 @@ const (
 // Decision is the engine's answer for a Service the apiserver would accept.
 type Decision struct {
 	// Skip, when non-empty, says why the webhook leaves the Service alone
-	// (ExternalName, default/kubernetes, skip label). Nothing else is set.
+	// (default/kubernetes, skip label). Only Service is set then.
+	// ExternalName Services are not skipped: they get no policy or families,
+	// but a legacy spec.ipFamily is still dropped.
 	Skip string
 	// Service is the posted object decoded into the typed v1 Service (the
 	// legacy field is not part of it).

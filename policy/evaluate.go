@@ -1,0 +1,279 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	kjson "sigs.k8s.io/json"
+)
+
+// Names the webhook reserves (DESIGN.md §3.3).
+const (
+	// SkipLabel on a Service or Namespace makes the webhook leave it alone.
+	SkipLabel = "dualstack-webhook.io/skip"
+	// NamespacePolicyAnnotation on a Namespace sets the default
+	// ipFamilyPolicy for Services created in it.
+	NamespacePolicyAnnotation = "dualstack-webhook.io/ip-family-policy"
+)
+
+var legacyPath = specPath.Child("ipFamily")
+
+// Evaluate runs the apiserver's dual-stack rules on the Service in in and
+// returns what the apiserver would end up with, or an *InvalidError with the
+// apiserver's own field errors, or a *DecodeError for input that is not a
+// Service at all. It never panics on any input.
+func Evaluate(in Input) (*Decision, error) {
+	c, err := clusterOf(in.Families)
+	if err != nil {
+		return nil, err
+	}
+	svc, legacy, err := decode(in.Object)
+	if err != nil {
+		return nil, err
+	}
+	d := &Decision{Service: svc}
+	if reason := skipReason(svc); reason != "" {
+		d.Skip = reason
+		return d, nil
+	}
+	switch in.Operation {
+	case Create:
+		return evaluateCreate(in, c, svc, legacy, d)
+	case Update:
+		old, _, err := decode(in.OldObject)
+		if err != nil {
+			return nil, &DecodeError{Err: fmt.Errorf("oldObject: %w", err)}
+		}
+		return evaluateUpdate(c, svc, old, legacy, d)
+	default:
+		return nil, &DecodeError{Err: fmt.Errorf("operation %q is not CREATE or UPDATE", in.Operation)}
+	}
+}
+
+// SkipReason tells why the webhook must not touch a Service at all, or "".
+func skipReason(svc *corev1.Service) string {
+	if svc.Namespace == "default" && svc.Name == "kubernetes" {
+		// The apiserver's own Service: its IP is in the apiserver's
+		// serving certificate.
+		return "default/kubernetes is managed by the apiserver"
+	}
+	if v, ok := svc.Labels[SkipLabel]; ok && v != "false" {
+		return "label " + SkipLabel
+	}
+	return ""
+}
+
+func clusterOf(fams []corev1.IPFamily) (cluster, error) {
+	switch {
+	case len(fams) == 1 && (fams[0] == corev1.IPv4Protocol || fams[0] == corev1.IPv6Protocol):
+	case len(fams) == 2 && fams[0] != fams[1] && slices.Contains(fams, corev1.IPv4Protocol) && slices.Contains(fams, corev1.IPv6Protocol):
+	default:
+		return nil, fmt.Errorf("cluster families %v: want IPv4, IPv6 or both, primary first", fams)
+	}
+	return cluster(fams), nil
+}
+
+// decode reads a Service the way the apiserver does (case-sensitive field
+// names) and also the raw legacy spec.ipFamily, which today's types drop.
+func decode(raw []byte) (*corev1.Service, json.RawMessage, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil, nil, &DecodeError{Err: errors.New("no object")}
+	}
+	svc := &corev1.Service{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, svc); err != nil {
+		return nil, nil, &DecodeError{Err: err}
+	}
+	if svc.Kind != "" && svc.Kind != "Service" {
+		return nil, nil, &DecodeError{Err: fmt.Errorf("kind %q is not Service", svc.Kind)}
+	}
+	if svc.APIVersion != "" && svc.APIVersion != "v1" {
+		return nil, nil, &DecodeError{Err: fmt.Errorf("apiVersion %q is not v1", svc.APIVersion)}
+	}
+	var shape struct {
+		Spec map[string]json.RawMessage `json:"spec"`
+	}
+	// Cannot fail where the typed decode succeeded.
+	_ = kjson.UnmarshalCaseSensitivePreserveInts(raw, &shape)
+	legacy := shape.Spec["ipFamily"]
+	if bytes.Equal(bytes.TrimSpace(legacy), []byte("null")) {
+		legacy = nil
+	}
+	return svc, legacy, nil
+}
+
+func invalid(svc *corev1.Service, errs field.ErrorList) error {
+	return &InvalidError{Name: svc.Name, Errs: errs}
+}
+
+func evaluateCreate(in Input, c cluster, posted *corev1.Service, legacy json.RawMessage, d *Decision) (*Decision, error) {
+	svc := posted.DeepCopy()
+	if legacy != nil {
+		if err := translateLegacyCreate(svc, legacy, c, d); err != nil {
+			return nil, err
+		}
+	}
+	normalizeClusterIPs(svc, nil)
+
+	defaultPolicy := in.DefaultPolicy
+	res, errs := createFields(svc, c, defaultPolicy)
+	if len(errs) > 0 && defaultPolicy != nil && svc.Spec.IPFamilyPolicy == nil {
+		// The configured default must never turn a Service the apiserver
+		// accepts into a rejected one: fall back to the apiserver default.
+		if res2, errs2 := createFields(svc, c, nil); len(errs2) == 0 {
+			d.Warnings = append(d.Warnings, fmt.Sprintf(
+				"default ipFamilyPolicy %s does not fit this Service (%s); the apiserver default applies",
+				*defaultPolicy, errs.ToAggregate().Error()))
+			res, errs = res2, nil
+		}
+	}
+	if len(errs) > 0 {
+		return nil, invalid(svc, errs)
+	}
+	fill(d, res, nil)
+	d.Warnings = append(d.Warnings, ipWarnings(res)...)
+	if !isExternalName(res) {
+		if posted.Spec.IPFamilyPolicy == nil || *posted.Spec.IPFamilyPolicy != d.Policy {
+			d.Write |= FieldIPFamilyPolicy
+		}
+		if !slices.Equal(posted.Spec.IPFamilies, d.Families) {
+			d.Write |= FieldIPFamilies
+		}
+	}
+	return d, nil
+}
+
+// createFields runs the create pipeline on a copy of svc and returns the
+// resulting Service.
+func createFields(in *corev1.Service, c cluster, defaultPolicy *corev1.IPFamilyPolicy) (*corev1.Service, field.ErrorList) {
+	svc := in.DeepCopy()
+	if errs := initIPFamilyFields(svc, nil, c, defaultPolicy); len(errs) > 0 {
+		return svc, errs
+	}
+	if errs := validateService(svc, nil); len(errs) > 0 {
+		return svc, errs
+	}
+	return svc, nil
+}
+
+func evaluateUpdate(c cluster, posted, old *corev1.Service, legacy json.RawMessage, d *Decision) (*Decision, error) {
+	svc := posted.DeepCopy()
+	old = old.DeepCopy()
+	defaultOnRead(old, c)
+	if legacy != nil {
+		if err := translateLegacyUpdate(svc, old, legacy, d); err != nil {
+			return nil, err
+		}
+	}
+	patchAllocatedValues(svc, old)
+	normalizeClusterIPs(svc, old)
+	if errs := initIPFamilyFields(svc, old, c, nil); len(errs) > 0 {
+		return nil, invalid(svc, errs)
+	}
+	allocate, release := allocation(svc, old)
+	dropTypeDependentFields(svc, old)
+	if errs := validateUpdate(svc, old); len(errs) > 0 {
+		return nil, invalid(svc, errs)
+	}
+	fill(d, svc, old)
+	d.Allocate, d.Release = allocate, release
+	d.Warnings = append(d.Warnings, ipWarnings(svc)...)
+	// Nothing else is written on UPDATE: the apiserver inherits the old
+	// policy itself, and writing one here would turn a no-op PUT of a
+	// dual-stack Service into a downgrade.
+	return d, nil
+}
+
+// fill copies the apiserver's outcome into the decision.
+func fill(d *Decision, svc, old *corev1.Service) {
+	if svc.Spec.IPFamilyPolicy != nil {
+		d.Policy = *svc.Spec.IPFamilyPolicy
+	}
+	d.Families = slices.Clone(svc.Spec.IPFamilies)
+	d.ClusterIPs = slices.Clone(svc.Spec.ClusterIPs)
+	if old == nil {
+		d.Allocate, d.Release = allocation(svc, nil)
+	}
+}
+
+// translateLegacyCreate rewrites the alpha field spec.ipFamily (1.16-1.19)
+// to what it meant: one IP of that family, i.e. SingleStack + [X].
+func translateLegacyCreate(svc *corev1.Service, raw json.RawMessage, c cluster, d *Decision) error {
+	d.Write |= FieldLegacyIPFamily
+	if isExternalName(svc) {
+		d.Warnings = append(d.Warnings, "spec.ipFamily was removed in Kubernetes 1.20 and has no meaning for ExternalName Services: dropped")
+		return nil
+	}
+	var x string
+	if err := json.Unmarshal(raw, &x); err != nil {
+		var v any
+		_ = json.Unmarshal(raw, &v)
+		return invalid(svc, field.ErrorList{field.Invalid(legacyPath, v, allowedFamiliesMsg(c))})
+	}
+	fam := corev1.IPFamily(x)
+	if (fam != corev1.IPv4Protocol && fam != corev1.IPv6Protocol) || !c.has(fam) {
+		return invalid(svc, field.ErrorList{field.Invalid(legacyPath, x, allowedFamiliesMsg(c))})
+	}
+	if ip := svc.Spec.ClusterIP; ip != "" && ip != none {
+		if got := familyOf(ip); got != fam {
+			return invalid(svc, field.ErrorList{field.Invalid(legacyPath, x, fmt.Sprintf("does not match %s cluster IP", got))})
+		}
+	}
+	if len(svc.Spec.IPFamilies) > 0 && svc.Spec.IPFamilies[0] != fam {
+		return invalid(svc, field.ErrorList{field.Invalid(legacyPath, x,
+			fmt.Sprintf("conflicts with spec.ipFamilies[0] (%q)", svc.Spec.IPFamilies[0]))})
+	}
+	var did []string
+	if len(svc.Spec.IPFamilies) == 0 {
+		svc.Spec.IPFamilies = []corev1.IPFamily{fam}
+		did = append(did, fmt.Sprintf("ipFamilies: [%s]", fam))
+	}
+	if svc.Spec.IPFamilyPolicy == nil {
+		svc.Spec.IPFamilyPolicy = ptrPolicy(corev1.IPFamilyPolicySingleStack)
+		did = append(did, "ipFamilyPolicy: SingleStack")
+	}
+	msg := fmt.Sprintf("spec.ipFamily: %s was removed in Kubernetes 1.20", fam)
+	if len(did) > 0 {
+		msg += "; rewritten as " + strings.Join(did, ", ")
+	} else {
+		msg += "; dropped (ipFamilies and ipFamilyPolicy already say it)"
+	}
+	d.Warnings = append(d.Warnings, msg)
+	return nil
+}
+
+// translateLegacyUpdate: spec.ipFamily was immutable; a stale manifest that
+// still carries the right value must not downgrade anything, so it is only
+// dropped.
+func translateLegacyUpdate(svc, old *corev1.Service, raw json.RawMessage, d *Decision) error {
+	d.Write |= FieldLegacyIPFamily
+	if isExternalName(svc) || isExternalName(old) {
+		d.Warnings = append(d.Warnings, "spec.ipFamily was removed in Kubernetes 1.20 and has no meaning for ExternalName Services: dropped")
+		return nil
+	}
+	var x string
+	err := json.Unmarshal(raw, &x)
+	if err != nil || len(old.Spec.IPFamilies) == 0 || corev1.IPFamily(x) != old.Spec.IPFamilies[0] {
+		var v any = x
+		if err != nil {
+			_ = json.Unmarshal(raw, &v)
+		}
+		return invalid(svc, field.ErrorList{field.Invalid(legacyPath, v, "field is immutable")})
+	}
+	d.Warnings = append(d.Warnings, fmt.Sprintf("spec.ipFamily: %s was removed in Kubernetes 1.20; it matches the Service's primary family and was dropped", x))
+	return nil
+}
+
+func allowedFamiliesMsg(c cluster) string {
+	names := make([]string, len(c))
+	for i, f := range c {
+		names[i] = string(f)
+	}
+	return "only the following families are allowed: " + strings.Join(names, ", ")
+}
