@@ -38,7 +38,7 @@ var (
 type cluster []corev1.IPFamily
 
 func (c cluster) primary() corev1.IPFamily { return c[0] }
-func (c cluster) dual() bool                { return len(c) == 2 }
+func (c cluster) dual() bool               { return len(c) == 2 }
 func (c cluster) has(f corev1.IPFamily) bool {
 	return slices.Contains(c, f)
 }
