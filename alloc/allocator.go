@@ -1,0 +1,512 @@
+package alloc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
+)
+
+// Defaults of Options.
+const (
+	// DefaultRetention keeps a deleted Service's address for its
+	// namespace/name for a day: long enough for a redeploy or a restore,
+	// short enough not to starve a small pool.
+	DefaultRetention = 24 * time.Hour
+	// DefaultPendingGrace is how long a reservation made at admission may
+	// wait for its Service to appear. Admission timeouts are at most 30s;
+	// the margin covers a slow reconciler.
+	DefaultPendingGrace = 10 * time.Minute
+	// DefaultMaxAttempts bounds the candidates tried per address when
+	// writers race (each lost candidate is excluded from the next try, so
+	// with N replicas racing, N attempts always suffice; the rest is margin
+	// for caches that lag behind the apiserver).
+	DefaultMaxAttempts = 32
+)
+
+// HolderFunc reports whether something outside our records holds ip (a live
+// Service, an IPAddress object) and who ("namespace/name"). It is fed by
+// informers; it must be fast and safe for concurrent use.
+type HolderFunc func(ip netip.Addr) (owner string, held bool)
+
+// Options configure an Allocator. Zero values take the defaults.
+type Options struct {
+	Logger *zap.Logger
+	// Clock is injected so tests drive retention without sleeping.
+	Clock clock.PassiveClock
+	// Retention is how long a released address stays sticky; negative
+	// frees released addresses at once.
+	Retention time.Duration
+	// PendingGrace is how long a pending reservation lives unconfirmed.
+	PendingGrace time.Duration
+	// MaxAttempts bounds retries on ErrExists/ErrConflict.
+	MaxAttempts int
+	// External vetoes addresses held outside our records.
+	External HolderFunc
+}
+
+// Allocator hands out, records and frees pinned clusterIPs. The choice is
+// the pure function Next; the Store persists and arbitrates races. An
+// Allocator is safe for concurrent use; several Allocators (replicas) may
+// share one persistent store.
+type Allocator struct {
+	store Store
+	pools atomic.Pointer[Pools]
+	log   *zap.Logger
+	clock clock.PassiveClock
+	opts  Options
+}
+
+// New returns an Allocator over store with the compiled pools.
+func New(store Store, pools *Pools, opts Options) (*Allocator, error) {
+	if store == nil {
+		return nil, errors.New("alloc.New: nil store")
+	}
+	if pools == nil {
+		return nil, errors.New("alloc.New: nil pools (compile a PoolConfig first)")
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.Retention == 0 {
+		opts.Retention = DefaultRetention
+	}
+	if opts.PendingGrace <= 0 {
+		opts.PendingGrace = DefaultPendingGrace
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	a := &Allocator{store: store, log: opts.Logger, clock: opts.Clock, opts: opts}
+	a.pools.Store(pools)
+	return a, nil
+}
+
+// Pools returns the pools in force.
+func (a *Allocator) Pools() *Pools { return a.pools.Load() }
+
+// SetPools swaps the pools in force (after Compile and ValidateChange).
+func (a *Allocator) SetPools(p *Pools) {
+	if p != nil {
+		a.pools.Store(p)
+	}
+}
+
+// Request asks for the addresses of one Service.
+type Request struct {
+	Owner Owner
+	// Annotations are the Service's (pool selection by PoolAnnotation).
+	Annotations map[string]string
+	// NamespaceLabels are the labels of the Service's Namespace.
+	NamespaceLabels map[string]string
+	// Families lists, in order, the families to allocate an address for
+	// (policy.Decision.Allocate).
+	Families []corev1.IPFamily
+	// Requested are addresses the Service sets itself: each is reserved if
+	// free and inside a pool, accepted unrecorded if free and outside every
+	// pool, refused if held or outside every ServiceCIDR.
+	Requested []netip.Addr
+	// DryRun computes the same answer and persists nothing.
+	DryRun bool
+}
+
+// Result is the answer to a Request.
+type Result struct {
+	// IPs is aligned with Request.Families; an invalid Addr means "not
+	// pinned" (no pool selected, or the pool has no address of that
+	// family): the apiserver allocates that one dynamically.
+	IPs []netip.Addr
+	// Pool is the selected pool's name ("" if none).
+	Pool string
+	// Reservations are the records written (or that would be, on dry run)
+	// for allocated and requested addresses, including reused ones.
+	Reservations []Reservation
+}
+
+// undo reverts one write of a Reserve call.
+type undo struct {
+	created *Reservation // delete it
+	before  *Reservation // restore it (a sticky/pending record we re-claimed)
+	after   Reservation
+}
+
+// Reserve serves a Service's whole request, all or nothing: if any address
+// fails, the ones already written by this call are rolled back, so a
+// dual-stack Service never ends up with half a pair.
+func (a *Allocator) Reserve(ctx context.Context, req Request) (res Result, err error) {
+	pools := a.pools.Load()
+	var pool *Pool
+	if len(req.Families) > 0 {
+		if pool, err = pools.Select(req.Owner.Namespace, req.Annotations, req.NamespaceLabels); err != nil {
+			return Result{}, err
+		}
+	}
+	if pool != nil {
+		res.Pool = pool.Name
+	}
+	var undos []undo
+	defer func() {
+		if err != nil && !req.DryRun {
+			a.rollback(undos)
+		}
+	}()
+	for _, ip := range req.Requested {
+		r, u, err := a.reserveRequested(ctx, pools, req, ip)
+		if err != nil {
+			return Result{}, err
+		}
+		if u != nil {
+			undos = append(undos, *u)
+		}
+		if r != nil {
+			res.Reservations = append(res.Reservations, *r)
+		}
+	}
+	for _, f := range req.Families {
+		if pool == nil || !pool.Has(f) {
+			res.IPs = append(res.IPs, netip.Addr{})
+			continue
+		}
+		r, u, err := a.reserveNext(ctx, pool, f, req)
+		if err != nil {
+			return Result{}, fmt.Errorf("%s address for %s: %w", f, req.Owner, err)
+		}
+		if u != nil {
+			undos = append(undos, *u)
+		}
+		res.IPs = append(res.IPs, r.IP)
+		res.Reservations = append(res.Reservations, r)
+	}
+	return res, nil
+}
+
+// Check answers whether owner may use ip as a requested address, persisting
+// nothing: nil, *ErrHeld or *ErrNotInServiceCIDR. For /validate.
+func (a *Allocator) Check(ctx context.Context, ip netip.Addr, owner Owner) error {
+	_, _, err := a.reserveRequested(ctx, a.pools.Load(), Request{Owner: owner, DryRun: true}, ip)
+	return err
+}
+
+func (a *Allocator) rollback(undos []undo) {
+	// A fresh context: the request's may be what just expired.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := len(undos) - 1; i >= 0; i-- {
+		u := undos[i]
+		var err error
+		switch {
+		case u.created != nil:
+			err = a.store.Delete(ctx, *u.created)
+		case u.before != nil:
+			b := *u.before
+			b.Version = u.after.Version
+			_, err = a.store.Update(ctx, b)
+		}
+		if err != nil {
+			// Not fatal: a pending reservation is collected after its grace.
+			a.log.Warn("rollback of a partial reservation failed; it expires on its own", zap.Error(err))
+		}
+	}
+}
+
+func (a *Allocator) pending(owner Owner, pool string, ip netip.Addr) Reservation {
+	now := a.clock.Now()
+	owner.UID = ""
+	return Reservation{IP: ip, Pool: pool, Owner: owner, State: StatePending, Created: now, Updated: now, Expires: now.Add(a.opts.PendingGrace)}
+}
+
+// reserveRequested handles an address the Service sets itself.
+func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Request, ip netip.Addr) (*Reservation, *undo, error) {
+	if !pools.InServiceCIDR(ip) {
+		return nil, nil, &ErrNotInServiceCIDR{IP: ip, CIDRs: pools.CIDRs}
+	}
+	var poolName string
+	if p := pools.PoolOf(ip); p != nil {
+		poolName = p.Name
+	}
+	for range a.opts.MaxAttempts {
+		cur, ok, err := a.store.Get(ctx, ip)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
+			switch {
+			case sameService(cur.Owner, req.Owner):
+				if cur.State != StateSticky || req.DryRun {
+					return &cur, nil, nil // ours already (re-invocation, UPDATE)
+				}
+				next := a.pending(req.Owner, cur.Pool, ip)
+				next.Created, next.Version = cur.Created, cur.Version
+				saved, err := a.store.Update(ctx, next)
+				if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return nil, nil, err
+				}
+				return &saved, &undo{before: &cur, after: saved}, nil
+			case cur.State == StateSticky && cur.Expired(a.clock.Now()):
+				// Retention is over: the address is free, collect it now.
+				if req.DryRun {
+					break
+				}
+				if err := a.store.Delete(ctx, cur); err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
+					return nil, nil, err
+				}
+				continue
+			default:
+				return nil, nil, &ErrHeld{IP: ip, Owner: cur.Owner.String(), State: string(cur.State)}
+			}
+		}
+		if a.opts.External != nil {
+			if holder, held := a.opts.External(ip); held && holder != req.Owner.Namespace+"/"+req.Owner.Name {
+				return nil, nil, &ErrHeld{IP: ip, Owner: holder, State: "live"}
+			}
+		}
+		r := a.pending(req.Owner, poolName, ip)
+		if poolName == "" || req.DryRun {
+			// Outside every pool: the apiserver arbitrates; nothing to record.
+			if poolName == "" {
+				return nil, nil, nil
+			}
+			return &r, nil, nil
+		}
+		saved, err := a.store.Create(ctx, r)
+		if errors.Is(err, ErrExists) {
+			continue // someone was faster: re-read to say who
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		return &saved, &undo{created: &saved}, nil
+	}
+	return nil, nil, fmt.Errorf("requested IP %s: %w", ip, ErrContended)
+}
+
+// reserveNext allocates one address of family f from pool.
+func (a *Allocator) reserveNext(ctx context.Context, pool *Pool, f corev1.IPFamily, req Request) (Reservation, *undo, error) {
+	// Idempotency and stickiness: an address this owner already has in
+	// this pool and family (re-invocation, retried request, re-create).
+	if r, u, ok, err := a.reuse(ctx, pool, f, req); err != nil || ok {
+		return r, u, err
+	}
+	if pool.State == PoolDraining {
+		return Reservation{}, nil, fmt.Errorf("pool %q: %w", pool.Name, ErrDraining)
+	}
+	key := req.Owner.Key()
+	lost := map[netip.Addr]struct{}{}
+	skip := func(ip netip.Addr) bool {
+		if _, ok := lost[ip]; ok {
+			return true
+		}
+		if a.opts.External != nil {
+			_, held := a.opts.External(ip)
+			return held
+		}
+		return false
+	}
+	for range a.opts.MaxAttempts {
+		var cand netip.Addr
+		var found bool
+		if err := a.store.Taken(ctx, func(t *IPSet) {
+			cand, found = Next(pool.Addresses, f, t, pool.Strategy, key, skip)
+		}); err != nil {
+			return Reservation{}, nil, err
+		}
+		if !found {
+			return Reservation{}, nil, fmt.Errorf("pool %q has no free %s address: %w", pool.Name, f, ErrFull)
+		}
+		r := a.pending(req.Owner, pool.Name, cand)
+		if req.DryRun {
+			return r, nil, nil
+		}
+		saved, err := a.store.Create(ctx, r)
+		if errors.Is(err, ErrExists) {
+			lost[cand] = struct{}{}
+			continue
+		}
+		if err != nil {
+			return Reservation{}, nil, err
+		}
+		return saved, &undo{created: &saved}, nil
+	}
+	return Reservation{}, nil, fmt.Errorf("pool %q: %d candidates lost: %w", pool.Name, len(lost), ErrContended)
+}
+
+// reuse finds and re-claims an address owner already holds in pool/family.
+func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, req Request) (Reservation, *undo, bool, error) {
+	for range a.opts.MaxAttempts {
+		rs, err := a.store.ByOwner(ctx, req.Owner.Key())
+		if err != nil {
+			return Reservation{}, nil, false, err
+		}
+		var pick *Reservation
+		for i := range rs {
+			r := &rs[i]
+			if r.Pool != pool.Name || r.Family() != f || !sameService(r.Owner, req.Owner) {
+				continue
+			}
+			if pick == nil || (pick.State == StateSticky && r.State != StateSticky) {
+				pick = r // prefer a live claim over a sticky one
+			}
+		}
+		if pick == nil {
+			return Reservation{}, nil, false, nil
+		}
+		if pick.State != StateSticky || req.DryRun {
+			return *pick, nil, true, nil
+		}
+		next := a.pending(req.Owner, pick.Pool, pick.IP)
+		next.Created, next.Version = pick.Created, pick.Version
+		saved, err := a.store.Update(ctx, next)
+		if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return Reservation{}, nil, false, err
+		}
+		a.log.Debug("sticky address handed back", zap.String("owner", req.Owner.String()), zap.Stringer("ip", saved.IP))
+		return saved, &undo{before: pick, after: saved}, true, nil
+	}
+	return Reservation{}, nil, false, fmt.Errorf("re-claiming the address of %s: %w", req.Owner, ErrContended)
+}
+
+// Confirm records that the live Service owner (namespace, name, UID) holds
+// ip: a pending reservation becomes bound, a sticky one of the same name is
+// re-bound, a missing one inside a pool is created bound (pins we did not
+// make, or state rebuilt after deletion). The live Service is the truth, so
+// a reservation of another owner is taken over (and logged). Addresses
+// outside every pool are not recorded.
+func (a *Allocator) Confirm(ctx context.Context, ip netip.Addr, owner Owner) (Reservation, error) {
+	owner.RequestUID, owner.GenerateName = "", ""
+	for range a.opts.MaxAttempts {
+		cur, ok, err := a.store.Get(ctx, ip)
+		if err != nil {
+			return Reservation{}, err
+		}
+		now := a.clock.Now()
+		if !ok {
+			p := a.pools.Load().PoolOf(ip)
+			if p == nil {
+				return Reservation{}, nil
+			}
+			saved, err := a.store.Create(ctx, Reservation{IP: ip, Pool: p.Name, Owner: owner, State: StateBound, Created: now, Updated: now})
+			if errors.Is(err, ErrExists) {
+				continue
+			}
+			return saved, err
+		}
+		if cur.State == StateBound && cur.Owner == owner {
+			return cur, nil
+		}
+		if !sameService(cur.Owner, owner) && !(cur.Owner.Name == "" && cur.Owner.Namespace == owner.Namespace) {
+			a.log.Warn("live Service holds an address reserved to another owner; recording the live one",
+				zap.Stringer("ip", ip), zap.String("reservedTo", cur.Owner.String()), zap.String("liveOwner", owner.String()))
+		}
+		next := cur
+		next.Owner, next.State, next.Updated, next.Expires = owner, StateBound, now, time.Time{}
+		saved, err := a.store.Update(ctx, next)
+		if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+			continue
+		}
+		return saved, err
+	}
+	return Reservation{}, fmt.Errorf("confirming %s: %w", ip, ErrContended)
+}
+
+// Release records that owner's Service is gone: its address stays sticky to
+// namespace/name for the retention period. A nameless pending owner has no
+// name to stick to, so its address is freed. Releasing an address not
+// reserved is a no-op; releasing one held by another owner is *ErrHeld.
+func (a *Allocator) Release(ctx context.Context, ip netip.Addr, owner Owner) error {
+	for range a.opts.MaxAttempts {
+		cur, ok, err := a.store.Get(ctx, ip)
+		if err != nil || !ok {
+			return err
+		}
+		if !sameService(cur.Owner, owner) || (owner.UID != "" && cur.Owner.UID != "" && owner.UID != cur.Owner.UID) {
+			return &ErrHeld{IP: ip, Owner: cur.Owner.String(), State: string(cur.State)}
+		}
+		if cur.State == StateSticky {
+			return nil
+		}
+		if cur.Owner.Name == "" || a.opts.Retention < 0 {
+			err = a.store.Delete(ctx, cur)
+		} else {
+			now := a.clock.Now()
+			next := cur
+			next.State, next.Updated, next.Expires = StateSticky, now, now.Add(a.opts.Retention)
+			next.Owner.UID, next.Owner.RequestUID = "", ""
+			_, err = a.store.Update(ctx, next)
+		}
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("releasing %s: %w", ip, ErrContended)
+}
+
+// Free deletes the reservation of ip whatever its state (rollback, operator
+// action, Service downgraded). Freeing an absent reservation is a no-op.
+func (a *Allocator) Free(ctx context.Context, ip netip.Addr) error {
+	for range a.opts.MaxAttempts {
+		cur, ok, err := a.store.Get(ctx, ip)
+		if err != nil || !ok {
+			return err
+		}
+		err = a.store.Delete(ctx, cur)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("freeing %s: %w", ip, ErrContended)
+}
+
+// Collect frees pending reservations past their grace and sticky ones past
+// their retention, and returns what it freed. A pending reservation that a
+// live Service of the same name already holds is left for Confirm. Run it
+// from the (single, leader-elected) reconciler; concurrent runs are safe
+// because deletes carry the version read.
+func (a *Allocator) Collect(ctx context.Context) ([]Reservation, error) {
+	rs, err := a.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := a.clock.Now()
+	var freed []Reservation
+	for _, r := range rs {
+		if !r.Expired(now) {
+			continue
+		}
+		if r.State == StatePending && a.opts.External != nil {
+			if holder, held := a.opts.External(r.IP); held && holder == r.Owner.Namespace+"/"+r.Owner.Name {
+				continue
+			}
+		}
+		err := a.store.Delete(ctx, r)
+		if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+			continue // changed meanwhile: no longer ours to judge
+		}
+		if err != nil {
+			return freed, err
+		}
+		a.log.Info("reservation expired", zap.Stringer("ip", r.IP), zap.String("owner", r.Owner.String()), zap.String("state", string(r.State)))
+		freed = append(freed, r)
+	}
+	return freed, nil
+}

@@ -1,0 +1,93 @@
+package alloc
+
+import (
+	"net/netip"
+	"slices"
+)
+
+// Index is the in-memory view both stores keep of the reservations: by
+// address, by owner, and the set of taken addresses the strategies search.
+// It is not safe for concurrent use; stores guard it with their own lock.
+type Index struct {
+	byIP    map[netip.Addr]Reservation
+	byOwner map[string]map[netip.Addr]struct{}
+	taken   IPSet
+}
+
+// NewIndex returns an empty index.
+func NewIndex() *Index {
+	return &Index{byIP: map[netip.Addr]Reservation{}, byOwner: map[string]map[netip.Addr]struct{}{}}
+}
+
+// Put records r, replacing any reservation of the same address.
+func (x *Index) Put(r Reservation) {
+	if old, ok := x.byIP[r.IP]; ok {
+		x.unlinkOwner(old)
+	} else {
+		x.taken.Add(r.IP)
+	}
+	x.byIP[r.IP] = r
+	k := r.Owner.Key()
+	m := x.byOwner[k]
+	if m == nil {
+		m = map[netip.Addr]struct{}{}
+		x.byOwner[k] = m
+	}
+	m[r.IP] = struct{}{}
+}
+
+// Delete forgets the reservation of ip.
+func (x *Index) Delete(ip netip.Addr) {
+	old, ok := x.byIP[ip]
+	if !ok {
+		return
+	}
+	x.unlinkOwner(old)
+	delete(x.byIP, ip)
+	x.taken.Remove(ip)
+}
+
+func (x *Index) unlinkOwner(r Reservation) {
+	k := r.Owner.Key()
+	if m := x.byOwner[k]; m != nil {
+		delete(m, r.IP)
+		if len(m) == 0 {
+			delete(x.byOwner, k)
+		}
+	}
+}
+
+// Get returns the reservation of ip.
+func (x *Index) Get(ip netip.Addr) (Reservation, bool) {
+	r, ok := x.byIP[ip]
+	return r, ok
+}
+
+// ByOwner returns the reservations whose Owner.Key() is key, lowest
+// address first.
+func (x *Index) ByOwner(key string) []Reservation {
+	m := x.byOwner[key]
+	out := make([]Reservation, 0, len(m))
+	for ip := range m {
+		out = append(out, x.byIP[ip])
+	}
+	slices.SortFunc(out, func(a, b Reservation) int { return a.IP.Compare(b.IP) })
+	return out
+}
+
+// List returns every reservation, lowest address first (IPv4 first).
+func (x *Index) List() []Reservation {
+	out := make([]Reservation, 0, len(x.byIP))
+	for _, r := range x.byIP {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Reservation) int { return a.IP.Compare(b.IP) })
+	return out
+}
+
+// Len is the number of reservations.
+func (x *Index) Len() int { return len(x.byIP) }
+
+// Taken is the set of reserved addresses. The caller must not modify it nor
+// keep it past the lock that guards the index.
+func (x *Index) Taken() *IPSet { return &x.taken }

@@ -1,0 +1,467 @@
+package alloc
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+)
+
+// Names of the pool document and where it lives.
+const (
+	// ConfigAPIVersion is the only apiVersion ParseConfig accepts; a new
+	// version gets a converter rather than silent reinterpretation.
+	ConfigAPIVersion = "dualstack-webhook.io/v1alpha1"
+	// ConfigKind is the document's kind.
+	ConfigKind = "PoolConfig"
+	// ConfigMapKey is the key of the pools ConfigMap (in the webhook's
+	// namespace) that holds the document.
+	ConfigMapKey = "pools.yaml"
+	// PoolAnnotation on a Service names the pool to allocate from
+	// (DESIGN.md §3.3, a contract).
+	PoolAnnotation = "dualstack-webhook.io/pool"
+	// StaticBandPool is the name of the implicit pool used when the document
+	// defines none: the KEP-3070 static band of every ServiceCIDR.
+	StaticBandPool = "static-band"
+)
+
+// Strategy chooses among the free addresses of a pool.
+type Strategy string
+
+const (
+	// StrategyLowest hands out the lowest free address, like node IPAM does:
+	// predictable, and it keeps the used part of a pool compact.
+	StrategyLowest Strategy = "lowest"
+	// StrategyHash starts at an address derived from namespace/name (FNV-1a,
+	// so every replica and every run computes the same start) and probes
+	// upwards, wrapping, for the first free one. The same Service gets the
+	// same IP in every cluster with the same pool, as long as it is free.
+	StrategyHash Strategy = "hash"
+)
+
+// PoolState says whether a pool hands out new addresses.
+type PoolState string
+
+const (
+	// PoolActive pools allocate.
+	PoolActive PoolState = "active"
+	// PoolDraining pools hand out nothing new and keep what they have, so
+	// an operator can empty a pool before removing it.
+	PoolDraining PoolState = "draining"
+)
+
+// PoolConfig is the pools.yaml document.
+//
+//	apiVersion: dualstack-webhook.io/v1alpha1
+//	kind: PoolConfig
+//	defaultPool: general
+//	pools:
+//	- name: general
+//	  addresses:
+//	    ipv4: ["10.96.0.16/28", "10.96.0.40-10.96.0.60", "10.96.0.99"]
+//	    ipv6: ["fd00:10:96::100-fd00:10:96::1ff"]
+//	  exclude: ["10.96.0.50"]
+//	  strategy: lowest
+//	- name: payments
+//	  addresses: {ipv4: ["10.96.0.200-10.96.0.250"]}
+//	  strategy: hash
+//	  namespaces: [payments]
+//	  namespaceSelector: {matchLabels: {team: payments}}
+type PoolConfig struct {
+	// APIVersion must be ConfigAPIVersion.
+	APIVersion string `json:"apiVersion"`
+	// Kind must be ConfigKind.
+	Kind string `json:"kind"`
+	// DefaultPool names the pool for Services no other rule selects. Empty
+	// means such Services are not pinned (the apiserver allocates them).
+	DefaultPool string `json:"defaultPool,omitempty"`
+	// Pools never overlap. An empty list means the static band of each
+	// ServiceCIDR is the (default) pool.
+	Pools []PoolSpec `json:"pools,omitempty"`
+}
+
+// PoolSpec is one pool of the document.
+type PoolSpec struct {
+	// Name is a DNS-1123 label; it is also a label value on state objects.
+	Name string `json:"name"`
+	// Addresses lists CIDRs, "a-b" ranges (both ends included) and single
+	// addresses per family. A CIDR means all of its addresses: the network
+	// address (and the IPv4 broadcast) of a ServiceCIDR must be excluded
+	// explicitly, since the apiserver never allocates them.
+	Addresses FamilyAddresses `json:"addresses"`
+	// Exclude lists addresses (same syntax, either family) never handed out.
+	Exclude []string `json:"exclude,omitempty"`
+	// Strategy is "lowest" (default) or "hash".
+	Strategy Strategy `json:"strategy,omitempty"`
+	// State is "active" (default) or "draining".
+	State PoolState `json:"state,omitempty"`
+	// Namespaces selects Services of these namespaces.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// NamespaceSelector selects Services whose Namespace's labels match.
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+}
+
+// FamilyAddresses keeps each family's entries apart so that a misplaced
+// address is caught as a mixed-up family rather than silently accepted.
+type FamilyAddresses struct {
+	IPv4 []string `json:"ipv4,omitempty"`
+	IPv6 []string `json:"ipv6,omitempty"`
+}
+
+// ParseConfig decodes a pools.yaml document strictly: unknown fields are
+// errors, because a misspelt "exlude" must not hand out excluded addresses.
+// It checks syntax only; Compile checks meaning.
+func ParseConfig(data []byte) (*PoolConfig, error) {
+	var c PoolConfig
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", ConfigMapKey, err)
+	}
+	if c.APIVersion != ConfigAPIVersion || c.Kind != ConfigKind {
+		return nil, fmt.Errorf("%s: want apiVersion %s kind %s, got apiVersion %q kind %q",
+			ConfigMapKey, ConfigAPIVersion, ConfigKind, c.APIVersion, c.Kind)
+	}
+	return &c, nil
+}
+
+// LoadConfigFile reads and parses a pools.yaml file (for --dev).
+func LoadConfigFile(path string) (*PoolConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ConfigFromConfigMap parses the pools document of cm. A ConfigMap without
+// the key means "no pools configured".
+func ConfigFromConfigMap(cm *corev1.ConfigMap) (*PoolConfig, error) {
+	if cm == nil {
+		return &PoolConfig{APIVersion: ConfigAPIVersion, Kind: ConfigKind}, nil
+	}
+	data, ok := cm.Data[ConfigMapKey]
+	if !ok {
+		return &PoolConfig{APIVersion: ConfigAPIVersion, Kind: ConfigKind}, nil
+	}
+	c, err := ParseConfig([]byte(data))
+	if err != nil {
+		return nil, fmt.Errorf("ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+	}
+	return c, nil
+}
+
+// Pool is a compiled pool: its usable addresses per family (exclusions
+// already removed) and its selection rules. Immutable once compiled.
+type Pool struct {
+	Name     string
+	Strategy Strategy
+	State    PoolState
+	// Addresses holds the usable addresses of both families.
+	Addresses *IPSet
+
+	namespaces []string
+	selector   labels.Selector
+}
+
+// Has reports whether the pool has addresses of family f.
+func (p *Pool) Has(f corev1.IPFamily) bool { return !p.Addresses.Empty(f) }
+
+// Pools is a compiled, validated PoolConfig bound to the cluster's
+// ServiceCIDRs. Immutable: swap the whole value on change.
+type Pools struct {
+	// CIDRs are the cluster's ServiceCIDRs the pools were checked against.
+	CIDRs []netip.Prefix
+	// List is in document order (which breaks ties between selectors).
+	List []*Pool
+	// Default is the pool of last resort, or nil.
+	Default *Pool
+	byName  map[string]*Pool
+}
+
+// Get returns the pool called name.
+func (p *Pools) Get(name string) (*Pool, bool) {
+	if p == nil {
+		return nil, false
+	}
+	x, ok := p.byName[name]
+	return x, ok
+}
+
+// PoolOf returns the pool holding ip, or nil.
+func (p *Pools) PoolOf(ip netip.Addr) *Pool {
+	if p == nil {
+		return nil
+	}
+	for _, x := range p.List {
+		if x.Addresses.Contains(ip) {
+			return x
+		}
+	}
+	return nil
+}
+
+// InServiceCIDR reports whether ip lies in one of the cluster's ServiceCIDRs.
+func (p *Pools) InServiceCIDR(ip netip.Addr) bool {
+	for _, c := range p.CIDRs {
+		if c.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// ConfigError lists every problem of a pool document, each naming the pool
+// and the address, so that one kubectl apply shows them all.
+type ConfigError struct {
+	Problems []string
+}
+
+func (e *ConfigError) Error() string {
+	return "invalid pool configuration: " + strings.Join(e.Problems, "; ")
+}
+
+func (e *ConfigError) addf(format string, a ...any) {
+	e.Problems = append(e.Problems, fmt.Sprintf(format, a...))
+}
+
+// Compile validates c against the cluster's ServiceCIDRs and builds the
+// pools. With no pools in c, the result is one pool, StaticBandPool, made of
+// the KEP-3070 static band of every ServiceCIDR (the apiserver's dynamic
+// allocation takes the upper band first, so pins there rarely collide).
+//
+// It rejects, with messages naming pool and address: malformed addresses,
+// addresses listed under the wrong family, pools overlapping each other,
+// addresses outside every ServiceCIDR, pools containing a ServiceCIDR's
+// network address or IPv4 broadcast address, duplicate or invalid names,
+// unknown strategies/states, a defaultPool that does not exist and a
+// namespace claimed by two pools.
+func Compile(c *PoolConfig, cidrs []netip.Prefix) (*Pools, error) {
+	e := &ConfigError{}
+	if len(cidrs) == 0 {
+		e.addf("no ServiceCIDR known: pools cannot be checked")
+		return nil, e
+	}
+	for _, p := range cidrs {
+		if !p.IsValid() || p.Masked() != p {
+			e.addf("ServiceCIDR %s is not a valid network prefix", p)
+		}
+	}
+	if len(e.Problems) > 0 {
+		return nil, e
+	}
+	out := &Pools{CIDRs: slices.Clone(cidrs), byName: map[string]*Pool{}}
+	if c == nil || len(c.Pools) == 0 {
+		band := &Pool{Name: StaticBandPool, Strategy: StrategyLowest, State: PoolActive, Addresses: &IPSet{}, selector: labels.Nothing()}
+		for _, p := range cidrs {
+			if r, ok := StaticBand(p); ok {
+				band.Addresses.AddRange(r)
+			}
+		}
+		out.List = []*Pool{band}
+		out.Default = band
+		out.byName[band.Name] = band
+		if c != nil && c.DefaultPool != "" && c.DefaultPool != StaticBandPool {
+			e.addf("defaultPool %q: no such pool (no pools are defined)", c.DefaultPool)
+			return nil, e
+		}
+		return out, nil
+	}
+
+	nsOwner := map[string]string{}
+	for i, ps := range c.Pools {
+		name := ps.Name
+		where := fmt.Sprintf("pool %q", name)
+		if name == "" {
+			where = fmt.Sprintf("pools[%d]", i)
+			e.addf("%s: name is required", where)
+		} else if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
+			e.addf("%s: invalid name: %s", where, strings.Join(errs, ", "))
+		}
+		if _, dup := out.byName[name]; dup && name != "" {
+			e.addf("%s: defined twice", where)
+		}
+		p := &Pool{Name: name, Strategy: ps.Strategy, State: ps.State, Addresses: &IPSet{}}
+		if p.Strategy == "" {
+			p.Strategy = StrategyLowest
+		}
+		if p.Strategy != StrategyLowest && p.Strategy != StrategyHash {
+			e.addf("%s: unknown strategy %q (want %q or %q)", where, ps.Strategy, StrategyLowest, StrategyHash)
+		}
+		if p.State == "" {
+			p.State = PoolActive
+		}
+		if p.State != PoolActive && p.State != PoolDraining {
+			e.addf("%s: unknown state %q (want %q or %q)", where, ps.State, PoolActive, PoolDraining)
+		}
+		for _, fam := range []struct {
+			f       corev1.IPFamily
+			key     string
+			entries []string
+		}{{corev1.IPv4Protocol, "ipv4", ps.Addresses.IPv4}, {corev1.IPv6Protocol, "ipv6", ps.Addresses.IPv6}} {
+			for _, s := range fam.entries {
+				r, err := ParseRange(s)
+				if err != nil {
+					e.addf("%s: addresses.%s: %v", where, fam.key, err)
+					continue
+				}
+				if r.Family() != fam.f {
+					e.addf("%s: addresses.%s: %q is an %s address", where, fam.key, s, r.Family())
+					continue
+				}
+				checkInCIDRs(e, where, s, r, cidrs)
+				p.Addresses.AddRange(r)
+			}
+		}
+		for _, s := range ps.Exclude {
+			r, err := ParseRange(s)
+			if err != nil {
+				e.addf("%s: exclude: %v", where, err)
+				continue
+			}
+			p.Addresses.RemoveRange(r)
+		}
+		if p.Addresses.Empty(corev1.IPv4Protocol) && p.Addresses.Empty(corev1.IPv6Protocol) {
+			e.addf("%s: has no usable address", where)
+		}
+		for _, cidr := range cidrs {
+			net := cidr.Addr()
+			if p.Addresses.Contains(net) {
+				e.addf("%s: contains %s, the network address of ServiceCIDR %s, which the apiserver never allocates: add it to exclude", where, net, cidr)
+			}
+			if net.Is4() {
+				bc := RangeFromPrefix(cidr).To
+				if p.Addresses.Contains(bc) {
+					e.addf("%s: contains %s, the broadcast address of ServiceCIDR %s, which the apiserver never allocates: add it to exclude", where, bc, cidr)
+				}
+			}
+		}
+		for _, ns := range ps.Namespaces {
+			if prev, ok := nsOwner[ns]; ok && prev != name {
+				e.addf("%s: namespace %q is already selected by pool %q", where, ns, prev)
+			}
+			nsOwner[ns] = name
+		}
+		p.namespaces = slices.Clone(ps.Namespaces)
+		p.selector = labels.Nothing()
+		if ps.NamespaceSelector != nil {
+			sel, err := metav1.LabelSelectorAsSelector(ps.NamespaceSelector)
+			if err != nil {
+				e.addf("%s: namespaceSelector: %v", where, err)
+			} else {
+				p.selector = sel
+			}
+		}
+		for _, q := range out.List {
+			if ip, ok := q.Addresses.Overlap(p.Addresses); ok {
+				e.addf("%s overlaps pool %q at %s", where, q.Name, ip)
+			}
+		}
+		out.List = append(out.List, p)
+		if name != "" {
+			out.byName[name] = p
+		}
+	}
+	if c.DefaultPool != "" {
+		d, ok := out.byName[c.DefaultPool]
+		if !ok {
+			e.addf("defaultPool %q: no such pool", c.DefaultPool)
+		}
+		out.Default = d
+	}
+	if len(e.Problems) > 0 {
+		return nil, e
+	}
+	return out, nil
+}
+
+// checkInCIDRs reports the part of r outside every ServiceCIDR, naming its
+// first address.
+func checkInCIDRs(e *ConfigError, where, entry string, r Range, cidrs []netip.Prefix) {
+	rest := &IPSet{}
+	rest.AddRange(r)
+	for _, c := range cidrs {
+		rest.RemoveRange(RangeFromPrefix(c))
+	}
+	if out := rest.Ranges(r.Family()); len(out) > 0 {
+		e.addf("%s: %q: %s is outside every ServiceCIDR (%s)", where, entry, out[0].From, joinPrefixes(cidrs))
+	}
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Select returns the pool for a Service: the pool its PoolAnnotation names
+// (ErrUnknownPool if there is none of that name), else the first pool (in
+// document order) listing its namespace, else the first pool whose
+// namespaceSelector matches the Namespace's labels, else the default pool.
+// A nil pool with a nil error means "do not pin this Service".
+func (p *Pools) Select(namespace string, serviceAnnotations, namespaceLabels map[string]string) (*Pool, error) {
+	if p == nil {
+		return nil, nil
+	}
+	if name, ok := serviceAnnotations[PoolAnnotation]; ok {
+		if x, ok := p.byName[name]; ok {
+			return x, nil
+		}
+		known := make([]string, 0, len(p.byName))
+		for n := range p.byName {
+			known = append(known, n)
+		}
+		sort.Strings(known)
+		return nil, fmt.Errorf("annotation %s=%q: %w (known: %s)", PoolAnnotation, name, ErrUnknownPool, strings.Join(known, ", "))
+	}
+	for _, x := range p.List {
+		if slices.Contains(x.namespaces, namespace) {
+			return x, nil
+		}
+	}
+	set := labels.Set(namespaceLabels)
+	for _, x := range p.List {
+		if x.selector != nil && !x.selector.Empty() && x.selector.Matches(set) {
+			return x, nil
+		}
+	}
+	return p.Default, nil
+}
+
+// ValidateChange rejects a new configuration that would orphan or move an
+// address in use: every reservation (pending, bound or sticky) must still lie
+// in a pool of the same name. MetalLB silently re-addresses Services on such
+// edits (metallb#2449); we make the operator free or drain them first.
+func ValidateChange(next *Pools, reservations []Reservation) error {
+	e := &ConfigError{}
+	rs := slices.Clone(reservations)
+	slices.SortFunc(rs, func(a, b Reservation) int { return a.IP.Compare(b.IP) })
+	for _, r := range rs {
+		if r.Pool == "" {
+			continue // a recorded request outside every pool: no pool to keep it in
+		}
+		q := next.PoolOf(r.IP)
+		switch {
+		case q == nil:
+			e.addf("pool %q: address %s is %s by %s and would leave every pool", r.Pool, r.IP, r.State, r.Owner)
+		case q.Name != r.Pool:
+			e.addf("pool %q: address %s is %s by %s and would move to pool %q", r.Pool, r.IP, r.State, r.Owner, q.Name)
+		}
+	}
+	if len(e.Problems) > 0 {
+		return e
+	}
+	return nil
+}

@@ -1,0 +1,38 @@
+package alloc
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Store persists reservations and nothing else: it never chooses an address.
+// Implementations must be safe for concurrent use and must make Create
+// atomic across every process sharing the state (that is what makes several
+// webhook replicas safe). Every read must reflect every write this Store
+// value has completed ("read your own writes"), even when reads come from a
+// cache.
+//
+// The contract is executable: package alloc/storetest runs it against any
+// implementation.
+type Store interface {
+	// Get returns the reservation of ip.
+	Get(ctx context.Context, ip netip.Addr) (Reservation, bool, error)
+	// ByOwner returns the reservations whose Owner.Key() equals key.
+	ByOwner(ctx context.Context, key string) ([]Reservation, error)
+	// List returns every reservation.
+	List(ctx context.Context) ([]Reservation, error)
+	// Taken calls fn with the set of reserved addresses. fn must neither
+	// modify nor retain the set; it runs under the store's read lock, so
+	// keep it short (the allocation decision is).
+	Taken(ctx context.Context, fn func(taken *IPSet)) error
+	// Create persists a new reservation and returns it with its Version.
+	// If the address is already reserved it returns an error wrapping
+	// ErrExists.
+	Create(ctx context.Context, r Reservation) (Reservation, error)
+	// Update replaces the reservation of r.IP if its current Version is
+	// r.Version; otherwise ErrConflict (or ErrNotFound if it is gone).
+	Update(ctx context.Context, r Reservation) (Reservation, error)
+	// Delete removes the reservation of r.IP if its current Version is
+	// r.Version; otherwise ErrConflict (or ErrNotFound if it is gone).
+	Delete(ctx context.Context, r Reservation) error
+}
