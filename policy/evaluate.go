@@ -96,6 +96,11 @@ func decode(raw []byte) (*corev1.Service, json.RawMessage, error) {
 	if svc.APIVersion != "" && svc.APIVersion != "v1" {
 		return nil, nil, &DecodeError{Err: fmt.Errorf("apiVersion %q is not v1", svc.APIVersion)}
 	}
+	if svc.Spec.Type == "" {
+		// v1 defaulting runs before admission; objects posted by hand
+		// may lack it.
+		svc.Spec.Type = corev1.ServiceTypeClusterIP
+	}
 	var shape struct {
 		Spec map[string]json.RawMessage `json:"spec"`
 	}

@@ -114,3 +114,5 @@ func equalFams(a, b []corev1.IPFamily) bool {
 	}
 	return true
 }
+
+func jsonOf(v any) ([]byte, error) { return json.Marshal(v) }
