@@ -1,0 +1,322 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/dualstack-webhook/dualstack-webhook/policy"
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Evaluator is the policy engine as the webhook sees it: policy.Evaluate in
+// production, a stub in HTTP-layer tests.
+type Evaluator func(policy.Input) (*policy.Decision, error)
+
+// FamilySource reports the cluster's Service IP families, primary first.
+// It errors while they are unknown (ServiceCIDR cache not synced yet).
+type FamilySource interface {
+	Families() ([]corev1.IPFamily, error)
+}
+
+// StaticFamilies is a FamilySource that never changes (--service-cidrs,
+// --dev, tests).
+type StaticFamilies []corev1.IPFamily
+
+// Families returns the fixed families.
+func (s StaticFamilies) Families() ([]corev1.IPFamily, error) {
+	if len(s) == 0 {
+		return nil, errors.New("no service IP families configured")
+	}
+	return s, nil
+}
+
+// NamespaceLister reads Namespaces from a cache. client-go's
+// listers/core/v1.NamespaceLister satisfies it.
+type NamespaceLister interface {
+	Get(name string) (*corev1.Namespace, error)
+}
+
+// Check is a named readiness condition for /readyz.
+type Check struct {
+	Name string
+	Func func() error
+}
+
+// Options configure a Handler. Zero values are usable where noted.
+type Options struct {
+	// Log receives one line per review; nil discards.
+	Log *zap.Logger
+	// Registry receives the metrics; nil means a private registry.
+	Registry prometheus.Registerer
+	// Evaluate is the policy engine. Required.
+	Evaluate Evaluator
+	// Families are the cluster's Service IP families. Required.
+	Families FamilySource
+	// Namespaces, when set, provides the skip label and the default policy
+	// annotation of Namespaces. nil (--dev) means no Namespace has either.
+	Namespaces NamespaceLister
+	// DefaultPolicy is --default-ip-family-policy; nil keeps the
+	// apiserver's default.
+	DefaultPolicy *corev1.IPFamilyPolicy
+	// Ready lists the conditions /readyz checks besides draining.
+	Ready []Check
+	// CertNotAfter, when set, is exported as a metric.
+	CertNotAfter func() time.Time
+}
+
+// Handler serves the webhook's TLS endpoints.
+type Handler struct {
+	log           *zap.Logger
+	evaluate      Evaluator
+	families      FamilySource
+	namespaces    NamespaceLister
+	defaultPolicy *corev1.IPFamilyPolicy
+	checks        []Check
+	metrics       *metrics
+	draining      atomic.Bool
+	router        chi.Router
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// NewHandler builds the router: POST /mutate, POST /validate, GET /healthz,
+// GET /readyz.
+func NewHandler(o Options) (*Handler, error) {
+	if o.Evaluate == nil || o.Families == nil {
+		return nil, errors.New("webhook: Evaluate and Families are required")
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(o.Registry, o.CertNotAfter)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: registering metrics: %w", err)
+	}
+	h := &Handler{
+		log:           o.Log,
+		evaluate:      o.Evaluate,
+		families:      o.Families,
+		namespaces:    o.Namespaces,
+		defaultPolicy: o.DefaultPolicy,
+		checks:        o.Ready,
+		metrics:       m,
+	}
+	r := chi.NewRouter()
+	r.Method(http.MethodPost, "/mutate", h.instrument("mutate", h.serveReview(mutateEndpoint)))
+	r.Method(http.MethodPost, "/validate", h.instrument("validate", h.serveReview(validateEndpoint)))
+	r.Method(http.MethodGet, "/healthz", h.instrument("healthz", h.serveHealthz))
+	r.Method(http.MethodGet, "/readyz", h.instrument("readyz", h.serveReadyz))
+	r.NotFound(h.instrument("other", func(w http.ResponseWriter, _ *http.Request, _ *reqState) {
+		http.Error(w, "not found: the webhook serves POST /mutate, POST /validate, GET /healthz, GET /readyz", http.StatusNotFound)
+	}).ServeHTTP)
+	r.MethodNotAllowed(h.instrument("other", func(w http.ResponseWriter, r *http.Request, _ *reqState) {
+		http.Error(w, "method "+r.Method+" not allowed on "+r.URL.Path, http.StatusMethodNotAllowed)
+	}).ServeHTTP)
+	h.router = r
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.router.ServeHTTP(w, r) }
+
+// Drain makes /readyz fail from now on. Called first on SIGTERM so the pod
+// leaves the Service endpoints while in-flight reviews finish.
+func (h *Handler) Drain() { h.draining.Store(true) }
+
+// reqState carries what a route decided back to the instrumenting wrapper.
+type reqState struct{ outcome string }
+
+type routeFunc func(http.ResponseWriter, *http.Request, *reqState)
+
+// statusWriter remembers the status code for metrics and whether anything
+// was written (a panic after the header was sent cannot become a 500).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// instrument wraps a route with panic recovery and metrics. Recovery sits
+// inside metrics so a panic is counted (outcome "failed"), and answers 500
+// so the apiserver applies the webhook's failurePolicy instead of seeing a
+// reset connection.
+func (h *Handler) instrument(name string, next routeFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		st := &reqState{}
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler { //nolint:errorlint // sentinel compared by identity, as net/http does
+					panic(p)
+				}
+				h.log.Error("panic serving request", zap.String("endpoint", name),
+					zap.Any("panic", p), zap.Stack("stack"))
+				st.outcome = outcomeFailed
+				if sw.status == 0 {
+					http.Error(sw, "internal error", http.StatusInternalServerError)
+				}
+			}
+			outcome := st.outcome
+			if outcome == "" {
+				switch {
+				case sw.status >= 500:
+					outcome = outcomeFailed
+				case sw.status >= 400:
+					outcome = outcomeRejected
+				default:
+					outcome = outcomeOK
+				}
+			}
+			h.metrics.observe(name, outcome, time.Since(start))
+		}()
+		next(sw, r, st)
+	})
+}
+
+func (h *Handler) serveHealthz(w http.ResponseWriter, _ *http.Request, st *reqState) {
+	// Liveness is "the process serves HTTP". Expired certificates or lost
+	// caches are readiness problems: a restart would not fix them, so they
+	// must not fail liveness and trigger restart loops.
+	st.outcome = outcomeOK
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (h *Handler) serveReadyz(w http.ResponseWriter, _ *http.Request, st *reqState) {
+	var b strings.Builder
+	ok := true
+	if h.draining.Load() {
+		ok = false
+		b.WriteString("[-]shutdown failed: shutting down\n")
+	}
+	for _, c := range h.checks {
+		if err := c.Func(); err != nil {
+			ok = false
+			fmt.Fprintf(&b, "[-]%s failed: %s\n", c.Name, oneLine(err.Error()))
+		} else {
+			fmt.Fprintf(&b, "[+]%s ok\n", c.Name)
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if !ok {
+		st.outcome = outcomeUnready
+		w.WriteHeader(http.StatusServiceUnavailable)
+		b.WriteString("readyz check failed\n")
+	} else {
+		st.outcome = outcomeOK
+		b.WriteString("ok\n")
+	}
+	_, _ = w.Write([]byte(b.String()))
+}
+
+// maxTimeout caps the apiserver's ?timeout= (webhook timeoutSeconds is at
+// most 30 s, admissionregistration/v1 validation).
+const maxTimeout = 30 * time.Second
+
+// requestContext derives the review's deadline from the apiserver's
+// ?timeout= query parameter (set from the webhook's timeoutSeconds:
+// k8s.io/apiserver pkg/admission/plugin/webhook/mutating/dispatcher.go), so
+// work the apiserver no longer waits for stops.
+func requestContext(r *http.Request) (context.Context, context.CancelFunc) {
+	if r.URL.RawQuery != "" {
+		if d, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil && d > 0 {
+			return context.WithTimeout(r.Context(), min(d, maxTimeout))
+		}
+	}
+	return r.Context(), func() {}
+}
+
+func (h *Handler) serveReview(ep endpoint) routeFunc {
+	return func(w http.ResponseWriter, r *http.Request, st *reqState) {
+		start := time.Now()
+		body, err := readBody(r)
+		if err == nil {
+			var in *reviewIn
+			if in, err = decodeReview(body); err == nil {
+				h.answer(w, r, st, ep, in, body, start)
+				return
+			}
+		}
+		var he *httpError
+		if !errors.As(err, &he) {
+			he = &httpError{http.StatusBadRequest, oneLine(err.Error())}
+		}
+		st.outcome = outcomeRejected
+		h.log.Info("rejected request", zap.String("endpoint", ep.String()),
+			zap.Int("code", he.code), zap.String("reason", he.msg), zap.String("remote", r.RemoteAddr))
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(he.code)
+		_, _ = w.Write([]byte(he.msg + "\n"))
+	}
+}
+
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, ep endpoint, in *reviewIn, body []byte, start time.Time) {
+	ctx, cancel := requestContext(r)
+	defer cancel()
+	res := h.review(ctx, ep, in.Request)
+	out, err := encodeReview(in.APIVersion, res.resp)
+	if err != nil {
+		// Cannot happen with the types involved; answer like a panic would.
+		panic(fmt.Sprintf("encoding AdmissionReview: %v", err))
+	}
+	st.outcome = res.outcome
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(out)
+
+	lvl := zapcore.InfoLevel
+	if res.err != nil {
+		lvl = zapcore.ErrorLevel
+	}
+	if ce := h.log.Check(lvl, "admission review"); ce != nil {
+		req := in.Request
+		fields := []zap.Field{
+			zap.String("endpoint", ep.String()),
+			zap.String("uid", string(req.UID)),
+			zap.String("namespace", res.namespace),
+			zap.String("name", res.name),
+			zap.String("operation", req.Operation),
+			zap.Bool("dryRun", req.dryRun()),
+			zap.Bool("allowed", res.resp.Allowed),
+			zap.String("outcome", res.outcome),
+			zap.Duration("took", time.Since(start)),
+		}
+		if res.reason != "" {
+			fields = append(fields, zap.String("reason", res.reason))
+		}
+		if res.err != nil {
+			fields = append(fields, zap.Error(res.err))
+		}
+		ce.Write(fields...)
+	}
+	if ce := h.log.Check(zapcore.DebugLevel, "admission review bodies"); ce != nil {
+		ce.Write(zap.String("uid", string(in.Request.UID)), zap.ByteString("request", body), zap.ByteString("response", out))
+	}
+}

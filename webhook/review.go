@@ -1,0 +1,255 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/dualstack-webhook/dualstack-webhook/policy"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kjson "sigs.k8s.io/json"
+)
+
+// The webhook's names (DESIGN §3.3) are policy.SkipLabel on a Service or a
+// Namespace (any value but "false" counts, so `skip: ""` and `skip: "true"`
+// both work) and policy.NamespacePolicyAnnotation on a Namespace.
+const (
+	// auditDecisionKey is the audit annotation the webhook sets. The
+	// apiserver prefixes it with the webhook's name
+	// ("<webhook-name>/decision") and drops keys that are not then a
+	// qualified name, so the key itself must not contain a '/' (kubernetes
+	// apiserver pkg/admission/plugin/webhook/mutating/dispatcher.go and
+	// pkg/admission/attributes.go:checkKeyFormat).
+	auditDecisionKey = "decision"
+)
+
+// endpoint tells /mutate and /validate apart.
+type endpoint uint8
+
+const (
+	mutateEndpoint endpoint = iota
+	validateEndpoint
+)
+
+func (e endpoint) String() string {
+	if e == mutateEndpoint {
+		return "mutate"
+	}
+	return "validate"
+}
+
+// objectView is what the webhook itself reads from the raw Service: enough
+// for the filters and to know which spec members exist (add vs replace).
+type objectView struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name      string            `json:"name"`
+		Namespace string            `json:"namespace"`
+		Labels    map[string]string `json:"labels"`
+	} `json:"metadata"`
+	Spec    map[string]json.RawMessage `json:"spec"`
+	hasSpec bool
+}
+
+// reviewResult is the answer plus what the request log needs.
+type reviewResult struct {
+	resp      *admissionv1.AdmissionResponse
+	outcome   string
+	reason    string // why skipped / denied / errored, for the log
+	namespace string
+	name      string
+	err       error // internal errors, logged at error level
+}
+
+// review answers one AdmissionRequest. It never returns an HTTP-level error:
+// once the envelope parsed, every problem is an AdmissionReview answer.
+// ctx carries the apiserver's deadline; the policy engine is pure and
+// ignores it, the allocator (later) will not.
+func (h *Handler) review(_ context.Context, ep endpoint, req *requestIn) reviewResult {
+	res := reviewResult{namespace: req.Namespace, name: req.Name}
+	allow := func(outcome, reason string) reviewResult {
+		res.resp = &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
+		res.outcome, res.reason = outcome, reason
+		if reason != "" {
+			res.resp.AuditAnnotations = map[string]string{auditDecisionKey: outcome + ": " + reason}
+		}
+		return res
+	}
+	fail := func(err error) reviewResult {
+		res.resp, res.outcome = responseForError(req.UID, res.name, err)
+		res.reason = oneLine(err.Error())
+		if res.outcome == outcomeDenied {
+			res.resp.AuditAnnotations = map[string]string{auditDecisionKey: outcomeDenied}
+		}
+		if isInternal(err) {
+			res.err = err
+		}
+		return res
+	}
+
+	if req.UID == "" {
+		return fail(&requestError{"request.uid is empty"})
+	}
+	op := policy.Operation(req.Operation)
+	switch req.Operation {
+	case "CREATE", "UPDATE":
+	case "DELETE", "CONNECT":
+		// Nothing to default or check. Answered before the kind check on
+		// purpose: a mis-scoped registration must never block deletes.
+		return allow(outcomeSkipped, strings.ToLower(req.Operation)+" is not reviewed")
+	default:
+		return fail(&requestError{fmt.Sprintf("unsupported operation %q: want CREATE, UPDATE, DELETE or CONNECT", req.Operation)})
+	}
+	if req.Kind.Group != "" || req.Kind.Version != "v1" || req.Kind.Kind != "Service" {
+		return fail(&requestError{fmt.Sprintf("this webhook reviews v1 Services only, got request.kind %s", gvkString(req.Kind.Group, req.Kind.Version, req.Kind.Kind))})
+	}
+	// request.resource is optional here only because hand-written reviews
+	// (curl, CI linting) often omit it; the apiserver always sets it.
+	if r := req.Resource; r != (metav1.GroupVersionResource{}) && (r.Group != "" || r.Version != "v1" || r.Resource != "services") {
+		return fail(&requestError{fmt.Sprintf("this webhook reviews v1 services only, got request.resource %s", gvkString(r.Group, r.Version, r.Resource))})
+	}
+	if req.SubResource != "" {
+		// services/status cannot change spec (the registry resets it), so
+		// there is nothing to default or validate.
+		return allow(outcomeSkipped, "subresource "+req.SubResource+" is not reviewed")
+	}
+
+	obj, err := decodeObject(req.Object)
+	if err != nil {
+		return fail(err)
+	}
+	if obj.Kind != "" && (obj.Kind != "Service" || obj.APIVersion != "v1") {
+		return fail(&requestError{fmt.Sprintf("request.object is %s, not a v1 Service", gvkString("", obj.APIVersion, obj.Kind))})
+	}
+	if res.namespace == "" {
+		res.namespace = obj.Metadata.Namespace
+	}
+	if res.name == "" {
+		res.name = obj.Metadata.Name
+	}
+
+	// Pre-policy filters: cheap, and they must win over any policy error
+	// (a skipped Service is never denied by this webhook).
+	if res.namespace == "default" && res.name == "kubernetes" {
+		return allow(outcomeSkipped, "default/kubernetes is managed by the apiserver")
+	}
+	if v, ok := obj.Metadata.Labels[policy.SkipLabel]; ok && v != "false" {
+		return allow(outcomeSkipped, "Service label "+policy.SkipLabel)
+	}
+	var warnings []string
+	defaultPolicy := h.defaultPolicy
+	if h.namespaces != nil && res.namespace != "" {
+		// Not found (informer lag on a brand-new namespace) is treated as
+		// "no labels, no annotation": the flag's default applies.
+		if ns, err := h.namespaces.Get(res.namespace); err == nil && ns != nil {
+			if v, ok := ns.Labels[policy.SkipLabel]; ok && v != "false" {
+				return allow(outcomeSkipped, "Namespace label "+policy.SkipLabel)
+			}
+			if v := ns.Annotations[policy.NamespacePolicyAnnotation]; v != "" && op == policy.Create {
+				if p, ok := parsePolicy(v); ok {
+					defaultPolicy = &p
+				} else {
+					// Ignored with a warning rather than denied: the
+					// Service's author did not write the annotation and
+					// cannot fix it, and a typo by a namespace admin must
+					// not block every Service in the namespace. The
+					// warning reaches kubectl; the flag's default applies.
+					warnings = append(warnings, fmt.Sprintf(
+						"namespace %s: annotation %s=%q is not one of SingleStack, PreferDualStack, RequireDualStack; ignored",
+						res.namespace, policy.NamespacePolicyAnnotation, v))
+				}
+			}
+		}
+	}
+
+	families, err := h.families.Families()
+	if err != nil {
+		return fail(&errUnavailable{err})
+	}
+	in := policy.Input{
+		Families:      families,
+		Operation:     op,
+		Object:        req.Object,
+		DefaultPolicy: defaultPolicy,
+	}
+	if op == policy.Update && !isNull(req.OldObject) {
+		in.OldObject = req.OldObject
+	}
+	d, err := h.evaluate(in)
+	if err != nil {
+		return fail(err)
+	}
+	if d == nil {
+		return fail(fmt.Errorf("policy engine returned neither a decision nor an error"))
+	}
+	if d.Skip != "" {
+		return allow(outcomeSkipped, d.Skip)
+	}
+
+	res.resp = &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
+	if ep == validateEndpoint {
+		// The same engine accepts the final object: allowed. Warnings were
+		// already shown by /mutate; repeating them would double them in
+		// kubectl's output.
+		res.outcome = outcomeAllowed
+		return res
+	}
+	patch, fields, err := buildPatch(obj, d)
+	if err != nil {
+		return fail(err)
+	}
+	res.resp.Warnings = append(warnings, d.Warnings...)
+	if patch == nil {
+		res.outcome = outcomeAllowed
+		return res
+	}
+	pt := admissionv1.PatchTypeJSONPatch
+	res.resp.Patch, res.resp.PatchType = patch, &pt
+	res.outcome = outcomePatched
+	res.reason = strings.Join(fields, ",")
+	res.resp.AuditAnnotations = map[string]string{auditDecisionKey: "patched: " + res.reason}
+	return res
+}
+
+func decodeObject(raw json.RawMessage) (*objectView, error) {
+	if isNull(raw) {
+		return nil, &requestError{"request.object is missing"}
+	}
+	var obj objectView
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &obj); err != nil {
+		return nil, &requestError{"request.object is not a Service: " + oneLine(err.Error())}
+	}
+	obj.hasSpec = obj.Spec != nil
+	return &obj, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+func parsePolicy(v string) (corev1.IPFamilyPolicy, bool) {
+	switch p := corev1.IPFamilyPolicy(v); p {
+	case corev1.IPFamilyPolicySingleStack, corev1.IPFamilyPolicyPreferDualStack, corev1.IPFamilyPolicyRequireDualStack:
+		return p, true
+	}
+	return "", false
+}
+
+// gvkString renders group/version/kind the way kubectl prints them
+// ("apps/v1 Deployment", "v1 Pod"), with "<empty>" for missing parts.
+func gvkString(group, version, kind string) string {
+	if version == "" {
+		version = "<no version>"
+	}
+	if kind == "" {
+		kind = "<no kind>"
+	}
+	if group != "" {
+		version = group + "/" + version
+	}
+	return version + " " + kind
+}
