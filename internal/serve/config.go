@@ -1,0 +1,205 @@
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// DevServiceCIDRs are the service CIDRs of `serve --dev` without
+// --service-cidrs (DESIGN §3.1, contract): kind's and kubeadm's defaults.
+const DevServiceCIDRs = "10.96.0.0/16,fd00:10:96::/108"
+
+// envPrefix: every flag can also be set as DUALSTACK_WEBHOOK_<FLAG>, e.g.
+// DUALSTACK_WEBHOOK_SERVICE_CIDRS; a flag on the command line wins.
+const envPrefix = "DUALSTACK_WEBHOOK_"
+
+// Config is everything `serve` needs, parsed and validated.
+type Config struct {
+	// Listen is the TLS webhook address (--listen).
+	Listen string
+	// MetricsListen is the plain-HTTP /metrics address (--metrics-listen);
+	// empty disables it.
+	MetricsListen string
+	// TLSCertFile and TLSKeyFile are the serving pair, reloaded on change.
+	TLSCertFile, TLSKeyFile string
+	// ServiceCIDRs are the cluster's service CIDRs, primary first; empty
+	// means "discover from the cluster's ServiceCIDR objects".
+	ServiceCIDRs []netip.Prefix
+	// Kubeconfig is the kubeconfig path; empty means in-cluster or the
+	// usual KUBECONFIG/~/.kube/config lookup.
+	Kubeconfig string
+	// Namespace is where the webhook keeps its state ConfigMaps.
+	Namespace string
+	// DefaultPolicy is --default-ip-family-policy; nil = apiserver default.
+	DefaultPolicy *corev1.IPFamilyPolicy
+	// Dev runs without a cluster, with a self-signed certificate.
+	Dev bool
+	// DevCAFile is where --dev writes its CA certificate.
+	DevCAFile string
+	// LogLevel and LogFormat ("json" or "console") shape the logs.
+	LogLevel  zapcore.Level
+	LogFormat string
+	// ShutdownDelay keeps serving (readiness failing, keep-alives off)
+	// after SIGTERM so the pod leaves the endpoints first.
+	ShutdownDelay time.Duration
+}
+
+// Families returns the IP families of ServiceCIDRs in order.
+func (c *Config) Families() []corev1.IPFamily {
+	fams := make([]corev1.IPFamily, 0, len(c.ServiceCIDRs))
+	for _, p := range c.ServiceCIDRs {
+		fams = append(fams, familyOf(p.Addr()))
+	}
+	return fams
+}
+
+func familyOf(a netip.Addr) corev1.IPFamily {
+	if a.Is4() {
+		return corev1.IPv4Protocol
+	}
+	return corev1.IPv6Protocol
+}
+
+// ParseConfig reads flags (and DUALSTACK_WEBHOOK_* environment variables)
+// into a validated Config. getenv is os.Getenv outside tests.
+func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*Config, error) {
+	fs := pflag.NewFlagSet("dualstack-webhook serve", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		c             Config
+		cidrs         string
+		defaultPolicy string
+		logLevel      string
+	)
+	fs.StringVar(&c.Listen, "listen", ":8443", "TLS address of the webhook (POST /mutate, /validate; GET /healthz, /readyz)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", ":8080", "plain-HTTP address of GET /metrics (empty: off)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM serving certificate (reloaded when it changes)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.StringVar(&cidrs, "service-cidrs", "", "service CIDRs, primary first, e.g. "+DevServiceCIDRs+" (default: discovered from the cluster's ServiceCIDR objects; with --dev: "+DevServiceCIDRs+")")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
+	fs.StringVar(&c.Namespace, "namespace", "", "namespace of the webhook's state ConfigMaps (default: $POD_NAMESPACE, else dualstack-webhook)")
+	fs.StringVar(&defaultPolicy, "default-ip-family-policy", "", "ipFamilyPolicy for new Services that set none: SingleStack, PreferDualStack or RequireDualStack (default: the apiserver's)")
+	fs.BoolVar(&c.Dev, "dev", false, "run without a cluster: self-signed TLS for localhost/127.0.0.1/::1, in-memory state, console logs")
+	fs.StringVar(&c.DevCAFile, "dev-ca-file", filepath.Join(os.TempDir(), "dualstack-webhook-dev-ca.pem"), "with --dev: where to write the CA certificate for curl --cacert")
+	fs.StringVar(&logLevel, "log-level", "info", "debug (adds request/response bodies), info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "", "json or console (default: console with --dev, else json)")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, keep serving this long with readiness failing and keep-alives off before closing the listener (default 0 with --dev)")
+	fs.SortFlags = false
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	// Environment fills what the command line did not set.
+	var envErr error
+	fs.VisitAll(func(f *pflag.Flag) {
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" && !f.Changed {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = errors.Join(envErr, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+
+	var errs []error
+	if cidrs == "" && c.Dev {
+		cidrs = DevServiceCIDRs
+	}
+	if cidrs != "" {
+		p, err := ParseServiceCIDRs(cidrs)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--service-cidrs: %w", err))
+		}
+		c.ServiceCIDRs = p
+	}
+	if defaultPolicy != "" {
+		p := corev1.IPFamilyPolicy(defaultPolicy)
+		switch p {
+		case corev1.IPFamilyPolicySingleStack, corev1.IPFamilyPolicyPreferDualStack, corev1.IPFamilyPolicyRequireDualStack:
+			c.DefaultPolicy = &p
+		default:
+			errs = append(errs, fmt.Errorf("--default-ip-family-policy: %q is not SingleStack, PreferDualStack or RequireDualStack", defaultPolicy))
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together"))
+	}
+	if !c.Dev && c.TLSCertFile == "" {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required (or use --dev)"))
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level: %w", err))
+	}
+	switch c.LogFormat {
+	case "":
+		c.LogFormat = "json"
+		if c.Dev {
+			c.LogFormat = "console"
+		}
+	case "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format: %q is not json or console", c.LogFormat))
+	}
+	if c.Dev && !fs.Changed("shutdown-delay") && getenv(envPrefix+"SHUTDOWN_DELAY") == "" {
+		c.ShutdownDelay = 0 // Ctrl-C on a laptop should stop at once
+	}
+	if c.ShutdownDelay < 0 {
+		errs = append(errs, errors.New("--shutdown-delay must not be negative"))
+	}
+	if c.Namespace == "" {
+		c.Namespace = getenv("POD_NAMESPACE")
+	}
+	if c.Namespace == "" {
+		c.Namespace = "dualstack-webhook"
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// ParseServiceCIDRs parses a comma-separated list of one or two service
+// CIDRs, primary first, as kube-apiserver's --service-cluster-ip-range:
+// two CIDRs must be of different families, and each must be a network
+// address (10.96.0.0/16, not 10.96.0.1/16) so that a typo is not silently
+// reinterpreted.
+func ParseServiceCIDRs(s string) ([]netip.Prefix, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return nil, fmt.Errorf("%q: at most two CIDRs (one per family), got %d", s, len(parts))
+	}
+	out := make([]netip.Prefix, 0, len(parts))
+	for _, part := range parts {
+		part = strings.TrimSpace(part)
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR: %w", part, err)
+		}
+		if p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			return nil, fmt.Errorf("%q: IPv4-mapped or zoned addresses are not service CIDRs", part)
+		}
+		if m := p.Masked(); m != p {
+			return nil, fmt.Errorf("%q is not a network address (did you mean %s?)", part, m)
+		}
+		out = append(out, p)
+	}
+	if len(out) == 2 && out[0].Addr().Is4() == out[1].Addr().Is4() {
+		return nil, fmt.Errorf("%q: two CIDRs must be one IPv4 and one IPv6", s)
+	}
+	return out, nil
+}

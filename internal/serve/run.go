@@ -1,0 +1,207 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dualstack-webhook/dualstack-webhook/certs"
+	"github.com/dualstack-webhook/dualstack-webhook/policy"
+	"github.com/dualstack-webhook/dualstack-webhook/webhook"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Main is the `serve` subcommand: parse, then Run until ctx ends.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := ParseConfig(args, os.Getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := NewLogger(cfg, stderr)
+	defer func() { _ = log.Sync() }()
+	return Run(ctx, cfg, log, stdout)
+}
+
+// NewLogger builds the process logger: JSON for clusters, colourless
+// console lines for --dev.
+func NewLogger(cfg *Config, w io.Writer) *zap.Logger {
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if cfg.LogFormat == "console" {
+		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), cfg.LogLevel)
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w))))
+}
+
+// Listeners lets tests bind ports themselves; nil fields are bound from
+// Config.
+type Listeners struct {
+	Webhook, Metrics net.Listener
+}
+
+// Run wires everything and serves until ctx ends. It is the only place
+// where components are built and connected.
+func Run(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer) error {
+	return RunWith(ctx, cfg, log, stdout, Listeners{})
+}
+
+// RunWith is Run with pre-bound listeners.
+func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer, ls Listeners) (err error) {
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Serving certificate.
+	var src certs.Source
+	var devCA string
+	switch {
+	case cfg.TLSCertFile != "":
+		fsrc, err := certs.NewFileSource(cfg.TLSCertFile, cfg.TLSKeyFile, log.Named("certs"))
+		if err != nil {
+			return err
+		}
+		src = fsrc
+	case cfg.Dev:
+		ss, err := certs.NewSelfSigned(certs.DevHosts)
+		if err != nil {
+			return err
+		}
+		if err := ss.WriteCA(cfg.DevCAFile); err != nil {
+			return err
+		}
+		src, devCA = ss, cfg.DevCAFile
+	default:
+		return errors.New("no serving certificate: pass --tls-cert-file/--tls-key-file or --dev")
+	}
+	go func() {
+		if err := src.Start(ctx); err != nil && ctx.Err() == nil {
+			log.Error("certificate source stopped", zap.Error(err))
+		}
+	}()
+	checks := []webhook.Check{{Name: "certificate", Func: src.Ready}}
+
+	// Cluster: families and namespaces.
+	var families webhook.FamilySource
+	var namespaces webhook.NamespaceLister
+	if len(cfg.ServiceCIDRs) > 0 {
+		families = webhook.StaticFamilies(cfg.Families())
+	}
+	if cfg.Dev {
+		if cfg.Kubeconfig != "" {
+			log.Warn("--dev runs without a cluster: --kubeconfig is ignored")
+		}
+	} else {
+		rc, err := restConfig(cfg.Kubeconfig)
+		if err != nil {
+			return err
+		}
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return err
+		}
+		caches := newClusterCaches(cs, families == nil)
+		if families == nil {
+			families = serviceCIDRFamilies{caches}
+		}
+		namespaces = syncedNamespaces{caches}
+		checks = append(checks, webhook.Check{Name: "informers", Func: caches.synced})
+		caches.factory.Start(ctx.Done())
+		defer caches.factory.Shutdown()
+	}
+	checks = append(checks, webhook.Check{Name: "families", Func: func() error {
+		_, err := families.Families()
+		return err
+	}})
+
+	h, err := webhook.NewHandler(webhook.Options{
+		Log:           log.Named("webhook"),
+		Registry:      reg,
+		Evaluate:      policy.Evaluate,
+		Families:      families,
+		Namespaces:    namespaces,
+		DefaultPolicy: cfg.DefaultPolicy,
+		Ready:         checks,
+		CertNotAfter:  src.NotAfter,
+	})
+	if err != nil {
+		return err
+	}
+
+	if ls.Webhook == nil {
+		if ls.Webhook, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+	}
+	if ls.Metrics == nil && cfg.MetricsListen != "" {
+		if ls.Metrics, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			ls.Webhook.Close()
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+
+	fields := []zap.Field{
+		zap.String("listen", ls.Webhook.Addr().String()),
+		zap.Stringers("serviceCIDRs", cfg.ServiceCIDRs),
+		zap.Bool("dev", cfg.Dev),
+		zap.Duration("startup", time.Since(start)),
+	}
+	if ls.Metrics != nil {
+		fields = append(fields, zap.String("metricsListen", ls.Metrics.Addr().String()))
+	}
+	log.Info("serving", fields...)
+	if cfg.Dev {
+		printDevBanner(stdout, ls.Webhook.Addr(), ls.Metrics, devCA)
+	}
+
+	return webhook.Serve(ctx, webhook.ServeOptions{
+		Log:             log.Named("server"),
+		Listener:        ls.Webhook,
+		GetCertificate:  src.GetCertificate,
+		Handler:         h,
+		MetricsListener: ls.Metrics,
+		MetricsHandler:  mux,
+		BeforeShutdown:  h.Drain,
+		ShutdownDelay:   cfg.ShutdownDelay,
+	})
+}
+
+// printDevBanner tells a developer how to talk to the dev server.
+func printDevBanner(w io.Writer, addr net.Addr, metrics net.Listener, caFile string) {
+	port := "8443"
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		port = fmt.Sprint(ta.Port)
+	}
+	base := "https://localhost:" + port
+	var b strings.Builder
+	fmt.Fprintf(&b, "dualstack-webhook --dev is ready on %s (self-signed; CA certificate: %s)\n", base, caFile)
+	if metrics != nil {
+		if ta, ok := metrics.Addr().(*net.TCPAddr); ok {
+			fmt.Fprintf(&b, "metrics: http://localhost:%d/metrics\n", ta.Port)
+		}
+	}
+	fmt.Fprintf(&b, "try:\n  curl --cacert %s -H 'Content-Type: application/json' --data @examples/admissionreview-legacy.json %s/mutate\n", caFile, base)
+	_, _ = io.WriteString(w, b.String())
+}

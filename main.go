@@ -1,0 +1,82 @@
+// Command dualstack-webhook is a Kubernetes admission webhook that gives
+// v1 Services the apiserver's dual-stack results early, translates the
+// legacy spec.ipFamily field, and applies per-namespace defaults.
+//
+// main only dispatches subcommands; each lives in its own package.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+
+	"github.com/dualstack-webhook/dualstack-webhook/internal/serve"
+	"github.com/spf13/pflag"
+)
+
+// command is one subcommand. Adding one is one entry in commands.
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = map[string]command{
+	"serve": {"run the admission webhook (TLS) and its metrics server", serve.Main},
+}
+
+func main() {
+	// SIGTERM (kubelet) and SIGINT (Ctrl-C) start a graceful shutdown; a
+	// second signal kills at once because stop() restores the default.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	go func() { <-ctx.Done(); stop() }()
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches args to a subcommand and returns the exit code: 0 ok,
+// 1 failure, 2 usage error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	name := args[0]
+	switch name {
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "dualstack-webhook: unknown command %q\n", name)
+		usage(stderr)
+		return 2
+	}
+	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "dualstack-webhook %s: %v\n", name, err)
+		return 1
+	}
+	return 0
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: dualstack-webhook <command> [flags]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'dualstack-webhook <command> --help' for its flags.")
+}
