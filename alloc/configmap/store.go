@@ -1,0 +1,455 @@
+package configmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+)
+
+// Labels and values on every reservation ConfigMap.
+const (
+	LabelPool      = "dualstack-webhook.io/pool"
+	LabelFamily    = "dualstack-webhook.io/family"
+	LabelState     = "dualstack-webhook.io/state"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "dualstack-webhook"
+	// Selector picks reservation ConfigMaps only (not the pools ConfigMap,
+	// which carries no family label).
+	Selector = LabelManagedBy + "=" + ManagedBy + "," + LabelFamily
+)
+
+// Rate limits RaiseRateLimits applies. One reservation is one write; a
+// dual-stack Service two. 100 QPS keeps a burst of 50 dual-stack creates
+// within a second without being a noisy neighbour of the apiserver's
+// default max-mutating-inflight (200).
+const (
+	DefaultQPS   = 100
+	DefaultBurst = 200
+)
+
+// DefaultWaitTimeout bounds how long a read waits for the informer to
+// deliver this store's own writes; past it the read fails with
+// alloc.ErrNotReady (a 500, so failurePolicy decides) rather than deciding
+// on a stale cache.
+const DefaultWaitTimeout = 10 * time.Second
+
+// RaiseRateLimits returns a copy of cfg whose QPS and Burst are at least
+// DefaultQPS and DefaultBurst (higher values set by the caller are kept).
+func RaiseRateLimits(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	if c.RateLimiter == nil {
+		c.QPS = max(c.QPS, DefaultQPS)
+		c.Burst = max(c.Burst, DefaultBurst)
+	}
+	return c
+}
+
+// Options configure a Store.
+type Options struct {
+	// Namespace holds the reservation ConfigMaps (the webhook's own).
+	Namespace string
+	Logger    *zap.Logger
+	// WaitTimeout: see DefaultWaitTimeout.
+	WaitTimeout time.Duration
+}
+
+// expectation is a write of ours the informer has not delivered yet.
+type expectation struct {
+	seq  uint64
+	rv   string // resourceVersion written (or, for a delete, the one deleted)
+	gone bool   // we deleted it
+}
+
+// Store is the ConfigMap-backed alloc.Store. Create it with New, then Start.
+type Store struct {
+	client   kubernetes.Interface
+	ns       string
+	log      *zap.Logger
+	wait     time.Duration
+	factory  informers.SharedInformerFactory
+	informer cache.SharedIndexInformer
+
+	mu      sync.Mutex
+	idx     *alloc.Index
+	expect  map[string]expectation
+	seq     uint64
+	changed chan struct{} // closed and replaced on every delivered event
+	synced  bool
+}
+
+var _ alloc.Store = (*Store)(nil)
+
+// NewForConfig builds a clientset from cfg with raised rate limits and
+// returns a Store over it.
+func NewForConfig(cfg *rest.Config, opts Options) (*Store, error) {
+	cs, err := kubernetes.NewForConfig(RaiseRateLimits(cfg))
+	if err != nil {
+		return nil, err
+	}
+	return New(cs, opts)
+}
+
+// New returns a Store using client, which should have raised rate limits
+// (see RaiseRateLimits). Call Start before use.
+func New(client kubernetes.Interface, opts Options) (*Store, error) {
+	if client == nil {
+		return nil, errors.New("configmap.New: nil client")
+	}
+	if opts.Namespace == "" {
+		return nil, errors.New("configmap.New: namespace is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = DefaultWaitTimeout
+	}
+	s := &Store{
+		client: client, ns: opts.Namespace, log: opts.Logger, wait: opts.WaitTimeout,
+		idx: alloc.NewIndex(), expect: map[string]expectation{}, changed: make(chan struct{}),
+	}
+	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithNamespace(opts.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = Selector }))
+	s.informer = s.factory.Core().V1().ConfigMaps().Informer()
+	// The index keeps the decoded form; drop what the cache does not need.
+	if err := s.informer.SetTransform(func(obj any) (any, error) {
+		if cm, ok := obj.(*corev1.ConfigMap); ok {
+			cm.ManagedFields = nil
+		}
+		return obj, nil
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { s.observe(obj, false) },
+		UpdateFunc: func(_, obj any) { s.observe(obj, false) },
+		DeleteFunc: func(obj any) { s.observe(obj, true) },
+	}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start runs the informer until ctx ends and returns once the cache has
+// synced (or with ctx's error).
+func (s *Store) Start(ctx context.Context) error {
+	s.factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
+		return fmt.Errorf("reservation cache of namespace %s: %w", s.ns, errors.Join(alloc.ErrNotReady, ctx.Err()))
+	}
+	s.mu.Lock()
+	s.synced = true
+	s.mu.Unlock()
+	return nil
+}
+
+// Shutdown waits for the informer goroutines after Start's ctx has ended.
+func (s *Store) Shutdown() { s.factory.Shutdown() }
+
+// Ready is nil once the cache has synced; for /readyz.
+func (s *Store) Ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.synced {
+		return alloc.ErrNotReady
+	}
+	return nil
+}
+
+// Name is the ConfigMap name of ip: "ip-" + the address with "." and ":"
+// replaced by "-" (10.96.0.12 → ip-10-96-0-12, fd00:10:96::1 →
+// ip-fd00-10-96--1). Canonical text makes it deterministic; an IPv6 text
+// ending in "::" is written "::0" so that the name ends alphanumeric as
+// DNS-1123 requires.
+func Name(ip netip.Addr) string {
+	s := ip.Unmap().WithZone("").String()
+	if strings.HasSuffix(s, "::") {
+		s += "0"
+	}
+	return "ip-" + strings.NewReplacer(".", "-", ":", "-").Replace(s)
+}
+
+// Data keys of a reservation ConfigMap.
+const (
+	keyIP, keyPool, keyNamespace, keyName, keyGenerateName = "ip", "pool", "namespace", "name", "generateName"
+	keyUID, keyRequestUID, keyState                        = "uid", "requestUID", "state"
+	keyCreated, keyUpdated, keyExpires                     = "created", "updated", "expires"
+)
+
+func encode(ns string, r alloc.Reservation) *corev1.ConfigMap {
+	data := map[string]string{
+		keyIP: r.IP.String(), keyPool: r.Pool, keyNamespace: r.Owner.Namespace, keyState: string(r.State),
+		keyCreated: formatTime(r.Created), keyUpdated: formatTime(r.Updated),
+	}
+	for k, v := range map[string]string{keyName: r.Owner.Name, keyGenerateName: r.Owner.GenerateName,
+		keyUID: r.Owner.UID, keyRequestUID: r.Owner.RequestUID, keyExpires: formatTime(r.Expires)} {
+		if v != "" {
+			data[k] = v
+		}
+	}
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: Name(r.IP), Namespace: ns, ResourceVersion: r.Version,
+			Labels: map[string]string{
+				LabelPool: r.Pool, LabelFamily: string(r.Family()), LabelState: string(r.State), LabelManagedBy: ManagedBy,
+			},
+		},
+		Data: data,
+	}
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func decode(cm *corev1.ConfigMap) (alloc.Reservation, error) {
+	d := cm.Data
+	ip, err := netip.ParseAddr(d[keyIP])
+	if err != nil {
+		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s: data.%s: %w", cm.Name, keyIP, err)
+	}
+	if Name(ip) != cm.Name {
+		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s: data.%s %s belongs in %s", cm.Name, keyIP, ip, Name(ip))
+	}
+	r := alloc.Reservation{
+		IP: ip, Pool: d[keyPool], State: alloc.State(d[keyState]), Version: cm.ResourceVersion,
+		Owner: alloc.Owner{Namespace: d[keyNamespace], Name: d[keyName], GenerateName: d[keyGenerateName], UID: d[keyUID], RequestUID: d[keyRequestUID]},
+	}
+	for _, f := range []struct {
+		key string
+		dst *time.Time
+	}{{keyCreated, &r.Created}, {keyUpdated, &r.Updated}, {keyExpires, &r.Expires}} {
+		if v := d[f.key]; v != "" {
+			if *f.dst, err = time.Parse(time.RFC3339Nano, v); err != nil {
+				return alloc.Reservation{}, fmt.Errorf("ConfigMap %s: data.%s: %w", cm.Name, f.key, err)
+			}
+		}
+	}
+	switch r.State {
+	case alloc.StatePending, alloc.StateBound, alloc.StateSticky:
+	default:
+		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s: unknown state %q", cm.Name, r.State)
+	}
+	return r, nil
+}
+
+// newer reports whether resourceVersion a is at or after b. The apiserver
+// documents resourceVersions as opaque, but etcd-backed ones are integers
+// ordered by commit (resourceVersion semantics, KEP-2568's comparison);
+// unparseable ones only compare equal.
+func newer(a, b string) bool {
+	if a == b {
+		return true
+	}
+	x, err1 := strconv.ParseUint(a, 10, 64)
+	y, err2 := strconv.ParseUint(b, 10, 64)
+	return err1 == nil && err2 == nil && x >= y
+}
+
+// observe applies one informer event to the index and settles the
+// expectations it satisfies.
+func (s *Store) observe(obj any, deleted bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj, deleted = t.Obj, true
+	}
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return
+	}
+	r, err := decode(cm)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.log.Warn("ignoring malformed reservation ConfigMap", zap.Error(err))
+	} else if deleted {
+		s.idx.Delete(r.IP)
+	} else {
+		s.idx.Put(r)
+	}
+	if e, ok := s.expect[cm.Name]; ok {
+		switch {
+		case deleted && e.gone:
+			delete(s.expect, cm.Name)
+		case !deleted && !e.gone && newer(cm.ResourceVersion, e.rv):
+			delete(s.expect, cm.Name)
+		case !deleted && e.gone && cm.ResourceVersion != e.rv && newer(cm.ResourceVersion, e.rv):
+			delete(s.expect, cm.Name) // re-created after our delete: the delete is behind us
+		case deleted && !e.gone:
+			// Deleted by someone else after our write: our write is behind us.
+			delete(s.expect, cm.Name)
+		}
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// expectWrite registers a completed write of ours, unless the informer
+// already delivered it (the watch event can beat the API response).
+func (s *Store) expectWrite(ip netip.Addr, rv string, gone bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := Name(ip)
+	cur, ok := s.idx.Get(ip)
+	_, pending := s.expect[name]
+	switch {
+	case !gone && ok && newer(cur.Version, rv):
+		return
+	case gone && !ok && !pending:
+		// Absent and no write of ours in flight: the delete is visible.
+		// (With a create in flight, absence only means "not seen yet".)
+		return
+	case gone && ok && cur.Version != rv && newer(cur.Version, rv):
+		return
+	}
+	s.seq++
+	s.expect[name] = expectation{seq: s.seq, rv: rv, gone: gone}
+}
+
+// caughtUp waits until the informer has delivered every write this store
+// completed before the call, then runs fn under the lock.
+func (s *Store) caughtUp(ctx context.Context, fn func()) error {
+	deadline := time.NewTimer(s.wait)
+	defer deadline.Stop()
+	s.mu.Lock()
+	limit := s.seq
+	for {
+		if !s.synced {
+			s.mu.Unlock()
+			return fmt.Errorf("reservation cache not synced: %w", alloc.ErrNotReady)
+		}
+		var behind []string
+		for name, e := range s.expect {
+			if e.seq <= limit {
+				behind = append(behind, name)
+			}
+		}
+		if len(behind) == 0 {
+			fn()
+			s.mu.Unlock()
+			return nil
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the cache to show %d own write(s): %w", len(behind), errors.Join(alloc.ErrNotReady, ctx.Err()))
+		case <-deadline.C:
+			// Forget them so that the store recovers (e.g. the informer
+			// missed a create+delete during a relist); this read fails.
+			s.mu.Lock()
+			for _, n := range behind {
+				if e, ok := s.expect[n]; ok && e.seq <= limit {
+					delete(s.expect, n)
+				}
+			}
+			s.mu.Unlock()
+			s.log.Warn("cache did not show own writes in time", zap.Strings("configMaps", behind), zap.Duration("waited", s.wait))
+			return fmt.Errorf("cache did not show own write(s) %v within %s: %w", behind, s.wait, alloc.ErrNotReady)
+		}
+		s.mu.Lock()
+	}
+}
+
+// Get implements alloc.Store.
+func (s *Store) Get(ctx context.Context, ip netip.Addr) (r alloc.Reservation, ok bool, err error) {
+	err = s.caughtUp(ctx, func() { r, ok = s.idx.Get(ip) })
+	return r, ok, err
+}
+
+// ByOwner implements alloc.Store.
+func (s *Store) ByOwner(ctx context.Context, key string) (rs []alloc.Reservation, err error) {
+	err = s.caughtUp(ctx, func() { rs = s.idx.ByOwner(key) })
+	return rs, err
+}
+
+// List implements alloc.Store.
+func (s *Store) List(ctx context.Context) (rs []alloc.Reservation, err error) {
+	err = s.caughtUp(ctx, func() { rs = s.idx.List() })
+	return rs, err
+}
+
+// Taken implements alloc.Store.
+func (s *Store) Taken(ctx context.Context, fn func(*alloc.IPSet)) error {
+	return s.caughtUp(ctx, func() { fn(s.idx.Taken()) })
+}
+
+// Create implements alloc.Store.
+func (s *Store) Create(ctx context.Context, r alloc.Reservation) (alloc.Reservation, error) {
+	if !r.IP.IsValid() {
+		return alloc.Reservation{}, errors.New("configmap: create: invalid IP")
+	}
+	r.Version = ""
+	cm, err := s.client.CoreV1().ConfigMaps(s.ns).Create(ctx, encode(s.ns, r), metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s/%s: %w", s.ns, Name(r.IP), alloc.ErrExists)
+	}
+	if err != nil {
+		return alloc.Reservation{}, fmt.Errorf("creating ConfigMap %s/%s: %w", s.ns, Name(r.IP), err)
+	}
+	s.expectWrite(r.IP, cm.ResourceVersion, false)
+	r.Version = cm.ResourceVersion
+	return r, nil
+}
+
+// Update implements alloc.Store.
+func (s *Store) Update(ctx context.Context, r alloc.Reservation) (alloc.Reservation, error) {
+	if r.Version == "" {
+		// An empty resourceVersion would make the apiserver overwrite
+		// unconditionally: never what a compare-and-swap caller means.
+		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s/%s: update without a version: %w", s.ns, Name(r.IP), alloc.ErrConflict)
+	}
+	cm, err := s.client.CoreV1().ConfigMaps(s.ns).Update(ctx, encode(s.ns, r), metav1.UpdateOptions{})
+	switch {
+	case apierrors.IsConflict(err):
+		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s/%s: %w", s.ns, Name(r.IP), alloc.ErrConflict)
+	case apierrors.IsNotFound(err):
+		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s/%s: %w", s.ns, Name(r.IP), alloc.ErrNotFound)
+	case err != nil:
+		return alloc.Reservation{}, fmt.Errorf("updating ConfigMap %s/%s: %w", s.ns, Name(r.IP), err)
+	}
+	s.expectWrite(r.IP, cm.ResourceVersion, false)
+	r.Version = cm.ResourceVersion
+	return r, nil
+}
+
+// Delete implements alloc.Store.
+func (s *Store) Delete(ctx context.Context, r alloc.Reservation) error {
+	if r.Version == "" {
+		return fmt.Errorf("ConfigMap %s/%s: delete without a version: %w", s.ns, Name(r.IP), alloc.ErrConflict)
+	}
+	name := Name(r.IP)
+	err := s.client.CoreV1().ConfigMaps(s.ns).Delete(ctx, name, metav1.DeleteOptions{
+		Preconditions: &metav1.Preconditions{ResourceVersion: &r.Version},
+	})
+	switch {
+	case apierrors.IsConflict(err):
+		return fmt.Errorf("ConfigMap %s/%s: %w", s.ns, name, alloc.ErrConflict)
+	case apierrors.IsNotFound(err):
+		return fmt.Errorf("ConfigMap %s/%s: %w", s.ns, name, alloc.ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("deleting ConfigMap %s/%s: %w", s.ns, name, err)
+	}
+	s.expectWrite(r.IP, r.Version, true)
+	return nil
+}

@@ -1,0 +1,292 @@
+package configmap
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+)
+
+const testNS = "dualstack-webhook"
+
+var cmGR = schema.GroupResource{Resource: "configmaps"}
+
+func TestName(t *testing.T) {
+	tests := map[string]struct {
+		ip   string
+		want string
+	}{
+		"IPv4 dots become dashes":                  {"10.96.0.12", "ip-10-96-0-12"},
+		"IPv6 colons become dashes":                {"fd00:10:96::1", "ip-fd00-10-96--1"},
+		"IPv6 canonical text is lower-case":        {"FD00:10:96::ABC", "ip-fd00-10-96--abc"},
+		"IPv6 ending in :: gets a trailing 0":      {"fd00:10:96:0:1::", "ip-fd00-10-96-0-1--0"},
+		"IPv6 all-zero run in the middle":          {"fd00:0:0:0:0:0:0:1", "ip-fd00--1"},
+		"IPv4-mapped IPv6 is named as the IPv4 it": {"::ffff:10.96.0.12", "ip-10-96-0-12"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := Name(netip.MustParseAddr(tc.ip))
+			if got != tc.want {
+				t.Errorf("Name(%s) = %q, want %q", tc.ip, got, tc.want)
+			}
+			if errs := validation.IsDNS1123Subdomain(got); len(errs) > 0 {
+				t.Errorf("Name(%s) = %q is not a valid ConfigMap name: %v", tc.ip, got, errs)
+			}
+		})
+	}
+}
+
+// TestNameInjective: distinct addresses never share a ConfigMap, in either
+// family, including the awkward ends of the IPv6 space.
+func TestNameInjective(t *testing.T) {
+	seen := map[string]netip.Addr{}
+	add := func(a netip.Addr) {
+		n := Name(a)
+		if prev, ok := seen[n]; ok && prev != a {
+			t.Fatalf("Name(%s) == Name(%s) == %q", a, prev, n)
+		}
+		if errs := validation.IsDNS1123Subdomain(n); len(errs) > 0 {
+			t.Fatalf("Name(%s) = %q invalid: %v", a, n, errs)
+		}
+		seen[n] = a
+	}
+	for _, base := range []string{"10.96.0.0", "fd00:10:96::", "fd00:10:96:0:1::", "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00"} {
+		a := netip.MustParseAddr(base)
+		for range 300 {
+			add(a)
+			a = a.Next()
+			if !a.IsValid() {
+				break
+			}
+		}
+	}
+}
+
+func TestEncodeDecode(t *testing.T) {
+	now := time.Date(2026, 11, 23, 11, 0, 0, 5, time.UTC)
+	for name, r := range map[string]alloc.Reservation{
+		"IPv4 bound":               {IP: netip.MustParseAddr("10.96.0.12"), Pool: "web", Owner: alloc.Owner{Namespace: "a", Name: "b", UID: "u"}, State: alloc.StateBound, Created: now, Updated: now, Version: "7"},
+		"IPv6 pending generate":    {IP: netip.MustParseAddr("fd00:10:96::c"), Pool: "web", Owner: alloc.Owner{Namespace: "a", GenerateName: "job-", RequestUID: "r"}, State: alloc.StatePending, Created: now, Updated: now, Expires: now.Add(time.Minute), Version: "8"},
+		"IPv4 sticky outside pool": {IP: netip.MustParseAddr("10.96.7.7"), Owner: alloc.Owner{Namespace: "a", Name: "b"}, State: alloc.StateSticky, Created: now, Updated: now, Expires: now.Add(time.Hour), Version: "9"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cm := encode(testNS, r)
+			if cm.Labels[LabelFamily] != string(r.Family()) || cm.Labels[LabelState] != string(r.State) || cm.Labels[LabelPool] != r.Pool {
+				t.Errorf("labels = %v", cm.Labels)
+			}
+			got, err := decode(cm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(r, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+				t.Errorf("round trip (-want +got):\n%s", d)
+			}
+		})
+	}
+	bad := encode(testNS, alloc.Reservation{IP: netip.MustParseAddr("10.96.0.1"), State: alloc.StateBound})
+	bad.Name = Name(netip.MustParseAddr("10.96.0.2"))
+	if _, err := decode(bad); err == nil {
+		t.Error("decode accepted a ConfigMap whose name does not match its IP")
+	}
+}
+
+// fakeAPI is a fake clientset that stamps resourceVersions (the fake
+// tracker does not) so that the store's compare-and-swap paths run. It is
+// used only to inject AlreadyExists and Conflict; the real contract runs
+// against a real kube-apiserver in e2e/allocstore.
+func fakeAPI(t *testing.T) *fake.Clientset {
+	cs := fake.NewClientset()
+	var rv atomic.Int64
+	rv.Store(100)
+	cs.PrependReactor("*", "configmaps", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if o, ok := a.(interface{ GetObject() runtime.Object }); ok {
+			if cm, ok := o.GetObject().(*corev1.ConfigMap); ok {
+				cm.ResourceVersion = strconv.FormatInt(rv.Add(1), 10)
+			}
+		}
+		return false, nil, nil
+	})
+	return cs
+}
+
+// inject makes the next n verb calls fail with err.
+func inject(cs *fake.Clientset, verb string, n int32, err error) *atomic.Int32 {
+	var hits atomic.Int32
+	cs.PrependReactor(verb, "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if hits.Add(1) <= n {
+			return true, nil, err
+		}
+		return false, nil, nil
+	})
+	return &hits
+}
+
+func startStore(t *testing.T, cs *fake.Clientset) *Store {
+	t.Helper()
+	s, err := New(cs, Options{Namespace: testNS, WaitTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); s.Shutdown() })
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestInjectedErrorsMapToSentinels(t *testing.T) {
+	r := alloc.Reservation{IP: netip.MustParseAddr("10.96.0.12"), Pool: "p", Owner: alloc.Owner{Namespace: "a", Name: "b"}, State: alloc.StatePending}
+	tests := map[string]struct {
+		verb string
+		err  error
+		call func(*Store, alloc.Reservation) error
+		want error
+	}{
+		"create AlreadyExists is ErrExists": {"create", apierrors.NewAlreadyExists(cmGR, "x"),
+			func(s *Store, r alloc.Reservation) error { _, err := s.Create(context.Background(), r); return err }, alloc.ErrExists},
+		"update Conflict is ErrConflict": {"update", apierrors.NewConflict(cmGR, "x", errors.New("rv")),
+			func(s *Store, r alloc.Reservation) error { _, err := s.Update(context.Background(), r); return err }, alloc.ErrConflict},
+		"update NotFound is ErrNotFound": {"update", apierrors.NewNotFound(cmGR, "x"),
+			func(s *Store, r alloc.Reservation) error { _, err := s.Update(context.Background(), r); return err }, alloc.ErrNotFound},
+		"delete Conflict is ErrConflict": {"delete", apierrors.NewConflict(cmGR, "x", errors.New("rv")),
+			func(s *Store, r alloc.Reservation) error { return s.Delete(context.Background(), r) }, alloc.ErrConflict},
+		"delete NotFound is ErrNotFound": {"delete", apierrors.NewNotFound(cmGR, "x"),
+			func(s *Store, r alloc.Reservation) error { return s.Delete(context.Background(), r) }, alloc.ErrNotFound},
+	}
+	for _, fam := range []string{"10.96.0.12", "fd00:10:96::c"} {
+		for name, tc := range tests {
+			t.Run(fam+"/"+name, func(t *testing.T) {
+				cs := fakeAPI(t)
+				s := startStore(t, cs)
+				r := r
+				r.IP = netip.MustParseAddr(fam)
+				if tc.verb != "create" {
+					var err error
+					if r, err = s.Create(context.Background(), r); err != nil {
+						t.Fatal(err)
+					}
+				}
+				hits := inject(cs, tc.verb, 1, tc.err)
+				if err := tc.call(s, r); !errors.Is(err, tc.want) {
+					t.Errorf("got %v, want %v", err, tc.want)
+				}
+				if hits.Load() != 1 {
+					t.Errorf("injected reactor hit %d times, want 1", hits.Load())
+				}
+			})
+		}
+	}
+}
+
+func TestUpdateWithoutVersionIsRefused(t *testing.T) {
+	s := startStore(t, fakeAPI(t))
+	r := alloc.Reservation{IP: netip.MustParseAddr("10.96.0.12"), Owner: alloc.Owner{Namespace: "a", Name: "b"}, State: alloc.StatePending}
+	if _, err := s.Update(context.Background(), r); !errors.Is(err, alloc.ErrConflict) {
+		t.Errorf("Update without version = %v, want ErrConflict", err)
+	}
+	if err := s.Delete(context.Background(), r); !errors.Is(err, alloc.ErrConflict) {
+		t.Errorf("Delete without version = %v, want ErrConflict", err)
+	}
+}
+
+func compile(t *testing.T, doc string) *alloc.Pools {
+	t.Helper()
+	c, err := alloc.ParseConfig([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := alloc.Compile(c, []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("fd00:10:96::/108")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestAllocatorRetriesPastInjectedErrors: AlreadyExists on the first
+// candidate moves the allocator to the next address; a Conflict during
+// release makes it re-read and succeed. Both families, both orders.
+func TestAllocatorRetriesPastInjectedErrors(t *testing.T) {
+	pools := compile(t, `
+apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: p
+pools:
+- name: p
+  addresses:
+    ipv4: ["10.96.0.10-10.96.0.20"]
+    ipv6: ["fd00:10:96::10-fd00:10:96::20"]
+`)
+	for name, fams := range map[string][]corev1.IPFamily{
+		"IPv4":      {corev1.IPv4Protocol},
+		"IPv6":      {corev1.IPv6Protocol},
+		"IPv4,IPv6": {corev1.IPv4Protocol, corev1.IPv6Protocol},
+		"IPv6,IPv4": {corev1.IPv6Protocol, corev1.IPv4Protocol},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cs := fakeAPI(t)
+			s := startStore(t, cs)
+			a, err := alloc.New(s, pools, alloc.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The first create of each family loses to an invisible writer.
+			var mu sync.Mutex
+			lost := map[string]bool{}
+			cs.PrependReactor("create", "configmaps", func(act k8stesting.Action) (bool, runtime.Object, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				cm := act.(k8stesting.CreateAction).GetObject().(*corev1.ConfigMap)
+				fam := cm.Labels[LabelFamily]
+				if !lost[fam] {
+					lost[fam], lost[cm.Data["ip"]] = true, true
+					return true, nil, apierrors.NewAlreadyExists(cmGR, cm.Name)
+				}
+				return false, nil, nil
+			})
+			owner := alloc.Owner{Namespace: "ns", Name: "web", RequestUID: "r1"}
+			res, err := a.Reserve(context.Background(), alloc.Request{Owner: owner, Families: fams})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, ip := range res.IPs {
+				lowest := pools.Default.Addresses.Ranges(fams[i])[0].From
+				if ip != lowest.Next() {
+					t.Errorf("%s: got %s, want %s (the lowest lost to AlreadyExists)", fams[i], ip, lowest.Next())
+				}
+				if !lost[lowest.String()] {
+					t.Errorf("%s: the lowest address %s was never tried", fams[i], lowest)
+				}
+				if _, err := a.Confirm(context.Background(), ip, alloc.Owner{Namespace: "ns", Name: "web", UID: "u1"}); err != nil {
+					t.Fatal(err)
+				}
+				conflicts := inject(cs, "update", 1, apierrors.NewConflict(cmGR, "x", errors.New("rv")))
+				if err := a.Release(context.Background(), ip, alloc.Owner{Namespace: "ns", Name: "web", UID: "u1"}); err != nil {
+					t.Fatalf("Release after one Conflict: %v", err)
+				}
+				if conflicts.Load() < 2 {
+					t.Errorf("Release made %d update calls, want a retry after the Conflict", conflicts.Load())
+				}
+				got, _, _ := s.Get(context.Background(), ip)
+				if got.State != alloc.StateSticky {
+					t.Errorf("state after Release = %s, want sticky", got.State)
+				}
+			}
+		})
+	}
+}
