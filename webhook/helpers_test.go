@@ -178,3 +178,6 @@ func wantErrored(t *testing.T, resp *admissionv1.AdmissionResponse, code int32, 
 		t.Errorf("message is not one line: %q", resp.Result.Message)
 	}
 }
+
+// evaluateReal is the production engine.
+var evaluateReal Evaluator = policy.Evaluate

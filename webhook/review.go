@@ -9,6 +9,7 @@ import (
 	"github.com/dualstack-webhook/dualstack-webhook/policy"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kjson "sigs.k8s.io/json"
 )
@@ -144,8 +145,14 @@ func (h *Handler) review(_ context.Context, ep endpoint, req *requestIn) reviewR
 	defaultPolicy := h.defaultPolicy
 	if h.namespaces != nil && res.namespace != "" {
 		// Not found (informer lag on a brand-new namespace) is treated as
-		// "no labels, no annotation": the flag's default applies.
-		if ns, err := h.namespaces.Get(res.namespace); err == nil && ns != nil {
+		// "no labels, no annotation": the flag's default applies. Any other
+		// error (cache not synced) is transient: answer 500 and let
+		// failurePolicy decide rather than ignore a skip label.
+		ns, err := h.namespaces.Get(res.namespace)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fail(&errUnavailable{fmt.Errorf("reading namespace %s: %w", res.namespace, err)})
+		}
+		if err == nil && ns != nil {
 			if v, ok := ns.Labels[policy.SkipLabel]; ok && v != "false" {
 				return allow(outcomeSkipped, "Namespace label "+policy.SkipLabel)
 			}
