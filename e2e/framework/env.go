@@ -187,11 +187,18 @@ func (e *Env) Close(failed bool) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, w := range e.webhooks {
-		if err := w.Stop(); err != nil {
-			errs = append(errs, err)
-		}
+	// In parallel: each one drains for its --shutdown-delay.
+	stopErrs := make([]error, len(e.webhooks))
+	var wg sync.WaitGroup
+	for i, w := range e.webhooks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stopErrs[i] = w.Stop()
+		}()
 	}
+	wg.Wait()
+	errs = append(errs, stopErrs...)
 	if e.ControlPlane != nil {
 		if err := e.ControlPlane.Stop(); err != nil {
 			errs = append(errs, err)

@@ -167,6 +167,37 @@ func CauseTexts(e *APIError) []string {
 	return out
 }
 
+// ipLiteral matches quoted IPv4/IPv6 literals in field error values.
+var ipLiteral = regexp.MustCompile(`"([0-9a-fA-F:.]*[.:][0-9a-fA-F:.]*)"`)
+
+// MaskIPs replaces quoted addresses in an outcome's error texts by their
+// family ("<IPv4>", "<IPv6>"), for comparing answers about Services whose
+// addresses were allocated differently on each path.
+func MaskIPs(o Outcome) Outcome {
+	if o.Error == nil {
+		return o
+	}
+	mask := func(s string) string {
+		return ipLiteral.ReplaceAllStringFunc(s, func(m string) string {
+			if a, err := netip.ParseAddr(strings.Trim(m, `"`)); err == nil {
+				if a.Is4() {
+					return `"<IPv4>"`
+				}
+				return `"<IPv6>"`
+			}
+			return m
+		})
+	}
+	e := *o.Error
+	e.Message = mask(e.Message)
+	e.Causes = slices.Clone(e.Causes)
+	for i := range e.Causes {
+		e.Causes[i].Message = mask(e.Causes[i].Message)
+	}
+	o.Error = &e
+	return o
+}
+
 // IPAt returns the address at offset from the start of prefix (offset 0 is
 // the network address), or an error when the prefix is too small.
 func IPAt(prefix netip.Prefix, offset uint64) (netip.Addr, error) {

@@ -73,3 +73,17 @@ func TestStripWebhookPrefix(t *testing.T) {
 		t.Error("stripped a message without the prefix")
 	}
 }
+
+func TestMaskIPs(t *testing.T) {
+	o := Outcome{Error: &APIError{Code: 422,
+		Message: `Service "s" is invalid: spec.clusterIPs[0]: Invalid value: "10.96.9.161": expected an IPv6 value; "fd00::1"; "IPv4"`,
+		Causes:  []Cause{{Field: "spec.clusterIPs[0]", Message: `Invalid value: "10.96.9.161": x`}}}}
+	got := MaskIPs(o)
+	want := `Service "s" is invalid: spec.clusterIPs[0]: Invalid value: "<IPv4>": expected an IPv6 value; "<IPv6>"; "IPv4"`
+	if got.Error.Message != want || got.Error.Causes[0].Message != `Invalid value: "<IPv4>": x` {
+		t.Errorf("MaskIPs = %q / %q", got.Error.Message, got.Error.Causes[0].Message)
+	}
+	if o.Error.Causes[0].Message == got.Error.Causes[0].Message {
+		t.Error("MaskIPs modified its argument")
+	}
+}

@@ -207,4 +207,3 @@ func TestSplitCause(t *testing.T) {
 		}
 	}
 }
-
