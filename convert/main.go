@@ -50,7 +50,7 @@ Flags:
 // Main runs the convert subcommand; args exclude the subcommand name.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("dualstack-webhook convert", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are printed below, help on stdout
 	var (
 		files []string
 		cidrs string
@@ -67,7 +67,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fs.Usage()
 			return ExitOK
 		}
-		return ExitUsage // pflag has printed the error and the usage
+		fmt.Fprintf(stderr, "convert: %v (see --help)\n", err)
+		return ExitUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "convert: unexpected arguments %q (files go after -f)\n", fs.Args())
