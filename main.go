@@ -15,6 +15,7 @@ import (
 	"sort"
 	"syscall"
 
+	"github.com/dualstack-webhook/dualstack-webhook/convert"
 	"github.com/dualstack-webhook/dualstack-webhook/internal/serve"
 	"github.com/spf13/pflag"
 )
@@ -27,6 +28,9 @@ type command struct {
 
 var commands = map[string]command{
 	"serve": {"run the admission webhook (TLS) and its metrics server", serve.Main},
+	// convert is dispatched in run (it reads stdin and has its own exit
+	// codes, docs/convert.md); the entry lists it in usage.
+	"convert": {"rewrite legacy spec.ipFamily in manifests (files/stdin; kustomize exec function, helm --post-renderer)", nil},
 }
 
 func main() {
@@ -51,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
+	case "convert":
+		return convert.Main(args[1:], os.Stdin, stdout, stderr)
 	}
 	cmd, ok := commands[name]
 	if !ok {
