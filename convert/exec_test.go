@@ -228,3 +228,158 @@ data:
 		t.Errorf("helm's error does not carry the field error:\n%s", stderr)
 	}
 }
+
+// findKustomize locates a standalone kustomize (v5 has --enable-exec;
+// kubectl's embedded one does not expose it): $KUSTOMIZE, the e2e tool
+// directory, then $PATH.
+func findKustomize() (string, bool) {
+	if p := os.Getenv("KUSTOMIZE"); p != "" {
+		return p, true
+	}
+	if p, err := filepath.Abs(filepath.Join("..", ".k8s-bin", "current", "kustomize")); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			return p, true
+		}
+	}
+	p, err := exec.LookPath("kustomize")
+	return p, err == nil
+}
+
+// TestKustomizeBuild runs a real `kustomize build --enable-alpha-plugins
+// --enable-exec` with convert configured as an exec transformer.
+func TestKustomizeBuild(t *testing.T) {
+	kustomize, ok := findKustomize()
+	if !ok {
+		t.Skip("no kustomize binary ($KUSTOMIZE, ../.k8s-bin/current/kustomize or $PATH); " +
+			"e.g. GOBIN=/tmp/kbin go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1 && KUSTOMIZE=/tmp/kbin/kustomize go test ./convert")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := map[string]string{
+		"kustomization.yaml": "resources:\n- legacy.yaml\ntransformers:\n- dualstack-convert.yaml\n",
+		"dualstack-convert.yaml": `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: dualstack-convert
+  annotations:
+    config.kubernetes.io/function: |
+      exec:
+        path: ` + self + `
+        args: [convert]
+data:
+  serviceCIDRs: 10.96.0.0/16,fd00:10:96::/108
+`,
+		"legacy.yaml": svcYAML("  ipFamily: IPv6\n  type: LoadBalancer\n  ports:\n  - port: 80\n") +
+			"---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  a: b\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	build := func() (string, string, error) {
+		cmd := exec.Command(kustomize, "build", "--enable-alpha-plugins", "--enable-exec", dir)
+		cmd.Env = append(os.Environ(), asCLI+"=1")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return stdout.String(), stderr.String(), err
+	}
+	out, stderr, err := build()
+	if err != nil {
+		t.Fatalf("kustomize build: %v\n%s", err, stderr)
+	}
+	for _, want := range []string{"ipFamilies:\n  - IPv6\n  ipFamilyPolicy: SingleStack\n", "name: other\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "ipFamily:") {
+		t.Errorf("legacy field survived:\n%s", out)
+	}
+
+	bad := strings.Replace(files["legacy.yaml"], "ipFamily: IPv6", "ipFamily: IPv7", 1)
+	if err := os.WriteFile(filepath.Join(dir, "legacy.yaml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err = build()
+	if err == nil {
+		t.Fatalf("kustomize build succeeded with ipFamily IPv7:\n%s", out)
+	}
+	if !strings.Contains(stderr, `spec.ipFamily: Invalid value: "IPv7": only the following families are allowed: IPv4, IPv6`) {
+		t.Errorf("kustomize's error output lacks the field error:\n%s", stderr)
+	}
+}
+
+// TestBinary builds the real command and runs its convert subcommand, so
+// the dispatch in main.go is covered, then uses that binary as helm's
+// post-renderer when helm is available.
+func TestBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the command; skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "dualstack-webhook")
+	build := exec.Command("go", "build", "-o", bin, "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "convert", "-f", "testdata/in/docs-v1.21-validate-dual-stack.yaml", "--service-cidrs", "fd00:10:96::/108,10.96.0.0/16")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	want, err := os.ReadFile("testdata/golden/docs-v1.21-legacy-manifests-on-a-dual-stack-cluster.stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != string(want) {
+		t.Errorf("binary output differs from the golden file:\n%s", stdout.String())
+	}
+	cmd = exec.Command(bin, "convert", "--service-cidrs", "10.96.0.0/16")
+	cmd.Stdin = strings.NewReader(svcYAML("  ipFamily: IPv6\n"))
+	stdout.Reset()
+	stderr.Reset()
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var ee *exec.ExitError
+	if err := cmd.Run(); !errors.As(err, &ee) || ee.ExitCode() != ExitInvalid {
+		t.Errorf("exit %v, want status %d", err, ExitInvalid)
+	}
+	if got := stderr.String(); !strings.HasPrefix(got, `<stdin>:1: spec.ipFamily: Invalid value: "IPv6": only the following families are allowed: IPv4`) {
+		t.Errorf("stderr %q", got)
+	}
+
+	helm, err := filepath.Abs(filepath.Join("..", ".k8s-bin", "current", "helm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(helm); err != nil {
+		t.Logf("helm not available at %s: post-renderer run with the real binary skipped", helm)
+		return
+	}
+	chart := t.TempDir()
+	for name, content := range map[string]string{
+		"Chart.yaml":             "apiVersion: v2\nname: legacy\nversion: 0.1.0\n",
+		"templates/service.yaml": svcYAML("  ipFamily: IPv4\n  ports:\n  - port: 80\n"),
+	} {
+		p := filepath.Join(chart, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hc := exec.Command(helm, "template", "rel", chart, "--post-renderer", bin, "--post-renderer-args", "convert")
+	hc.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	out, err := hc.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "spec:\n  ipFamilies:\n  - IPv4\n  ipFamilyPolicy: SingleStack\n  ports:\n") {
+		t.Errorf("helm output not converted:\n%s", out)
+	}
+}
