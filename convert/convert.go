@@ -26,6 +26,13 @@ type Converter struct {
 	// at, and only errors that every cluster would raise are reported (see
 	// translationFamilies).
 	Families []corev1.IPFamily
+	// DropOnly removes spec.ipFamily without writing ipFamilyPolicy or
+	// ipFamilies: the UPDATE rule of dualstack-rules.md §3.5 for manifests
+	// of Services that already exist on a 1.20+ cluster. Those Services
+	// kept the family the field chose (the apiserver rebuilt it from the
+	// clusterIP), and one upgraded to dual-stack since would be downgraded
+	// by an apply that writes SingleStack.
+	DropOnly bool
 }
 
 // translationFamilies is the cluster the engine is shown when no cluster
@@ -297,11 +304,21 @@ func (c *Converter) service(svc *yaml.Node, prefix string, at location, diags *[
 	report := func(field, msg string, sev Severity) {
 		*diags = append(*diags, Diagnostic{File: at.file, Doc: at.doc, Field: field, Message: msg, Severity: sev, Resource: ref})
 	}
+	var drop *rewrite
+	if legacy >= 0 && c.DropOnly {
+		drop = &rewrite{spec: spec, key: spec.Content[legacy], value: spec.Content[legacy+1], scope: svc}
+		report(strings.TrimSuffix(prefix, "."), fmt.Sprintf("spec.ipFamily: %s was removed in Kubernetes 1.20; dropped, ipFamilyPolicy and ipFamilies left as they are (--drop-only)", legacyValue(drop.value)), SeverityWarning)
+		if c.Families == nil {
+			return drop
+		}
+	}
 	families := c.Families
 	if families == nil {
 		families = translationFamilies
 	}
-	raw, err := engineJSON(svc)
+	// With --drop-only the engine sees the Service without the field, as
+	// the apiserver will.
+	raw, err := engineJSON(svc, drop != nil)
 	if err != nil {
 		report(strings.TrimSuffix(prefix, "."), "cannot read Service: "+err.Error(), SeverityError)
 		return nil
@@ -320,6 +337,9 @@ func (c *Converter) service(svc *yaml.Node, prefix string, at location, diags *[
 	}
 	for _, w := range d.Warnings {
 		report(strings.TrimSuffix(prefix, "."), w, SeverityWarning)
+	}
+	if drop != nil {
+		return drop
 	}
 	if legacy < 0 {
 		return nil
@@ -353,7 +373,9 @@ func (c *Converter) service(svc *yaml.Node, prefix string, at location, diags *[
 // (the dualstack-webhook.io/skip label, default/kubernetes) say "do not
 // mutate this at admission", but spec.ipFamily is dead on every 1.20+
 // apiserver whoever owns the Service, so convert translates it anyway.
-func engineJSON(svc *yaml.Node) (raw []byte, err error) {
+//
+// dropLegacy leaves spec.ipFamily out.
+func engineJSON(svc *yaml.Node, dropLegacy bool) (raw []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			raw, err = nil, fmt.Errorf("YAML encoder failed: %v", r)
@@ -369,6 +391,15 @@ func engineJSON(svc *yaml.Node) (raw []byte, err error) {
 			}
 			v = meta
 		}
+		if k.Value == "spec" && dropLegacy && v.Kind == yaml.MappingNode {
+			spec := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				if v.Content[j].Value != "ipFamily" {
+					spec.Content = append(spec.Content, v.Content[j], v.Content[j+1])
+				}
+			}
+			v = spec
+		}
 		shallow.Content = append(shallow.Content, k, v)
 	}
 	y, err := yaml.Marshal(shallow)
@@ -378,6 +409,14 @@ func engineJSON(svc *yaml.Node) (raw []byte, err error) {
 	// sigs.k8s.io/yaml converts the way kubectl does (YAML 1.1 scalars,
 	// integer-valued numbers kept as integers).
 	return sigsyaml.YAMLToJSON(y)
+}
+
+// legacyValue renders the legacy value for messages.
+func legacyValue(v *yaml.Node) string {
+	if v.Kind == yaml.ScalarNode {
+		return strconv.Quote(v.Value)
+	}
+	return "(not a string)"
 }
 
 // scalarAt returns the value of a scalar key of a mapping, or "".

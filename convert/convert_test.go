@@ -340,3 +340,87 @@ func TestExitCodes(t *testing.T) {
 		})
 	}
 }
+
+// TestDropOnly: --drop-only removes the field and writes nothing else; the
+// rest of the Service is still checked against a known cluster.
+func TestDropOnly(t *testing.T) {
+	tests := map[string]struct {
+		args       []string
+		in         string
+		wantExit   int
+		wantOut    string
+		wantStderr string
+	}{
+		"the field goes, nothing is written": {
+			in:         svcYAML("  ipFamily: IPv4\n  ports:\n  - port: 80\n"),
+			wantOut:    svcYAML("  ports:\n  - port: 80\n"),
+			wantStderr: `<stdin>:1: warning: spec.ipFamily: "IPv4" was removed in Kubernetes 1.20; dropped, ipFamilyPolicy and ipFamilies left as they are (--drop-only)`,
+		},
+		"a comment on the line stays on its own line": {
+			in:      svcYAML("  ipFamily: IPv6 # chosen in 2019\n  type: ClusterIP\n"),
+			wantOut: svcYAML("  # chosen in 2019\n  type: ClusterIP\n"),
+		},
+		"the legacy value is not checked: the Service exists already": {
+			args:    []string{"--service-cidrs", "fd00:10:96::/108"},
+			in:      svcYAML("  ipFamily: IPv4\n"),
+			wantOut: svcYAML(""),
+		},
+		"the rest of the Service is checked against the cluster": {
+			args:       []string{"--service-cidrs", "10.96.0.0/16"},
+			in:         svcYAML("  ipFamilyPolicy: RequireDualStack\n  ipFamily: IPv4\n"),
+			wantExit:   ExitInvalid,
+			wantStderr: `<stdin>:1: spec.ipFamilyPolicy: Invalid value: "RequireDualStack": this cluster is not configured for dual-stack services`,
+		},
+		// spec: null and spec: {} decode to the same empty ServiceSpec.
+		"inside a List, the only key of spec": {
+			in:         "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  spec:\n    ipFamily: IPv6\n",
+			wantOut:    "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  spec:\n",
+			wantStderr: `<stdin>:1: warning: items[0]: spec.ipFamily: "IPv6" was removed`,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := Main(append([]string{"--drop-only"}, tc.args...), strings.NewReader(tc.in), &stdout, &stderr)
+			if code != tc.wantExit {
+				t.Fatalf("exit %d, want %d; stderr %s", code, tc.wantExit, stderr.String())
+			}
+			if diff := cmp.Diff(tc.wantOut, stdout.String()); diff != "" {
+				t.Errorf("stdout (-want +got):\n%s", diff)
+			}
+			if !strings.Contains(stderr.String(), tc.wantStderr) {
+				t.Errorf("stderr %q lacks %q", stderr.String(), tc.wantStderr)
+			}
+		})
+	}
+}
+
+// TestDropOnlyFromFunctionConfig: kustomize users set dropOnly in the
+// transformer's ConfigMap.
+func TestDropOnlyFromFunctionConfig(t *testing.T) {
+	rl := `apiVersion: config.kubernetes.io/v1
+kind: ResourceList
+functionConfig:
+  apiVersion: v1
+  kind: ConfigMap
+  data:
+    dropOnly: "true"
+items:
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: s
+  spec:
+    ipFamily: IPv6
+    ports:
+    - port: 80
+`
+	var stdout, stderr bytes.Buffer
+	if code := Main(nil, strings.NewReader(rl), &stdout, &stderr); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	out := stdout.String()
+	if strings.Contains(out, "ipFamily") || !strings.Contains(out, "kind: ResourceList") || !strings.Contains(out, "port: 80") {
+		t.Errorf("not a drop-only ResourceList:\n%s", out)
+	}
+}

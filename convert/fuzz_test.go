@@ -36,10 +36,14 @@ func FuzzConvert(f *testing.F) {
 		}
 	}
 	f.Add([]byte(svcYAML("  ipFamily: IPv6\n")), uint8(1))
+	f.Add([]byte(svcYAML("  ipFamily: IPv6 # c\n  type: ClusterIP\n")), uint8(5))
 	f.Add([]byte("---\n---\n...\n"), uint8(0))
 	f.Add([]byte(`{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Service","spec":{"ipFamily":"IPv4"}}]}`), uint8(4))
 	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {
-		c := &Converter{Families: fuzzClusters[int(mode)%len(fuzzClusters)]}
+		c := &Converter{
+			Families: fuzzClusters[int(mode)%len(fuzzClusters)],
+			DropOnly: mode/uint8(len(fuzzClusters))%2 == 1,
+		}
 		res := c.Convert("f", data)
 		for _, d := range res.Diagnostics {
 			if d.Doc < 1 || d.Message == "" {

@@ -30,6 +30,9 @@ func TestGolden(t *testing.T) {
 			args:     []string{"-f", "testdata/in/docs-v1.21-validate-dual-stack.yaml", "--service-cidrs", "10.96.0.0/16"},
 			wantExit: ExitInvalid,
 		},
+		"docs-v1.21 legacy manifests of existing Services, --drop-only": {
+			args: []string{"-f", "testdata/in/docs-v1.21-validate-dual-stack.yaml", "--drop-only"},
+		},
 		"docs-v1.16 alpha concept page examples": {
 			args: []string{"-f", "testdata/in/docs-v1.16-dual-stack.yaml"},
 		},

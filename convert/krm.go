@@ -55,15 +55,22 @@ func resourceList(data []byte) *yaml.Node {
 	return doc
 }
 
-// functionConfigCIDRs reads the service CIDRs from the ResourceList's
-// functionConfig: data.serviceCIDRs (a ConfigMap, the usual kustomize
-// transformer config) or spec.serviceCIDRs (any other kind).
-func functionConfigCIDRs(doc *yaml.Node) string {
+// functionConfig reads the settings of the ResourceList's functionConfig:
+// data.serviceCIDRs and data.dropOnly ("true") of a ConfigMap (the usual
+// kustomize transformer config), or the same keys under spec for any other
+// kind. Command-line flags win.
+func functionConfig(doc *yaml.Node) (cidrs string, dropOnly bool) {
 	fc := mapValue(doc.Content[0], "functionConfig")
-	if s := scalarAt(mapValue(fc, "data"), "serviceCIDRs"); s != "" {
-		return s
+	for _, section := range []string{"data", "spec"} {
+		m := mapValue(fc, section)
+		if cidrs == "" {
+			cidrs = scalarAt(m, "serviceCIDRs")
+		}
+		if b, err := strconv.ParseBool(scalarAt(m, "dropOnly")); err == nil && b {
+			dropOnly = true
+		}
 	}
-	return scalarAt(mapValue(fc, "spec"), "serviceCIDRs")
+	return cidrs, dropOnly
 }
 
 // krmResult is one entry of ResourceList.results (kyaml framework.Result).

@@ -33,7 +33,7 @@ const usage = `Rewrite the legacy spec.ipFamily (Kubernetes 1.16-1.19) of v1 Ser
 ipFamilyPolicy/ipFamilies; every other document passes through unchanged.
 
 Usage:
-  dualstack-webhook convert [-f FILE|DIR|-]... [--service-cidrs CIDRS]
+  dualstack-webhook convert [-f FILE|DIR|-]... [--service-cidrs CIDRS] [--drop-only]
 
 Reads YAML (multi-document) or JSON, v1 Lists included, from the files
 (directories: their *.yaml, *.yml and *.json files) or from stdin, and writes
@@ -52,11 +52,13 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("dualstack-webhook convert", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are printed below, help on stdout
 	var (
-		files []string
-		cidrs string
+		files    []string
+		cidrs    string
+		dropOnly bool
 	)
 	fs.StringArrayVarP(&files, "filename", "f", nil, "file, directory or - (stdin) to read; repeatable (default: stdin)")
 	fs.StringVar(&cidrs, "service-cidrs", "", "the cluster's service CIDRs, primary first, e.g. 10.96.0.0/16,fd00:10:96::/108: also check every Service against that cluster (default: translate spec.ipFamily only)")
+	fs.BoolVar(&dropOnly, "drop-only", false, "only remove spec.ipFamily, write no ipFamilyPolicy/ipFamilies: for manifests of Services that already exist (an apply of SingleStack would downgrade one upgraded to dual-stack since)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -84,10 +86,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// ResourceList on stdin and expects one back.
 	if len(srcs) == 1 && srcs[0].name == stdinName {
 		if doc := resourceList(srcs[0].data); doc != nil {
+			cfgCIDRs, cfgDropOnly := functionConfig(doc)
 			if cidrs == "" {
-				cidrs = functionConfigCIDRs(doc)
+				cidrs = cfgCIDRs
 			}
-			conv, err := newConverter(cidrs)
+			conv, err := newConverter(cidrs, dropOnly || cfgDropOnly)
 			if err != nil {
 				fmt.Fprintf(stderr, "convert: %v\n", err)
 				return ExitUsage
@@ -109,7 +112,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 
-	conv, err := newConverter(cidrs)
+	conv, err := newConverter(cidrs, dropOnly)
 	if err != nil {
 		fmt.Fprintf(stderr, "convert: %v\n", err)
 		return ExitUsage
@@ -140,15 +143,17 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return ExitOK
 }
 
-func newConverter(cidrs string) (*Converter, error) {
+func newConverter(cidrs string, dropOnly bool) (*Converter, error) {
+	c := &Converter{DropOnly: dropOnly}
 	if cidrs == "" {
-		return &Converter{}, nil
+		return c, nil
 	}
 	fams, err := parseFamilies(cidrs)
 	if err != nil {
 		return nil, fmt.Errorf("--service-cidrs: %w", err)
 	}
-	return &Converter{Families: fams}, nil
+	c.Families = fams
+	return c, nil
 }
 
 // parseFamilies reads --service-cidrs with the rules of `serve`
