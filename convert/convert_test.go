@@ -420,7 +420,9 @@ items:
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	out := stdout.String()
-	if strings.Contains(out, "ipFamily") || !strings.Contains(out, "kind: ResourceList") || !strings.Contains(out, "port: 80") {
+	items, _, _ := strings.Cut(out, "results:")
+	if strings.Contains(items, "ipFamily") || !strings.Contains(items, "kind: ResourceList") || !strings.Contains(items, "port: 80") ||
+		!strings.Contains(out, "(--drop-only)") {
 		t.Errorf("not a drop-only ResourceList:\n%s", out)
 	}
 }
