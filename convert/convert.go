@@ -304,8 +304,25 @@ func (c *Converter) service(svc *yaml.Node, prefix string, at location, diags *[
 	report := func(field, msg string, sev Severity) {
 		*diags = append(*diags, Diagnostic{File: at.file, Doc: at.doc, Field: field, Message: msg, Severity: sev, Resource: ref})
 	}
+	// A key written twice leaves it to the parser which one counts; the
+	// edit would remove one and let the other surface. Refuse, as kubectl
+	// does for duplicate keys.
+	for _, k := range []string{"ipFamily", "ipFamilies", "ipFamilyPolicy"} {
+		if countKey(spec, k) > 1 {
+			report(prefix+"spec."+k, "Duplicate value: the key appears more than once", SeverityError)
+			return nil
+		}
+	}
 	var drop *rewrite
-	if legacy >= 0 && c.DropOnly {
+	if legacy >= 0 && isNull(spec.Content[legacy+1]) {
+		// "ipFamily: null" (or empty) never chose a family: the engine,
+		// like the apiserver, reads it as absent. Only the key goes.
+		drop = &rewrite{spec: spec, key: spec.Content[legacy], value: spec.Content[legacy+1], scope: svc}
+		report(strings.TrimSuffix(prefix, "."), "spec.ipFamily: null was removed in Kubernetes 1.20; dropped", SeverityWarning)
+		if c.Families == nil {
+			return drop
+		}
+	} else if legacy >= 0 && c.DropOnly {
 		drop = &rewrite{spec: spec, key: spec.Content[legacy], value: spec.Content[legacy+1], scope: svc}
 		report(strings.TrimSuffix(prefix, "."), fmt.Sprintf("spec.ipFamily: %s was removed in Kubernetes 1.20; dropped, ipFamilyPolicy and ipFamilies left as they are (--drop-only)", legacyValue(drop.value)), SeverityWarning)
 		if c.Families == nil {
@@ -356,6 +373,12 @@ func (c *Converter) service(svc *yaml.Node, prefix string, at location, diags *[
 		// apiserver would default are not written: the manifest stays
 		// portable between clusters.
 		rw.family = string(d.Families[0])
+		if v := rw.value; v.Kind != yaml.ScalarNode || v.Value != rw.family {
+			// The engine accepted a value that is not the family it
+			// chose: never write a guess.
+			report(prefix+"spec.ipFamily", fmt.Sprintf("internal error: policy engine chose %s for ipFamily %s", rw.family, legacyValue(v)), SeverityError)
+			return nil
+		}
 		if len(d.Service.Spec.IPFamilies) == 0 {
 			rw.families = true
 			rw.familiesAt = mapValue(spec, "ipFamilies") // present but null or []
@@ -409,6 +432,24 @@ func engineJSON(svc *yaml.Node, dropLegacy bool) (raw []byte, err error) {
 	// sigs.k8s.io/yaml converts the way kubectl does (YAML 1.1 scalars,
 	// integer-valued numbers kept as integers).
 	return sigsyaml.YAMLToJSON(y)
+}
+
+// isNull reports whether a value node is YAML null (null, ~, or empty).
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// countKey counts the occurrences of key in mapping m.
+func countKey(m *yaml.Node, key string) int {
+	n := 0
+	if m != nil && m.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if k := m.Content[i]; k.Kind == yaml.ScalarNode && k.Value == key {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // legacyValue renders the legacy value for messages.

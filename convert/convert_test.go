@@ -318,6 +318,15 @@ func TestExitCodes(t *testing.T) {
 		"unparsable YAML":            {stdin: "a: [\n", wantExit: ExitInvalid, wantStderr: "<stdin>:1: cannot parse YAML: yaml: line 1:"},
 		"not a Service: untouched":   {stdin: "kind: Foo\nspec:\n  ipFamily: IPv4\n", wantExit: ExitOK, wantStdout: "kind: Foo\nspec:\n  ipFamily: IPv4\n"},
 		"undecodable legacy Service": {stdin: svcYAML("  ipFamily: IPv4\n  ports: 80\n"), wantExit: ExitInvalid, wantStderr: "<stdin>:1: cannot decode Service:"},
+		"duplicate legacy key": {stdin: svcYAML("  ipFamily: IPv4\n  ipFamily: IPv6\n"), wantExit: ExitInvalid,
+			wantStderr: "<stdin>:1: spec.ipFamily: Duplicate value: the key appears more than once"},
+		"duplicate ipFamilies in a List item": {stdin: "apiVersion: v1\nkind: List\nitems:\n- " + strings.ReplaceAll(svcYAML("  ipFamilies: [IPv4]\n  ipFamilies: [IPv6]\n"), "\n", "\n  "),
+			args: []string{"--service-cidrs", "10.96.0.0/16"}, wantExit: ExitInvalid,
+			wantStderr: "<stdin>:1: items[0].spec.ipFamilies: Duplicate value"},
+		"ipFamily null is only dropped": {stdin: svcYAML("  ipFamily:\n  type: ClusterIP\n"), wantExit: ExitOK,
+			wantStdout: svcYAML("  type: ClusterIP\n"), wantStderr: "<stdin>:1: warning: spec.ipFamily: null was removed in Kubernetes 1.20; dropped"},
+		"ipFamily ~ on a known cluster": {stdin: svcYAML("  ipFamily: ~\n"), args: []string{"--service-cidrs", "fd00::/108"}, wantExit: ExitOK,
+			wantStdout: svcYAML("")},
 		"error count in summary": {stdin: svcYAML("  ipFamily: IPv7\n") + "---\n" + svcYAML("  ipFamily: IPv8\n"), wantExit: ExitInvalid,
 			wantStderr: "<stdin>:2: spec.ipFamily: Invalid value: \"IPv8\": only the following families are allowed: IPv4, IPv6\nconvert: 2 error(s); nothing written\n"},
 	}
@@ -424,5 +433,35 @@ items:
 	if strings.Contains(items, "ipFamily") || !strings.Contains(items, "kind: ResourceList") || !strings.Contains(items, "port: 80") ||
 		!strings.Contains(out, "(--drop-only)") {
 		t.Errorf("not a drop-only ResourceList:\n%s", out)
+	}
+}
+
+// TestSplitYAML: sections concatenate back to the input, and cut where
+// kubectl cuts.
+func TestSplitYAML(t *testing.T) {
+	tests := map[string]struct {
+		in   string
+		want []string
+	}{
+		"no separator":                 {in: "a: 1\n", want: []string{"a: 1\n"}},
+		"leading separator":            {in: "---\na: 1\n", want: []string{"---\na: 1\n"}},
+		"separator with comment":       {in: "a: 1\n--- # x\nb: 2\n", want: []string{"a: 1\n", "--- # x\nb: 2\n"}},
+		"CRLF separator":               {in: "a: 1\r\n---\r\nb: 2\r\n", want: []string{"a: 1\r\n", "---\r\nb: 2\r\n"}},
+		"not a separator: ----":        {in: "a: 1\n----\n", want: []string{"a: 1\n----\n"}},
+		"not a separator: indented":    {in: "a: |\n  ---\n", want: []string{"a: |\n  ---\n"}},
+		"separator without newline":    {in: "a: 1\n---", want: []string{"a: 1\n", "---"}},
+		"directive stays with its doc": {in: "%YAML 1.1\n---\na: 1\n", want: []string{"%YAML 1.1\n---\na: 1\n"}},
+		"comment-only section":         {in: "# c\n---\na: 1\n", want: []string{"# c\n", "---\na: 1\n"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var got []string
+			for _, s := range splitYAML([]byte(tc.in)) {
+				got = append(got, string(s.text))
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Error(diff)
+			}
+		})
 	}
 }

@@ -217,7 +217,7 @@ func (rw *rewrite) lineEdit(lines [][]byte) (int, []byte, bool) {
 func isScalarToken(tok string, v *yaml.Node) bool {
 	switch v.Style {
 	case 0:
-		return tok == v.Value && v.Tag == "!!str"
+		return tok == v.Value && (v.ShortTag() == "!!str" || v.ShortTag() == "!!null")
 	case yaml.SingleQuotedStyle:
 		return tok == "'"+strings.ReplaceAll(v.Value, "'", "''")+"'"
 	case yaml.DoubleQuotedStyle:

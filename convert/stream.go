@@ -34,7 +34,7 @@ func splitYAML(data []byte) []section {
 		} else {
 			end += pos + 1
 		}
-		if isSeparator(data[pos:end]) && pos > start {
+		if isSeparator(data[pos:end]) && pos > start && !onlyDirectives(data[start:pos]) {
 			out = append(out, section{text: data[start:pos], line: startLine})
 			start, startLine = pos, line
 		}
@@ -45,6 +45,24 @@ func splitYAML(data []byte) []section {
 		out = append(out, section{text: data[start:], line: startLine})
 	}
 	return out
+}
+
+// onlyDirectives reports whether text holds nothing but directives
+// (%YAML, %TAG), comments and blank lines: those belong to the document the
+// next "---" opens, so the stream is not cut there.
+func onlyDirectives(text []byte) bool {
+	seen := false
+	for _, l := range bytes.Split(text, []byte("\n")) {
+		l = bytes.TrimSpace(l)
+		switch {
+		case len(l) == 0 || l[0] == '#':
+		case l[0] == '%':
+			seen = true
+		default:
+			return false
+		}
+	}
+	return seen
 }
 
 // isSeparator reports whether a line (with its line ending) is a YAML
