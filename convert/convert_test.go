@@ -2,6 +2,7 @@ package convert
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -463,5 +464,55 @@ func TestSplitYAML(t *testing.T) {
 				t.Error(diff)
 			}
 		})
+	}
+}
+
+// TestTranslationClusterRaisesOnlyUniversalErrors checks the premise of
+// translationFamilies against kube-apiserver's recorded answers
+// (policy/testdata/create_grid.json, 560 creates on real apiservers): every
+// Service a dual-stack cluster rejects is rejected by all four cluster
+// shapes with the same messages in both dual-stack orders, so errors seen
+// without --service-cidrs never depend on the guessed cluster.
+func TestTranslationClusterRaisesOnlyUniversalErrors(t *testing.T) {
+	raw, err := os.ReadFile("../policy/testdata/create_grid.json")
+	if err != nil {
+		t.Skipf("apiserver grid not available: %v", err)
+	}
+	var grid struct {
+		Cells []struct {
+			Cluster, Name string
+			Error         *struct{ Message string }
+		}
+	}
+	if err := json.Unmarshal(raw, &grid); err != nil {
+		t.Fatal(err)
+	}
+	byShape := map[string]map[string]string{} // name → cluster → error ("" = accepted)
+	for _, c := range grid.Cells {
+		if byShape[c.Name] == nil {
+			byShape[c.Name] = map[string]string{}
+		}
+		msg := ""
+		if c.Error != nil {
+			msg = "rejected: " + c.Error.Message
+		}
+		byShape[c.Name][c.Cluster] = msg
+	}
+	if len(byShape) < 100 {
+		t.Fatalf("only %d shapes in the grid", len(byShape))
+	}
+	for name, res := range byShape {
+		dual := res["v4v6"]
+		if dual != res["v6v4"] {
+			t.Errorf("%s: v4v6 %q but v6v4 %q", name, dual, res["v6v4"])
+		}
+		if dual == "" {
+			continue
+		}
+		for _, cl := range []string{"v4", "v6"} {
+			if res[cl] == "" {
+				t.Errorf("%s: rejected on dual-stack (%s) but accepted on %s", name, dual, cl)
+			}
+		}
 	}
 }
