@@ -127,7 +127,8 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 		namespaces = syncedNamespaces{caches}
 		checks = append(checks, webhook.Check{Name: "informers", Func: caches.synced})
 		caches.factory.Start(ctx.Done())
-		defer caches.factory.Shutdown()
+		// Shutdown waits for the informers, which stop on ctx: cancel first.
+		defer func() { cancel(); caches.factory.Shutdown() }()
 	}
 	checks = append(checks, webhook.Check{Name: "families", Func: func() error {
 		_, err := families.Families()

@@ -1,0 +1,157 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	admissionv1 "k8s.io/api/admission/v1"
+)
+
+// syncBuffer is a goroutine-safe bytes.Buffer for captured output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDevServesTheExampleAndIsReadyFast runs `serve --dev` end to end:
+// ready well under a second, banner with a working curl line, the legacy
+// example patched, metrics served, clean shutdown on cancel.
+func TestDevServesTheExampleAndIsReadyFast(t *testing.T) {
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	cfg, err := ParseConfig([]string{"--dev", "--dev-ca-file", caFile}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl, _ := net.Listen("tcp", "127.0.0.1:0")
+	ml, _ := net.Listen("tcp", "127.0.0.1:0")
+	var out syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- RunWith(ctx, cfg, zap.NewNop(), &out, Listeners{Webhook: wl, Metrics: ml}) }()
+
+	pem, err := waitForFile(caFile, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}
+	_, port, _ := net.SplitHostPort(wl.Addr().String())
+	base := "https://localhost:" + port
+	var ready time.Duration
+	for {
+		resp, err := client.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				ready = time.Since(start)
+				break
+			}
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("not ready after 3s: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ready > time.Second {
+		t.Errorf("ready after %s, want well under a second", ready)
+	}
+	t.Logf("--dev ready after %s", ready)
+
+	banner := out.String()
+	wantCurl := "curl --cacert " + caFile + " -H 'Content-Type: application/json' --data @examples/admissionreview-legacy.json " + base + "/mutate"
+	if !strings.Contains(banner, wantCurl) {
+		t.Errorf("banner lacks the curl line %q:\n%s", wantCurl, banner)
+	}
+
+	body, err := os.ReadFile("../../examples/admissionreview-legacy.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Post(base+"/mutate", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var review admissionv1.AdmissionReview
+	err = json.NewDecoder(resp.Body).Decode(&review)
+	resp.Body.Close()
+	if err != nil || review.Response == nil || !review.Response.Allowed || review.Response.Patch == nil {
+		t.Fatalf("legacy example not patched: %v %+v", err, review.Response)
+	}
+
+	mresp, err := http.Get("http://" + ml.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, want := range []string{`dualstack_webhook_http_requests_total{endpoint="mutate",outcome="patched"} 1`, "dualstack_webhook_certificate_expiration_timestamp_seconds", "go_goroutines"} {
+		if !strings.Contains(string(mb), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v after cancel", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+func waitForFile(path string, d time.Duration) ([]byte, error) {
+	deadline := time.Now().Add(d)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && len(b) > 0 {
+			return b, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRunFailsOnABusyPort(t *testing.T) {
+	busy, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer busy.Close()
+	cfg, err := ParseConfig([]string{"--dev", "--dev-ca-file", filepath.Join(t.TempDir(), "ca.pem"),
+		"--listen", busy.Addr().String(), "--metrics-listen", ""}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), cfg, zap.NewNop(), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--listen") {
+		t.Fatalf("Run = %v, want a --listen error", err)
+	}
+}
