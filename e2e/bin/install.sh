@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the binaries of the end-to-end tier from the Go module proxy — and from
-# nowhere else — into .k8s-bin/<versions-key>/, with .k8s-bin/current pointing
-# at it:
+# nowhere else — and makes them available as .k8s-bin/<versions-key>/ and
+# .k8s-bin/current in this checkout:
 #
 #   etcd v3.7.3, kube-apiserver / kube-controller-manager / kubectl v1.37.2,
 #   helm v3.22.0
@@ -10,6 +10,11 @@
 # the build is checksum-pinned by that module's go.sum (-mod=readonly refuses
 # anything not in it). The versions key includes a hash of the wrapper modules,
 # so changing a wrapper rebuilds; a stamp file makes a warm run a no-op.
+#
+# The binaries themselves live in a per-user cache outside the checkout
+# ($K8S_BIN_CACHE, default ~/.cache/dualstack-webhook/k8s-bin/<key>) and
+# .k8s-bin/<key> is a symlink to it: CI runs in a fresh clone on a machine it
+# often reuses, and this keeps those runs warm.
 #
 # Usage:
 #   e2e/bin/install.sh              build what is missing, print the folder
@@ -27,26 +32,34 @@ HELM_VERSION=v3.22.0
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 base=${K8S_BIN_ROOT:-$root/.k8s-bin}
+cache_root=${K8S_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dualstack-webhook/k8s-bin}
 
 # The key names the versions a human can read plus a short hash of the wrapper
 # modules (go.mod + go.sum), which are what really pins the build.
 wrapper_hash=$(cat "$here"/etcd/go.mod "$here"/etcd/go.sum "$here"/k8s/go.mod "$here"/k8s/go.sum \
 	"$here"/helm/go.mod "$here"/helm/go.sum | sha256sum | cut -c1-10)
 key="etcd-${ETCD_VERSION}_k8s-${K8S_VERSION}_helm-${HELM_VERSION}_${wrapper_hash}"
-dir="$base/$key"
-stamp="$dir/.stamp"
+dir="$base/$key"         # what callers use (KUBEBUILDER_ASSETS)
+store="$cache_root/$key" # where the files are
+stamp="$store/.stamp"
 binaries=(etcd kube-apiserver kube-controller-manager kubectl helm)
 
 installed() {
 	[[ -f "$stamp" ]] || return 1
 	local b
 	for b in "${binaries[@]}"; do
-		[[ -x "$dir/$b" ]] || return 1
+		[[ -x "$store/$b" ]] || return 1
 	done
 }
 
 link_current() {
-	# Relative link, so the folder can be moved or mounted elsewhere.
+	mkdir -p "$base"
+	if [[ ! -L "$dir" ]]; then
+		rm -rf "$dir"
+	fi
+	ln -sfn "$store" "$dir.tmp"
+	mv -T "$dir.tmp" "$dir"
+	# Relative link, so current follows the key.
 	ln -sfn "$key" "$base/current.tmp"
 	mv -T "$base/current.tmp" "$base/current"
 }
@@ -64,7 +77,7 @@ case "${1:-}" in
 --force) force=1 ;;
 "") ;;
 -h | --help)
-	sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 *)
@@ -73,13 +86,20 @@ case "${1:-}" in
 	;;
 esac
 
-mkdir -p "$base"
-# Serialise concurrent installs (two engineers, or make -j): the second waits
-# for the first and then finds the stamp.
-exec 9>"$base/.lock"
+mkdir -p "$base" "$cache_root"
+# Serialise concurrent installs (two engineers, two clones, make -j): the
+# second waits for the first and then finds the stamp.
+exec 9>"$cache_root/.lock"
 if ! flock -n 9; then
 	echo "install.sh: another install is running; waiting for it..." >&2
 	flock 9
+fi
+
+# Earlier versions of this script built straight into .k8s-bin/<key>: adopt
+# such a folder instead of rebuilding it.
+if [[ -d "$dir" && ! -L "$dir" && -f "$dir/.stamp" && ! -e "$store" ]]; then
+	echo "install.sh: moving $dir to the cache $store" >&2
+	mv "$dir" "$store"
 fi
 
 if [[ $force -eq 0 ]] && installed; then
@@ -89,7 +109,7 @@ if [[ $force -eq 0 ]] && installed; then
 	exit 0
 fi
 
-mkdir -p "$dir"
+mkdir -p "$store"
 rm -f "$stamp"
 
 # Static binaries; -mod=readonly so nothing outside the committed go.sum can
@@ -100,14 +120,14 @@ export GOFLAGS="-mod=readonly -buildvcs=false -trimpath"
 t_all=$SECONDS
 step() { # step NAME MODULE_DIR PACKAGE LDFLAGS
 	local name=$1 mod=$2 pkg=$3 ldflags=$4 t=$SECONDS
-	if [[ $force -eq 0 && -x "$dir/$name" ]]; then
+	if [[ $force -eq 0 && -x "$store/$name" ]]; then
 		echo "==> $name: present, skipped" >&2
 		return
 	fi
 	echo "==> $name: building $pkg ..." >&2
-	(cd "$here/$mod" && go build -ldflags "$ldflags" -o "$dir/$name.tmp" "$pkg")
-	mv -f "$dir/$name.tmp" "$dir/$name"
-	echo "==> $name: done in $((SECONDS - t))s ($(du -h "$dir/$name" | cut -f1))" >&2
+	(cd "$here/$mod" && go build -ldflags "$ldflags" -o "$store/$name.tmp" "$pkg")
+	mv -f "$store/$name.tmp" "$store/$name"
+	echo "==> $name: done in $((SECONDS - t))s ($(du -h "$store/$name" | cut -f1))" >&2
 }
 
 k8s_minor=$(echo "$K8S_VERSION" | cut -d. -f2)
@@ -116,7 +136,7 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	k8s_ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$k8s_minor -X $p.gitTreeState=clean"
 done
 
-echo "install.sh: building into $dir (cold: ~7 min on 2 cores)" >&2
+echo "install.sh: building into $store (cold: ~7 min on 2 cores)" >&2
 step etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
 step kube-apiserver k8s k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
 step kubectl k8s k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
