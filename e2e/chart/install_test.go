@@ -12,6 +12,7 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap/zaptest"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -366,15 +367,22 @@ func checkSelfBootstrapRBAC(t *testing.T, manifest []byte, ns string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	boot, err := certs.NewBootstrap(certs.BootstrapConfig{
-		Client:                          client,
-		Namespace:                       flagValue(args, "namespace"),
-		SecretName:                      flagValue(args, "tls-bootstrap-secret"),
-		DNSNames:                        certs.ServiceDNSNames(flagValue(args, "tls-bootstrap-service"), ns),
-		MutatingWebhookConfigurations:   []string{flagValue(args, "tls-bootstrap-mutating-webhook-configuration")},
-		ValidatingWebhookConfigurations: []string{flagValue(args, "tls-bootstrap-validating-webhook-configuration")},
-		Log:                             zaptest.NewLogger(t),
-	})
+	// Parse the chart's arguments with the binary's own flag definitions.
+	var bf certs.BootstrapFlags
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	fs.ParseErrorsAllowlist.UnknownFlags = true // the non-certificate flags
+	bf.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("chart args %v: %v", args, err)
+	}
+	if !bf.Enabled() {
+		t.Fatalf("chart args %v do not enable self-bootstrap", args)
+	}
+	bc, err := bf.Config(client, flagValue(args, "namespace"), zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatalf("chart args %v: %v", args, err)
+	}
+	boot, err := certs.NewBootstrap(bc)
 	if err != nil {
 		t.Fatalf("chart args %v: %v", args, err)
 	}
