@@ -57,6 +57,12 @@ func FuzzConvert(f *testing.F) {
 			t.Fatalf("nothing rewritten but output differs:\n%q\n%q", data, res.Output)
 		}
 		again := c.Convert("f", res.Output)
+		if looksLikeJSON(res.Output) && !again.Failed() {
+			// A top-level flow mapping edited as a tree prints as
+			// JSON-looking YAML, which the next pass reads as JSON and
+			// prints as block YAML: compare from there on.
+			res, again = again, c.Convert("f", again.Output)
+		}
 		if again.Failed() {
 			t.Fatalf("output does not convert again: %v\ninput %q\noutput %q", again.Diagnostics, data, res.Output)
 		}
