@@ -19,7 +19,7 @@ vet: ## go vet + gofmt check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 # Phases of `make test`, run in order, each timed (append a phase here).
-TEST_PHASES := vet unit e2e
+TEST_PHASES := vet unit chart e2e
 
 test: ## everything CI runs: vet, unit, e2e (which installs its binaries first), each phase timed
 	@for phase in $(TEST_PHASES); do \
@@ -37,7 +37,10 @@ K8S_BIN_DIR = $(shell e2e/bin/install.sh --print-dir)
 E2E_ENV = KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) E2E_WEBHOOK_BIN=$(CURDIR)/$(BIN)
 IP_FAMILY ?= dual
 
-.PHONY: e2e-bin e2e grid e2e-kind
+.PHONY: e2e-bin e2e grid e2e-kind chart
+
+chart: e2e-bin ## helm lint --strict, golden helm template (go test ./charts -update rewrites), invariants; helm required
+	E2E_REQUIRED=1 HELM=$(K8S_BIN_DIR)/helm $(GO) test -count=1 ./charts
 
 e2e-bin: ## build etcd, kube-apiserver, kubectl, kube-controller-manager, helm into .k8s-bin/ (cold ~7 min; warm: no-op)
 	e2e/bin/install.sh
