@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,6 +62,13 @@ type Allocator struct {
 	log   *zap.Logger
 	clock clock.PassiveClock
 	opts  Options
+
+	// inflight holds candidates this process is creating right now, so that
+	// concurrent requests in one replica spread over different addresses
+	// instead of all racing for the same lowest free one (only one of which
+	// can win per round; the losers would starve under "lowest").
+	inflightMu sync.Mutex
+	inflight   map[netip.Addr]struct{}
 }
 
 // New returns an Allocator over store with the compiled pools.
@@ -86,7 +94,7 @@ func New(store Store, pools *Pools, opts Options) (*Allocator, error) {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
 	}
-	a := &Allocator{store: store, log: opts.Logger, clock: opts.Clock, opts: opts}
+	a := &Allocator{store: store, log: opts.Logger, clock: opts.Clock, opts: opts, inflight: map[netip.Addr]struct{}{}}
 	a.pools.Store(pools)
 	return a, nil
 }
@@ -308,6 +316,9 @@ func (a *Allocator) reserveNext(ctx context.Context, pool *Pool, f corev1.IPFami
 		if _, ok := lost[ip]; ok {
 			return true
 		}
+		if a.isInflight(ip) {
+			return true
+		}
 		if a.opts.External != nil {
 			_, held := a.opts.External(ip)
 			return held
@@ -329,7 +340,12 @@ func (a *Allocator) reserveNext(ctx context.Context, pool *Pool, f corev1.IPFami
 		if req.DryRun {
 			return r, nil, nil
 		}
+		if !a.claim(cand) {
+			lost[cand] = struct{}{} // a sibling request chose it first
+			continue
+		}
 		saved, err := a.store.Create(ctx, r)
+		a.unclaim(cand)
 		if errors.Is(err, ErrExists) {
 			lost[cand] = struct{}{}
 			continue
@@ -340,6 +356,29 @@ func (a *Allocator) reserveNext(ctx context.Context, pool *Pool, f corev1.IPFami
 		return saved, &undo{created: &saved}, nil
 	}
 	return Reservation{}, nil, fmt.Errorf("pool %q: %d candidates lost: %w", pool.Name, len(lost), ErrContended)
+}
+
+func (a *Allocator) isInflight(ip netip.Addr) bool {
+	a.inflightMu.Lock()
+	defer a.inflightMu.Unlock()
+	_, ok := a.inflight[ip]
+	return ok
+}
+
+func (a *Allocator) claim(ip netip.Addr) bool {
+	a.inflightMu.Lock()
+	defer a.inflightMu.Unlock()
+	if _, ok := a.inflight[ip]; ok {
+		return false
+	}
+	a.inflight[ip] = struct{}{}
+	return true
+}
+
+func (a *Allocator) unclaim(ip netip.Addr) {
+	a.inflightMu.Lock()
+	defer a.inflightMu.Unlock()
+	delete(a.inflight, ip)
 }
 
 // reuse finds and re-claims an address owner already holds in pool/family.

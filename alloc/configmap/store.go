@@ -74,6 +74,9 @@ type expectation struct {
 	seq  uint64
 	rv   string // resourceVersion written (or, for a delete, the one deleted)
 	gone bool   // we deleted it
+	// any: someone else's object we learnt of through AlreadyExists; any
+	// event for the name settles it.
+	any bool
 }
 
 // Store is the ConfigMap-backed alloc.Store. Create it with New, then Start.
@@ -288,6 +291,8 @@ func (s *Store) observe(obj any, deleted bool) {
 	}
 	if e, ok := s.expect[cm.Name]; ok {
 		switch {
+		case e.any:
+			delete(s.expect, cm.Name)
 		case deleted && e.gone:
 			delete(s.expect, cm.Name)
 		case !deleted && !e.gone && newer(cm.ResourceVersion, e.rv):
@@ -325,11 +330,51 @@ func (s *Store) expectWrite(ip netip.Addr, rv string, gone bool) {
 	s.expect[name] = expectation{seq: s.seq, rv: rv, gone: gone}
 }
 
+// expectExisting registers an object another writer created that the cache
+// does not show yet.
+func (s *Store) expectExisting(ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := Name(ip)
+	if _, ok := s.idx.Get(ip); ok {
+		return
+	}
+	if _, pending := s.expect[name]; pending {
+		return
+	}
+	s.seq++
+	s.expect[name] = expectation{seq: s.seq, any: true}
+}
+
+// absent maps a versionless Update/Delete to the contract's error: the
+// reservation is either not there (ErrNotFound) or not the one the caller
+// read (ErrConflict).
+func (s *Store) absent(ctx context.Context, ip netip.Addr, verb string) error {
+	var ok bool
+	if err := s.caughtUp(ctx, func() { _, ok = s.idx.Get(ip) }); err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("ConfigMap %s/%s: %w", s.ns, Name(ip), alloc.ErrNotFound)
+	}
+	// An empty resourceVersion would make the apiserver write
+	// unconditionally: never what a compare-and-swap caller means.
+	return fmt.Errorf("ConfigMap %s/%s: %s without a version: %w", s.ns, Name(ip), verb, alloc.ErrConflict)
+}
+
+// hintWait bounds the wait for objects learnt of through AlreadyExists. They
+// are a hint (the caller already excludes the lost address), and the object
+// may be gone before the cache ever shows it, so past this the read goes on.
+const hintWait = time.Second
+
 // caughtUp waits until the informer has delivered every write this store
 // completed before the call, then runs fn under the lock.
 func (s *Store) caughtUp(ctx context.Context, fn func()) error {
 	deadline := time.NewTimer(s.wait)
 	defer deadline.Stop()
+	hints := time.NewTimer(min(hintWait, s.wait))
+	defer hints.Stop()
+	hintsDone := false
 	s.mu.Lock()
 	limit := s.seq
 	for {
@@ -339,9 +384,14 @@ func (s *Store) caughtUp(ctx context.Context, fn func()) error {
 		}
 		var behind []string
 		for name, e := range s.expect {
-			if e.seq <= limit {
-				behind = append(behind, name)
+			if e.seq > limit {
+				continue
 			}
+			if e.any && hintsDone {
+				delete(s.expect, name)
+				continue
+			}
+			behind = append(behind, name)
 		}
 		if len(behind) == 0 {
 			fn()
@@ -352,6 +402,8 @@ func (s *Store) caughtUp(ctx context.Context, fn func()) error {
 		s.mu.Unlock()
 		select {
 		case <-ch:
+		case <-hints.C:
+			hintsDone = true
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for the cache to show %d own write(s): %w", len(behind), errors.Join(alloc.ErrNotReady, ctx.Err()))
 		case <-deadline.C:
@@ -402,6 +454,10 @@ func (s *Store) Create(ctx context.Context, r alloc.Reservation) (alloc.Reservat
 	r.Version = ""
 	cm, err := s.client.CoreV1().ConfigMaps(s.ns).Create(ctx, encode(s.ns, r), metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
+		// Our cache is behind the apiserver. Make the next read wait until
+		// it shows this object, and with it (watch order) every write that
+		// preceded it, instead of deciding again on the same stale view.
+		s.expectExisting(r.IP)
 		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s/%s: %w", s.ns, Name(r.IP), alloc.ErrExists)
 	}
 	if err != nil {
@@ -415,9 +471,7 @@ func (s *Store) Create(ctx context.Context, r alloc.Reservation) (alloc.Reservat
 // Update implements alloc.Store.
 func (s *Store) Update(ctx context.Context, r alloc.Reservation) (alloc.Reservation, error) {
 	if r.Version == "" {
-		// An empty resourceVersion would make the apiserver overwrite
-		// unconditionally: never what a compare-and-swap caller means.
-		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s/%s: update without a version: %w", s.ns, Name(r.IP), alloc.ErrConflict)
+		return alloc.Reservation{}, s.absent(ctx, r.IP, "update")
 	}
 	cm, err := s.client.CoreV1().ConfigMaps(s.ns).Update(ctx, encode(s.ns, r), metav1.UpdateOptions{})
 	switch {
@@ -436,7 +490,7 @@ func (s *Store) Update(ctx context.Context, r alloc.Reservation) (alloc.Reservat
 // Delete implements alloc.Store.
 func (s *Store) Delete(ctx context.Context, r alloc.Reservation) error {
 	if r.Version == "" {
-		return fmt.Errorf("ConfigMap %s/%s: delete without a version: %w", s.ns, Name(r.IP), alloc.ErrConflict)
+		return s.absent(ctx, r.IP, "delete")
 	}
 	name := Name(r.IP)
 	err := s.client.CoreV1().ConfigMaps(s.ns).Delete(ctx, name, metav1.DeleteOptions{

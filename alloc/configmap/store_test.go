@@ -194,14 +194,28 @@ func TestInjectedErrorsMapToSentinels(t *testing.T) {
 	}
 }
 
-func TestUpdateWithoutVersionIsRefused(t *testing.T) {
-	s := startStore(t, fakeAPI(t))
-	r := alloc.Reservation{IP: netip.MustParseAddr("10.96.0.12"), Owner: alloc.Owner{Namespace: "a", Name: "b"}, State: alloc.StatePending}
-	if _, err := s.Update(context.Background(), r); !errors.Is(err, alloc.ErrConflict) {
-		t.Errorf("Update without version = %v, want ErrConflict", err)
-	}
-	if err := s.Delete(context.Background(), r); !errors.Is(err, alloc.ErrConflict) {
-		t.Errorf("Delete without version = %v, want ErrConflict", err)
+func TestVersionlessWrites(t *testing.T) {
+	for _, addr := range []string{"10.96.0.12", "fd00:10:96::c"} {
+		t.Run(addr, func(t *testing.T) {
+			s := startStore(t, fakeAPI(t))
+			r := alloc.Reservation{IP: netip.MustParseAddr(addr), Owner: alloc.Owner{Namespace: "a", Name: "b"}, State: alloc.StatePending}
+			if _, err := s.Update(context.Background(), r); !errors.Is(err, alloc.ErrNotFound) {
+				t.Errorf("versionless Update of absent = %v, want ErrNotFound", err)
+			}
+			if err := s.Delete(context.Background(), r); !errors.Is(err, alloc.ErrNotFound) {
+				t.Errorf("versionless Delete of absent = %v, want ErrNotFound", err)
+			}
+			if _, err := s.Create(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+			// Present: an unconditional write is refused, never sent.
+			if _, err := s.Update(context.Background(), r); !errors.Is(err, alloc.ErrConflict) {
+				t.Errorf("versionless Update = %v, want ErrConflict", err)
+			}
+			if err := s.Delete(context.Background(), r); !errors.Is(err, alloc.ErrConflict) {
+				t.Errorf("versionless Delete = %v, want ErrConflict", err)
+			}
+		})
 	}
 }
 
