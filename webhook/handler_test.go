@@ -128,10 +128,10 @@ func TestRequestsThatAreNotAboutServices(t *testing.T) {
 			false, 400, "got request.resource v1 pods"},
 		"an object that is a Pod under a Service kind is an error": {
 			reviewSpec{object: `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}`},
-			false, 400, "request.object is v1 Pod"},
+			false, 400, `kind "Pod" is not Service`},
 		"an object that is not a JSON object is an error": {
 			reviewSpec{object: `[1,2]`},
-			false, 400, "request.object is not a Service"},
+			false, 400, "cannot decode Service"},
 		"a CREATE without object is an error": {
 			reviewSpec{}, false, 400, "request.object is missing"},
 		"an unknown operation is an error": {
@@ -311,10 +311,22 @@ func TestMutateThenValidate(t *testing.T) {
 			e, svc("web", `"type":"LoadBalancer","ipFamily":"IPv6","selector":{"app":"x"},"ports":[{"port":80}]`),
 			`[{"op":"add","path":"/spec/ipFamilyPolicy","value":"SingleStack"},{"op":"add","path":"/spec/ipFamilies","value":["IPv6"]},{"op":"remove","path":"/spec/ipFamily"}]`,
 			`{"ipFamilyPolicy":"SingleStack","ipFamilies":["IPv6"]}`, "spec.ipFamily: IPv6 was removed in Kubernetes 1.20"},
-		"a null ipFamilyPolicy is replaced, not added": {
+		"a null ipFamilyPolicy is overwritten by add (RFC 6902 add replaces a member)": {
 			e, svc("web", selector+`,"ipFamilyPolicy":null,"ipFamilies":["IPv4"]`),
-			`[{"op":"replace","path":"/spec/ipFamilyPolicy","value":"SingleStack"}]`,
+			`[{"op":"add","path":"/spec/ipFamilyPolicy","value":"SingleStack"}]`,
 			`{"ipFamilyPolicy":"SingleStack","ipFamilies":["IPv4"]}`, ""},
+		"a Service without spec gets one (exact slow path)": {
+			e, `{"apiVersion":"v1","kind":"Service","metadata":{"name":"bare","namespace":"demo"}}`,
+			`[{"op":"add","path":"/spec","value":{}},{"op":"add","path":"/spec/ipFamilyPolicy","value":"SingleStack"},{"op":"add","path":"/spec/ipFamilies","value":["IPv4"]}]`,
+			`{"ipFamilyPolicy":"SingleStack","ipFamilies":["IPv4"]}`, ""},
+		"a spec holding only a null policy is read exactly: replace": {
+			e, svc("web", `"ipFamilyPolicy":null`),
+			`[{"op":"replace","path":"/spec/ipFamilyPolicy","value":"SingleStack"},{"op":"add","path":"/spec/ipFamilies","value":["IPv4"]}]`,
+			`{"ipFamilyPolicy":"SingleStack","ipFamilies":["IPv4"]}`, ""},
+		"a wrong ipFamilies order is replaced": {
+			e, svc("web", selector+`,"ipFamilyPolicy":"PreferDualStack","ipFamilies":["IPv4"]`),
+			`[{"op":"replace","path":"/spec/ipFamilies","value":["IPv4","IPv6"]}]`,
+			`{"ipFamilyPolicy":"PreferDualStack","ipFamilies":["IPv4","IPv6"]}`, ""},
 		"unknown fields survive untouched": {
 			e, svc("web", selector+`,"futureField":{"keep":true}`),
 			`[{"op":"add","path":"/spec/ipFamilyPolicy","value":"SingleStack"},{"op":"add","path":"/spec/ipFamilies","value":["IPv4"]}]`,
@@ -354,9 +366,15 @@ func TestMutateThenValidate(t *testing.T) {
 			var before, after map[string]any
 			_ = json.Unmarshal([]byte(tc.object), &before)
 			_ = json.Unmarshal(out, &after)
-			for _, k := range []string{"ipFamilyPolicy", "ipFamilies", "ipFamily"} {
-				delete(before["spec"].(map[string]any), k)
-				delete(after["spec"].(map[string]any), k)
+			for _, m := range []map[string]any{before, after} {
+				if spec, ok := m["spec"].(map[string]any); ok {
+					for _, k := range []string{"ipFamilyPolicy", "ipFamilies", "ipFamily"} {
+						delete(spec, k)
+					}
+					if len(spec) == 0 {
+						delete(m, "spec")
+					}
+				}
 			}
 			bb, _ := json.Marshal(before)
 			ab, _ := json.Marshal(after)
@@ -430,10 +448,6 @@ func TestFiltersAndNamespaceDefaults(t *testing.T) {
 	}{
 		"default/kubernetes is never evaluated": {
 			spec: reviewSpec{namespace: "default", name: "kubernetes", object: `{"metadata":{"name":"kubernetes","namespace":"default"},"spec":{}}`}, wantSkipAudit: "default/kubernetes"},
-		"a Service labelled skip is not evaluated": {
-			spec: reviewSpec{object: svcWithLabels("a", `{"dualstack-webhook.io/skip":"true"}`, selector)}, wantSkipAudit: "Service label"},
-		"a Service labelled skip=false is evaluated": {
-			spec: reviewSpec{object: svcWithLabels("a", `{"dualstack-webhook.io/skip":"false"}`, selector)}, wantCalled: true},
 		"a Service in a skipped namespace is not evaluated": {
 			spec: reviewSpec{namespace: "skipped", object: svc("a", selector)}, wantSkipAudit: "Namespace label"},
 		"a namespace labelled skip=false does not skip": {
@@ -477,6 +491,35 @@ func TestFiltersAndNamespaceDefaults(t *testing.T) {
 			}
 			if tc.wantWarning != "" && !strings.Contains(strings.Join(resp.Warnings, "\n"), tc.wantWarning) {
 				t.Errorf("warnings %q lack %q", resp.Warnings, tc.wantWarning)
+			}
+		})
+	}
+}
+
+// The Service's own skip label is the engine's first check: it must win
+// over anything the engine would deny.
+func TestServiceSkipLabelWinsOverDenial(t *testing.T) {
+	e := newEnv(t, Options{})
+	invalidSpec := selector + `,"ipFamilyPolicy":"SingleStack","ipFamilies":["IPv4","IPv6"]`
+	tests := map[string]struct {
+		labels      string
+		wantAllowed bool
+	}{
+		"skip=true":  {`{"dualstack-webhook.io/skip":"true"}`, true},
+		"skip empty": {`{"dualstack-webhook.io/skip":""}`, true},
+		"skip=false": {`{"dualstack-webhook.io/skip":"false"}`, false},
+		"no label":   {`{"app":"x"}`, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			for _, path := range []string{"/mutate", "/validate"} {
+				_, resp := e.review(path, reviewSpec{object: svcWithLabels("a", tc.labels, invalidSpec)}.JSON())
+				if resp.Allowed != tc.wantAllowed {
+					t.Fatalf("%s: allowed = %v, want %v", path, resp.Allowed, tc.wantAllowed)
+				}
+				if tc.wantAllowed && (resp.Patch != nil || !strings.HasPrefix(resp.AuditAnnotations[auditDecisionKey], "skipped: ")) {
+					t.Errorf("%s: patch %s, audit %v", path, resp.Patch, resp.AuditAnnotations)
+				}
 			}
 		})
 	}

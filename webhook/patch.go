@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/dualstack-webhook/dualstack-webhook/policy"
+	corev1 "k8s.io/api/core/v1"
+	kjson "sigs.k8s.io/json"
 )
 
 // patchOp is one RFC 6902 operation. Value is pre-encoded JSON so that the
@@ -16,34 +18,100 @@ type patchOp struct {
 	Value json.RawMessage `json:"value,omitempty"`
 }
 
+// specState is what the posted object's spec holds for the fields the
+// webhook writes: whether spec and each member exist (a member holding null
+// exists), and their current values.
+type specState struct {
+	spec, policyKey, familiesKey, legacyKey bool
+	policy                                  string
+	families                                []string
+}
+
+// stateFromTyped reads specState from the Service the policy engine already
+// decoded, sparing the hot path another pass over the raw JSON. It only
+// answers when the typed spec proves spec exists (a Service the apiserver
+// sends always has at least spec.type, ports or a selector); otherwise ok is
+// false and the raw object must be read. A nil pointer / empty slice may be
+// an absent member or an explicit null: both take "add", which RFC 6902
+// §4.1 defines to replace an existing member, so the patch applies either
+// way.
+func stateFromTyped(svc *corev1.Service, legacy bool) (specState, bool) {
+	if svc == nil {
+		return specState{}, false
+	}
+	s := &svc.Spec
+	evidence := len(s.Ports) > 0 || s.Selector != nil || s.ClusterIP != "" || len(s.ClusterIPs) > 0 ||
+		s.ExternalName != "" || s.IPFamilyPolicy != nil || len(s.IPFamilies) > 0 || s.SessionAffinity != "" ||
+		s.ExternalTrafficPolicy != "" || s.InternalTrafficPolicy != nil || s.AllocateLoadBalancerNodePorts != nil
+	if !evidence {
+		return specState{}, false
+	}
+	st := specState{spec: true, legacyKey: legacy}
+	if s.IPFamilyPolicy != nil {
+		st.policyKey, st.policy = true, string(*s.IPFamilyPolicy)
+	}
+	if len(s.IPFamilies) > 0 {
+		st.familiesKey = true
+		st.families = make([]string, len(s.IPFamilies))
+		for i, f := range s.IPFamilies {
+			st.families[i] = string(f)
+		}
+	}
+	return st, true
+}
+
+// stateFromRaw reads specState exactly from the raw object (slow path:
+// hand-posted objects with an empty or missing spec).
+func stateFromRaw(raw []byte) (specState, error) {
+	var obj struct {
+		Spec map[string]json.RawMessage `json:"spec"`
+	}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &obj); err != nil {
+		return specState{}, &requestError{"request.object is not a Service: " + oneLine(err.Error())}
+	}
+	st := specState{spec: obj.Spec != nil}
+	var raw1 json.RawMessage
+	raw1, st.policyKey = obj.Spec["ipFamilyPolicy"]
+	_ = json.Unmarshal(raw1, &st.policy)
+	raw1, st.familiesKey = obj.Spec["ipFamilies"]
+	_ = json.Unmarshal(raw1, &st.families)
+	_, st.legacyKey = obj.Spec["ipFamily"]
+	return st, nil
+}
+
 // buildPatch turns a Decision into the smallest JSONPatch that makes the raw
-// object carry it: "add" when the field is absent, "replace" when present
+// object carry it: "add" when the member is absent, "replace" when present
 // with another value, nothing when it already holds the value. It never
 // re-renders the object (a typed round-trip would drop fields the compiled
 // types do not know: controller-runtime#2982, kueue#3469). A nil result means
-// nothing changes.
-func buildPatch(obj *objectView, d *policy.Decision) ([]byte, []string, error) {
+// nothing changes; fields names what changed, for logs and audit.
+func buildPatch(raw []byte, d *policy.Decision) (patch []byte, fields []string, err error) {
+	if d.Write == 0 {
+		return nil, nil, nil
+	}
+	st, ok := stateFromTyped(d.Service, d.Writes(policy.FieldLegacyIPFamily))
+	if !ok {
+		if st, err = stateFromRaw(raw); err != nil {
+			return nil, nil, err
+		}
+	}
 	var ops []patchOp
-	var fields []string
-	specAdded := false
 	ensureSpec := func() {
 		// A Service without spec (or "spec": null) only comes from hand
 		// posted reviews; the apiserver defaults spec.type first.
-		if !obj.hasSpec && !specAdded {
+		if !st.spec {
 			ops = append(ops, patchOp{Op: "add", Path: "/spec", Value: json.RawMessage(`{}`)})
-			specAdded = true
+			st.spec = true
 		}
 	}
 	if d.Writes(policy.FieldIPFamilyPolicy) {
 		if d.Policy == "" {
 			return nil, nil, errors.New("policy engine asked to write an empty ipFamilyPolicy")
 		}
-		var cur string
-		raw, present := obj.Spec["ipFamilyPolicy"]
-		if !present || json.Unmarshal(raw, &cur) != nil || cur != string(d.Policy) {
+		if !st.policyKey || st.policy != string(d.Policy) {
 			ensureSpec()
 			v, _ := json.Marshal(d.Policy)
-			ops = append(ops, patchOp{Op: addOrReplace(present), Path: "/spec/ipFamilyPolicy", Value: v})
+			ops = append(ops, patchOp{Op: addOrReplace(st.policyKey), Path: "/spec/ipFamilyPolicy", Value: v})
 			fields = append(fields, "ipFamilyPolicy")
 		}
 	}
@@ -55,28 +123,24 @@ func buildPatch(obj *objectView, d *policy.Decision) ([]byte, []string, error) {
 		for i, f := range d.Families {
 			want[i] = string(f)
 		}
-		var cur []string
-		raw, present := obj.Spec["ipFamilies"]
-		if !present || json.Unmarshal(raw, &cur) != nil || !slices.Equal(cur, want) {
+		if !st.familiesKey || !slices.Equal(st.families, want) {
 			ensureSpec()
 			v, _ := json.Marshal(want)
-			ops = append(ops, patchOp{Op: addOrReplace(present), Path: "/spec/ipFamilies", Value: v})
+			ops = append(ops, patchOp{Op: addOrReplace(st.familiesKey), Path: "/spec/ipFamilies", Value: v})
 			fields = append(fields, "ipFamilies")
 		}
 	}
-	if d.Writes(policy.FieldLegacyIPFamily) {
-		// "remove" of a missing member fails the whole patch (RFC 6902
-		// §4.2), so only remove what is there.
-		if _, present := obj.Spec["ipFamily"]; present {
-			ops = append(ops, patchOp{Op: "remove", Path: "/spec/ipFamily"})
-			fields = append(fields, "-ipFamily")
-		}
+	// "remove" of a missing member fails the whole patch (RFC 6902 §4.2),
+	// so only remove what is there.
+	if d.Writes(policy.FieldLegacyIPFamily) && st.legacyKey {
+		ops = append(ops, patchOp{Op: "remove", Path: "/spec/ipFamily"})
+		fields = append(fields, "-ipFamily")
 	}
 	if len(ops) == 0 {
 		return nil, nil, nil
 	}
-	b, err := json.Marshal(ops)
-	return b, fields, err
+	patch, err = json.Marshal(ops)
+	return patch, fields, err
 }
 
 func addOrReplace(present bool) string {

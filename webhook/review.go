@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	kjson "sigs.k8s.io/json"
 )
 
 // The webhook's names (DESIGN §3.3) are policy.SkipLabel on a Service or a
@@ -40,20 +39,6 @@ func (e endpoint) String() string {
 		return "mutate"
 	}
 	return "validate"
-}
-
-// objectView is what the webhook itself reads from the raw Service: enough
-// for the filters and to know which spec members exist (add vs replace).
-type objectView struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name      string            `json:"name"`
-		Namespace string            `json:"namespace"`
-		Labels    map[string]string `json:"labels"`
-	} `json:"metadata"`
-	Spec    map[string]json.RawMessage `json:"spec"`
-	hasSpec bool
 }
 
 // reviewResult is the answer plus what the request log needs.
@@ -119,27 +104,15 @@ func (h *Handler) review(_ context.Context, ep endpoint, req *requestIn) reviewR
 		return allow(outcomeSkipped, "subresource "+req.SubResource+" is not reviewed")
 	}
 
-	obj, err := decodeObject(req.Object)
-	if err != nil {
-		return fail(err)
-	}
-	if obj.Kind != "" && (obj.Kind != "Service" || obj.APIVersion != "v1") {
-		return fail(&requestError{fmt.Sprintf("request.object is %s, not a v1 Service", gvkString("", obj.APIVersion, obj.Kind))})
-	}
-	if res.namespace == "" {
-		res.namespace = obj.Metadata.Namespace
-	}
-	if res.name == "" {
-		res.name = obj.Metadata.Name
+	if isNull(req.Object) {
+		return fail(&requestError{"request.object is missing"})
 	}
 
-	// Pre-policy filters: cheap, and they must win over any policy error
-	// (a skipped Service is never denied by this webhook).
+	// Pre-policy filters that need no decoding. The Service's own skip
+	// label and default/kubernetes as named in the object are checked by
+	// the policy engine first thing, before any rule could deny.
 	if res.namespace == "default" && res.name == "kubernetes" {
 		return allow(outcomeSkipped, "default/kubernetes is managed by the apiserver")
-	}
-	if v, ok := obj.Metadata.Labels[policy.SkipLabel]; ok && v != "false" {
-		return allow(outcomeSkipped, "Service label "+policy.SkipLabel)
 	}
 	var warnings []string
 	defaultPolicy := h.defaultPolicy
@@ -193,6 +166,14 @@ func (h *Handler) review(_ context.Context, ep endpoint, req *requestIn) reviewR
 	if d == nil {
 		return fail(fmt.Errorf("policy engine returned neither a decision nor an error"))
 	}
+	if d.Service != nil {
+		if res.namespace == "" {
+			res.namespace = d.Service.Namespace
+		}
+		if res.name == "" {
+			res.name = d.Service.Name
+		}
+	}
 	if d.Skip != "" {
 		return allow(outcomeSkipped, d.Skip)
 	}
@@ -205,7 +186,7 @@ func (h *Handler) review(_ context.Context, ep endpoint, req *requestIn) reviewR
 		res.outcome = outcomeAllowed
 		return res
 	}
-	patch, fields, err := buildPatch(obj, d)
+	patch, fields, err := buildPatch(req.Object, d)
 	if err != nil {
 		return fail(err)
 	}
@@ -220,18 +201,6 @@ func (h *Handler) review(_ context.Context, ep endpoint, req *requestIn) reviewR
 	res.reason = strings.Join(fields, ",")
 	res.resp.AuditAnnotations = map[string]string{auditDecisionKey: "patched: " + res.reason}
 	return res
-}
-
-func decodeObject(raw json.RawMessage) (*objectView, error) {
-	if isNull(raw) {
-		return nil, &requestError{"request.object is missing"}
-	}
-	var obj objectView
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &obj); err != nil {
-		return nil, &requestError{"request.object is not a Service: " + oneLine(err.Error())}
-	}
-	obj.hasSpec = obj.Spec != nil
-	return &obj, nil
 }
 
 func isNull(raw json.RawMessage) bool {
