@@ -1,0 +1,557 @@
+package alloc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+	"github.com/dualstack-webhook/dualstack-webhook/alloc/memory"
+)
+
+var (
+	v4 = corev1.IPv4Protocol
+	v6 = corev1.IPv6Protocol
+	// orders are the family lists every table runs: single-stack of each
+	// family and both dual-stack orders.
+	orders = map[string][]corev1.IPFamily{"IPv4": {v4}, "IPv6": {v6}, "IPv4,IPv6": {v4, v6}, "IPv6,IPv4": {v6, v4}}
+	cidrs  = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("fd00:10:96::/108")}
+	bg     = context.Background()
+)
+
+const poolsDoc = `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: small
+pools:
+- name: small
+  addresses:
+    ipv4: ["10.96.0.10-10.96.0.13"]
+    ipv6: ["fd00:10:96::10-fd00:10:96::13"]
+- name: v4only
+  addresses: {ipv4: ["10.96.0.20-10.96.0.29"]}
+- name: drained
+  state: draining
+  addresses: {ipv4: ["10.96.0.30-10.96.0.39"], ipv6: ["fd00:10:96::30-fd00:10:96::39"]}
+- name: hashed
+  strategy: hash
+  addresses: {ipv4: ["10.96.2.0/24"], ipv6: ["fd00:10:96::2:0/120"]}
+`
+
+type fixture struct {
+	a     *alloc.Allocator
+	store *memory.Store
+	clock *clocktesting.FakePassiveClock
+	pools *alloc.Pools
+	live  map[netip.Addr]string // the External holder set
+	mu    sync.Mutex
+}
+
+func newFixture(t *testing.T, opts alloc.Options) *fixture {
+	t.Helper()
+	c, err := alloc.ParseConfig([]byte(poolsDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pools, err := alloc.Compile(c, cidrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{store: memory.New(), clock: clocktesting.NewFakePassiveClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)), pools: pools, live: map[netip.Addr]string{}}
+	opts.Clock = f.clock
+	opts.External = func(ip netip.Addr) (string, bool) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		o, ok := f.live[ip]
+		return o, ok
+	}
+	if f.a, err = alloc.New(f.store, pools, opts); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func owner(name string) alloc.Owner {
+	return alloc.Owner{Namespace: "apps", Name: name, RequestUID: "req-" + name}
+}
+
+func annotated(pool string) map[string]string { return map[string]string{alloc.PoolAnnotation: pool} }
+
+func (f *fixture) reserve(t *testing.T, name, pool string, fams []corev1.IPFamily) []netip.Addr {
+	t.Helper()
+	res, err := f.a.Reserve(bg, alloc.Request{Owner: owner(name), Annotations: annotated(pool), Families: fams})
+	if err != nil {
+		t.Fatalf("Reserve(%s): %v", name, err)
+	}
+	return res.IPs
+}
+
+func (f *fixture) state(t *testing.T, ip netip.Addr) (alloc.Reservation, bool) {
+	t.Helper()
+	r, ok, err := f.store.Get(bg, ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, ok
+}
+
+func TestReserveFamiliesAndIdempotency(t *testing.T) {
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{})
+			ips := f.reserve(t, "web", "small", fams)
+			pool, _ := f.pools.Get("small")
+			if len(ips) != len(fams) {
+				t.Fatalf("IPs %v for families %v", ips, fams)
+			}
+			for i, ip := range ips {
+				if alloc.FamilyOf(ip) != fams[i] || !pool.Addresses.Contains(ip) {
+					t.Errorf("IPs[%d] = %s: want a %s address of pool small", i, ip, fams[i])
+				}
+				// lowest strategy: the first address of the family.
+				if want := pool.Addresses.Ranges(fams[i])[0].From; ip != want {
+					t.Errorf("IPs[%d] = %s, want lowest %s", i, ip, want)
+				}
+				r, ok := f.state(t, ip)
+				if !ok || r.State != alloc.StatePending || r.Pool != "small" || r.Owner.Name != "web" || !r.Expires.Equal(f.clock.Now().Add(alloc.DefaultPendingGrace)) {
+					t.Errorf("reservation of %s = %+v", ip, r)
+				}
+			}
+			// Re-invocation of the webhook / a retried request: same answer,
+			// nothing new written.
+			n := f.store.Len()
+			again := f.reserve(t, "web", "small", fams)
+			if fmt.Sprint(again) != fmt.Sprint(ips) || f.store.Len() != n {
+				t.Errorf("second Reserve = %v (%d records), want %v (%d)", again, f.store.Len(), ips, n)
+			}
+			// The next Service gets the next addresses.
+			other := f.reserve(t, "db", "small", fams)
+			for i := range other {
+				if other[i] != ips[i].Next() {
+					t.Errorf("next Service got %s, want %s", other[i], ips[i].Next())
+				}
+			}
+		})
+	}
+}
+
+func TestPoolWithoutFamilyLeavesItToTheAPIServer(t *testing.T) {
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{})
+			ips := f.reserve(t, "web", "v4only", fams)
+			for i, fam := range fams {
+				if fam == v4 && !ips[i].Is4() {
+					t.Errorf("IPv4 slot = %s", ips[i])
+				}
+				if fam == v6 && ips[i].IsValid() {
+					t.Errorf("IPv6 slot = %s, want unpinned (invalid)", ips[i])
+				}
+			}
+		})
+	}
+}
+
+// TestDualStackAllOrNothing: when the second family fails, the first is
+// rolled back, in both orders, whichever family is the exhausted one.
+func TestDualStackAllOrNothing(t *testing.T) {
+	for name, fams := range map[string][]corev1.IPFamily{"IPv4,IPv6": {v4, v6}, "IPv6,IPv4": {v6, v4}} {
+		for _, full := range []corev1.IPFamily{v4, v6} {
+			t.Run(fmt.Sprintf("%s with %s exhausted", name, full), func(t *testing.T) {
+				f := newFixture(t, alloc.Options{})
+				for i := range 4 { // pool small has 4 addresses per family
+					f.reserve(t, fmt.Sprintf("fill-%d", i), "small", []corev1.IPFamily{full})
+				}
+				before := f.store.Len()
+				_, err := f.a.Reserve(bg, alloc.Request{Owner: owner("web"), Annotations: annotated("small"), Families: fams})
+				if !errors.Is(err, alloc.ErrFull) {
+					t.Fatalf("Reserve = %v, want ErrFull", err)
+				}
+				if !strings.Contains(err.Error(), `pool "small"`) || !strings.Contains(err.Error(), string(full)) {
+					t.Errorf("error %q should name the pool and the family", err)
+				}
+				if f.store.Len() != before {
+					t.Errorf("%d reservations after a failed dual-stack Reserve, want %d (no half pair)", f.store.Len(), before)
+				}
+			})
+		}
+	}
+}
+
+func TestRequestedIPs(t *testing.T) {
+	tests := map[string]struct {
+		ip        string
+		setup     func(f *fixture)
+		wantErr   func(error) bool
+		recorded  bool
+		errSubstr string
+	}{
+		"IPv4 free in a pool is reserved":       {ip: "10.96.0.25", recorded: true},
+		"IPv6 free in a pool is reserved":       {ip: "fd00:10:96::2:7", recorded: true},
+		"IPv4 free outside pools is unrecorded": {ip: "10.96.9.9"},
+		"IPv6 free outside pools is unrecorded": {ip: "fd00:10:96::9:9"},
+		"IPv4 in a draining pool is accepted":   {ip: "10.96.0.31", recorded: true},
+		"IPv4 outside every ServiceCIDR": {ip: "10.97.0.5", wantErr: func(err error) bool {
+			var e *alloc.ErrNotInServiceCIDR
+			return errors.As(err, &e) && e.IP == netip.MustParseAddr("10.97.0.5")
+		}, errSubstr: "not inside any ServiceCIDR"},
+		"IPv6 outside every ServiceCIDR": {ip: "fd00:10:97::5", wantErr: func(err error) bool {
+			var e *alloc.ErrNotInServiceCIDR
+			return errors.As(err, &e)
+		}},
+		"IPv4 held by another Service": {ip: "10.96.0.10", setup: func(f *fixture) {
+			_, _ = f.a.Reserve(bg, alloc.Request{Owner: alloc.Owner{Namespace: "other", Name: "holder"}, Families: []corev1.IPFamily{v4}})
+		}, wantErr: func(err error) bool {
+			var e *alloc.ErrHeld
+			return errors.As(err, &e) && e.Owner == "other/holder"
+		}, errSubstr: "held by other/holder"},
+		"IPv6 held by a live Service we did not pin": {ip: "fd00:10:96::9:9", setup: func(f *fixture) {
+			f.live[netip.MustParseAddr("fd00:10:96::9:9")] = "kube-system/dns"
+		}, wantErr: func(err error) bool {
+			var e *alloc.ErrHeld
+			return errors.As(err, &e) && e.State == "live"
+		}, errSubstr: "held by kube-system/dns"},
+		"IPv4 held live by the requester itself (UPDATE)": {ip: "10.96.9.9", setup: func(f *fixture) {
+			f.live[netip.MustParseAddr("10.96.9.9")] = "apps/web"
+		}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{})
+			if tc.setup != nil {
+				tc.setup(f)
+			}
+			ip := netip.MustParseAddr(tc.ip)
+			checkErr := f.a.Check(bg, ip, owner("web"))
+			before := f.store.Len()
+			_, err := f.a.Reserve(bg, alloc.Request{Owner: owner("web"), Requested: []netip.Addr{ip}})
+			if tc.wantErr != nil {
+				if !tc.wantErr(err) || !tc.wantErr(checkErr) {
+					t.Fatalf("Reserve = %v, Check = %v: not the expected error", err, checkErr)
+				}
+				if !strings.Contains(err.Error(), tc.errSubstr) {
+					t.Errorf("error %q does not say %q", err, tc.errSubstr)
+				}
+				if f.store.Len() != before {
+					t.Error("a refused request left a record")
+				}
+				return
+			}
+			if err != nil || checkErr != nil {
+				t.Fatalf("Reserve = %v, Check = %v", err, checkErr)
+			}
+			r, ok := f.state(t, ip)
+			if ok != tc.recorded {
+				t.Fatalf("recorded = %v, want %v", ok, tc.recorded)
+			}
+			if ok && (r.Owner.Name != "web" || r.State != alloc.StatePending) {
+				t.Errorf("record = %+v", r)
+			}
+			// The webhook's own output comes back (re-invocation): still fine.
+			if _, err := f.a.Reserve(bg, alloc.Request{Owner: owner("web"), Requested: []netip.Addr{ip}}); err != nil {
+				t.Errorf("re-invocation: %v", err)
+			}
+		})
+	}
+}
+
+// TestUpgradeRollsBackRequestedPrimary: UPDATE single → dual keeps the
+// given primary and pins the secondary; if the secondary fails, the primary
+// record made by this call is removed again.
+func TestUpgradeRollsBackRequestedPrimary(t *testing.T) {
+	for name, tc := range map[string]struct {
+		primary string
+		second  corev1.IPFamily
+	}{"IPv4,IPv6": {"10.96.0.21", v6}, "IPv6,IPv4": {"fd00:10:96::2:5", v4}} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{})
+			for i := range 4 {
+				f.reserve(t, fmt.Sprintf("fill-%d", i), "small", []corev1.IPFamily{tc.second})
+			}
+			before := f.store.Len()
+			primary := netip.MustParseAddr(tc.primary)
+			_, err := f.a.Reserve(bg, alloc.Request{Owner: owner("web"), Annotations: annotated("small"), Requested: []netip.Addr{primary}, Families: []corev1.IPFamily{tc.second}})
+			if !errors.Is(err, alloc.ErrFull) {
+				t.Fatalf("Reserve = %v, want ErrFull", err)
+			}
+			if _, ok := f.state(t, primary); ok || f.store.Len() != before {
+				t.Errorf("requested primary %s still recorded after rollback", primary)
+			}
+		})
+	}
+}
+
+// TestStickiness: release keeps the address for the same namespace/name for
+// the retention period (injected clock, no sleeping), then Collect frees it.
+func TestStickiness(t *testing.T) {
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{Retention: time.Hour})
+			ips := f.reserve(t, "web", "small", fams)
+			for _, ip := range ips {
+				if _, err := f.a.Confirm(bg, ip, alloc.Owner{Namespace: "apps", Name: "web", UID: "uid-1"}); err != nil {
+					t.Fatal(err)
+				}
+				if r, _ := f.state(t, ip); r.State != alloc.StateBound || r.Owner.UID != "uid-1" || !r.Expires.IsZero() {
+					t.Fatalf("after Confirm: %+v", r)
+				}
+				if err := f.a.Release(bg, ip, alloc.Owner{Namespace: "apps", Name: "other"}); err == nil {
+					t.Error("Release by another owner succeeded")
+				}
+				if err := f.a.Release(bg, ip, alloc.Owner{Namespace: "apps", Name: "web", UID: "uid-1"}); err != nil {
+					t.Fatal(err)
+				}
+				if r, _ := f.state(t, ip); r.State != alloc.StateSticky || !r.Expires.Equal(f.clock.Now().Add(time.Hour)) || r.Owner.UID != "" {
+					t.Fatalf("after Release: %+v", r)
+				}
+			}
+			// Someone else gets other addresses while the sticky ones live.
+			f.clock.SetTime(f.clock.Now().Add(59 * time.Minute))
+			others := f.reserve(t, "intruder", "small", fams)
+			for i := range others {
+				if others[i] == ips[i] {
+					t.Errorf("sticky %s handed to another Service", ips[i])
+				}
+				// Bound, so that only the sticky ones expire below.
+				if _, err := f.a.Confirm(bg, others[i], alloc.Owner{Namespace: "apps", Name: "intruder", UID: "u-i"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if freed, _ := f.a.Collect(bg); len(freed) != 0 {
+				t.Errorf("Collect before retention freed %v", freed)
+			}
+			// Re-create before expiry: the same addresses come back.
+			back := f.reserve(t, "web", "small", fams)
+			if fmt.Sprint(back) != fmt.Sprint(ips) {
+				t.Errorf("re-created Service got %v, want its sticky %v", back, ips)
+			}
+			for _, ip := range back {
+				if r, _ := f.state(t, ip); r.State != alloc.StatePending || r.Owner.RequestUID != "req-web" {
+					t.Errorf("re-claimed record %+v", r)
+				}
+				_, _ = f.a.Confirm(bg, ip, alloc.Owner{Namespace: "apps", Name: "web", UID: "uid-2"})
+				_ = f.a.Release(bg, ip, alloc.Owner{Namespace: "apps", Name: "web", UID: "uid-2"})
+			}
+			// Past retention: Collect frees them and lowest hands them out again.
+			f.clock.SetTime(f.clock.Now().Add(time.Hour))
+			freed, err := f.a.Collect(bg)
+			if err != nil || len(freed) != len(ips) {
+				t.Fatalf("Collect freed %d (%v), want %d", len(freed), err, len(ips))
+			}
+			next := f.reserve(t, "newcomer", "small", fams)
+			if fmt.Sprint(next) != fmt.Sprint(ips) {
+				t.Errorf("after retention the lowest free are %v, want the freed %v", next, ips)
+			}
+		})
+	}
+}
+
+func TestPendingGrace(t *testing.T) {
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{PendingGrace: time.Minute})
+			ips := f.reserve(t, "never", "small", fams)
+			live := f.reserve(t, "slow", "small", fams)
+			for _, ip := range live {
+				f.live[ip] = "apps/slow" // created, not yet confirmed by the reconciler
+			}
+			f.clock.SetTime(f.clock.Now().Add(30 * time.Second))
+			if freed, _ := f.a.Collect(bg); len(freed) != 0 {
+				t.Fatalf("Collect within grace freed %v", freed)
+			}
+			f.clock.SetTime(f.clock.Now().Add(time.Minute))
+			freed, err := f.a.Collect(bg)
+			if err != nil || len(freed) != len(ips) {
+				t.Fatalf("Collect freed %v (%v), want %v", freed, err, ips)
+			}
+			for _, ip := range ips {
+				if _, ok := f.state(t, ip); ok {
+					t.Errorf("%s still reserved", ip)
+				}
+			}
+			for _, ip := range live {
+				if _, ok := f.state(t, ip); !ok {
+					t.Errorf("%s held by a live Service was collected", ip)
+				}
+			}
+		})
+	}
+}
+
+func TestGenerateNameOwner(t *testing.T) {
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{})
+			gen := alloc.Owner{Namespace: "apps", GenerateName: "job-", RequestUID: "r-1"}
+			res, err := f.a.Reserve(bg, alloc.Request{Owner: gen, Families: fams})
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, _ := f.a.Reserve(bg, alloc.Request{Owner: gen, Families: fams})
+			if fmt.Sprint(again.IPs) != fmt.Sprint(res.IPs) {
+				t.Errorf("same request uid got %v then %v", res.IPs, again.IPs)
+			}
+			other, _ := f.a.Reserve(bg, alloc.Request{Owner: alloc.Owner{Namespace: "apps", GenerateName: "job-", RequestUID: "r-2"}, Families: fams})
+			if fmt.Sprint(other.IPs) == fmt.Sprint(res.IPs) {
+				t.Errorf("two requests share %v", res.IPs)
+			}
+			// The reconciler sees job-x7k2p with the first IPs: bound to its real name.
+			if _, err := f.a.Confirm(bg, res.IPs[0], alloc.Owner{Namespace: "apps", Name: "job-x7k2p", UID: "u"}); err != nil {
+				t.Fatal(err)
+			}
+			if r, _ := f.state(t, res.IPs[0]); r.Owner.Name != "job-x7k2p" || r.State != alloc.StateBound {
+				t.Errorf("after Confirm: %+v", r)
+			}
+			// A nameless pending owner has no name to stick to: release frees.
+			last := res.IPs[len(res.IPs)-1]
+			if len(res.IPs) > 1 {
+				if err := f.a.Release(bg, last, gen); err != nil {
+					t.Fatal(err)
+				}
+				if _, ok := f.state(t, last); ok {
+					t.Errorf("%s kept after releasing a nameless owner", last)
+				}
+			}
+		})
+	}
+}
+
+func TestDrainingPool(t *testing.T) {
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{})
+			// Addresses the pool had before it was drained (imported as bound).
+			var kept []netip.Addr
+			for _, fam := range fams {
+				ip := netip.MustParseAddr(map[corev1.IPFamily]string{v4: "10.96.0.33", v6: "fd00:10:96::33"}[fam])
+				if _, err := f.a.Confirm(bg, ip, alloc.Owner{Namespace: "apps", Name: "old", UID: "u"}); err != nil {
+					t.Fatal(err)
+				}
+				_ = f.a.Release(bg, ip, alloc.Owner{Namespace: "apps", Name: "old", UID: "u"})
+				kept = append(kept, ip)
+			}
+			_, err := f.a.Reserve(bg, alloc.Request{Owner: owner("new"), Annotations: annotated("drained"), Families: fams})
+			if !errors.Is(err, alloc.ErrDraining) || !strings.Contains(err.Error(), `"drained"`) {
+				t.Fatalf("new Service in a draining pool: %v, want ErrDraining naming the pool", err)
+			}
+			back := f.reserve(t, "old", "drained", fams)
+			if fmt.Sprint(back) != fmt.Sprint(kept) {
+				t.Errorf("existing holder got %v, want its %v back", back, kept)
+			}
+		})
+	}
+}
+
+func TestUnknownPoolAnnotation(t *testing.T) {
+	f := newFixture(t, alloc.Options{})
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			_, err := f.a.Reserve(bg, alloc.Request{Owner: owner("web"), Annotations: annotated("nope"), Families: fams})
+			if !errors.Is(err, alloc.ErrUnknownPool) {
+				t.Fatalf("err = %v, want ErrUnknownPool", err)
+			}
+		})
+	}
+}
+
+// TestDryRun: the same answer as a real call, nothing persisted.
+func TestDryRun(t *testing.T) {
+	for name, fams := range orders {
+		for _, pool := range []string{"small", "hashed"} {
+			t.Run(name+"/"+pool, func(t *testing.T) {
+				f := newFixture(t, alloc.Options{})
+				f.reserve(t, "first", pool, fams)
+				n := f.store.Len()
+				req := alloc.Request{Owner: owner("web"), Annotations: annotated(pool), Families: fams, DryRun: true}
+				dry, err := f.a.Reserve(bg, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.store.Len() != n {
+					t.Fatalf("dry run wrote %d records", f.store.Len()-n)
+				}
+				req.DryRun = false
+				real, err := f.a.Reserve(bg, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(dry.IPs) != fmt.Sprint(real.IPs) {
+					t.Errorf("dry run said %v, real run gave %v", dry.IPs, real.IPs)
+				}
+			})
+		}
+	}
+}
+
+func TestConfirmImportsAndFree(t *testing.T) {
+	for name, addr := range map[string]string{"IPv4": "10.96.0.12", "IPv6": "fd00:10:96::12"} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{})
+			ip := netip.MustParseAddr(addr)
+			r, err := f.a.Confirm(bg, ip, alloc.Owner{Namespace: "apps", Name: "legacy", UID: "u"})
+			if err != nil || r.State != alloc.StateBound || r.Pool != "small" {
+				t.Fatalf("Confirm import = %+v, %v", r, err)
+			}
+			if _, err := f.a.Reserve(bg, alloc.Request{Owner: owner("web"), Requested: []netip.Addr{ip}}); err == nil {
+				t.Error("an imported address was handed to another Service")
+			}
+			if err := f.a.Free(bg, ip); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := f.state(t, ip); ok {
+				t.Error("still reserved after Free")
+			}
+			if err := f.a.Free(bg, ip); err != nil {
+				t.Errorf("second Free = %v, want no-op", err)
+			}
+			outside := netip.MustParseAddr(map[string]string{"IPv4": "10.96.9.9", "IPv6": "fd00:10:96::9:9"}[name])
+			if r, err := f.a.Confirm(bg, outside, alloc.Owner{Namespace: "apps", Name: "x", UID: "u"}); err != nil || r.IP.IsValid() {
+				t.Errorf("Confirm outside pools = %+v, %v; want nothing recorded", r, err)
+			}
+		})
+	}
+}
+
+// TestConcurrentReserveMemory: many goroutines on one Allocator never share
+// an address (run with -race).
+func TestConcurrentReserveMemory(t *testing.T) {
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{})
+			var mu sync.Mutex
+			seen := map[netip.Addr]string{}
+			var wg sync.WaitGroup
+			for w := range 8 {
+				wg.Go(func() {
+					for i := range 25 {
+						n := fmt.Sprintf("w%d-%d", w, i)
+						res, err := f.a.Reserve(bg, alloc.Request{Owner: owner(n), Annotations: annotated("hashed"), Families: fams})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						mu.Lock()
+						for _, ip := range res.IPs {
+							if prev, dup := seen[ip]; dup {
+								t.Errorf("%s handed to %s and %s", ip, prev, n)
+							}
+							seen[ip] = n
+						}
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			if len(seen) != 200*len(fams) {
+				t.Errorf("%d addresses handed out, want %d", len(seen), 200*len(fams))
+			}
+		})
+	}
+}
