@@ -387,3 +387,38 @@ func TestFileSourceRotationUnderLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestFileSourcePollsWhatTheWatchCannotSee: the visible files are symlinks
+// into a directory that is not watched (hostPath or projected layouts), so
+// rewriting the targets raises no event where we watch; the periodic re-read
+// must still pick the new pair up.
+func TestFileSourcePollsWhatTheWatchCannotSee(t *testing.T) {
+	p := newTestPKI(t)
+	first, next := p.leaf(time.Hour), p.leaf(time.Hour)
+	visible, hidden := t.TempDir(), t.TempDir()
+	writePlain(t, hidden, first.certPEM, first.keyPEM)
+	for _, n := range []string{"tls.crt", "tls.key"} {
+		if err := os.Symlink(filepath.Join(hidden, n), filepath.Join(visible, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := NewFileSource(filepath.Join(visible, "tls.crt"), filepath.Join(visible, "tls.key"), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.poll = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	writePlain(t, hidden, next.certPEM, next.keyPEM)
+	want := next.cert.SerialNumber.String()
+	deadline := time.Now().Add(5 * time.Second)
+	for servedSerial(t, s) != want {
+		if time.Now().After(deadline) {
+			t.Fatal("the periodic re-read did not pick up the new pair within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -28,6 +29,9 @@ type keyPair struct {
 	key     crypto.Signer
 	certPEM []byte
 	keyPEM  []byte
+
+	tlsOnce sync.Once
+	tlsCert *tls.Certificate
 }
 
 // newCA creates a self-signed CA valid for d from now. ECDSA P-256: small,
@@ -123,13 +127,17 @@ func parseKeyPair(certPEM, keyPEM []byte) (*keyPair, error) {
 	return &keyPair{cert: c.Leaf, key: key, certPEM: certPEM, keyPEM: keyPEM}, nil
 }
 
-// tlsCertificate turns a leaf pair into what crypto/tls serves.
+// tlsCertificate turns a leaf pair into what crypto/tls serves, built once:
+// it is called on every handshake.
 func (p *keyPair) tlsCertificate() *tls.Certificate {
-	return &tls.Certificate{
-		Certificate: [][]byte{p.cert.Raw},
-		PrivateKey:  p.key,
-		Leaf:        p.cert,
-	}
+	p.tlsOnce.Do(func() {
+		p.tlsCert = &tls.Certificate{
+			Certificate: [][]byte{p.cert.Raw},
+			PrivateKey:  p.key,
+			Leaf:        p.cert,
+		}
+	})
+	return p.tlsCert
 }
 
 // randomSerial returns a 128-bit positive serial, as RFC 5280 §4.1.2.2 and
