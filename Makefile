@@ -31,6 +31,9 @@ test: ## everything CI runs: vet, unit, e2e (which installs its binaries first),
 
 bench: ## benchmarks (figures are ratios against a baseline measured in the same run)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@# allocator: ConfigMap reservations/s beside Service creates/s on a real apiserver
+	$(MAKE) --no-print-directory e2e-bin
+	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -run '^$$' -bench . -benchtime 2s ./allocstore
 
 # --- end-to-end tier (e2e/: its own Go module) ---
 K8S_BIN_DIR = $(shell e2e/bin/install.sh --print-dir)
