@@ -75,7 +75,16 @@ func setup(ctx context.Context) error {
 	s.env = env
 	s.webhooks = map[string]*framework.Webhook{}
 	if env.Existing {
-		return nil
+		// The chart installed the webhook; wait until the apiserver calls it
+		// for an ordinary namespace (a fresh install may still be loading).
+		ns, err := framework.Namespace(ctx, env.Client, "probe", nil, nil)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			_ = env.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+		}()
+		return framework.WaitEffective(ctx, env.Client, ns, "", 2*time.Minute)
 	}
 	if _, err := env.Client.CoreV1().Namespaces().Create(ctx,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: stateNamespace}}, metav1.CreateOptions{}); err != nil {
