@@ -195,6 +195,9 @@ func TestHelmInstall(t *testing.T) {
 			if tc.name == "cert-manager" {
 				checkRegistrationScope(t, ns)
 			}
+			if tc.mode != "secret" {
+				checkUpgradeKeepsCABundle(t, helm, chartDir, ns, tc.mode, tc.args)
+			}
 		})
 	}
 }
@@ -336,6 +339,71 @@ func checkRegistrationScope(t *testing.T, releaseNS string) {
 				t.Fatalf("create failed: %v", err)
 			}
 		})
+	}
+}
+
+// checkUpgradeKeepsCABundle: the chart never renders caBundle in the
+// certManager and selfBootstrap modes; whoever injected it (cainjector, or
+// the webhook itself) must not see `helm upgrade` wipe it, or every upgrade
+// would break the webhook until the next injection.
+func checkUpgradeKeepsCABundle(t *testing.T, helm, chartDir, ns, mode string, installArgs []string) {
+	t.Helper()
+	ctx := context.Background()
+	ar := cp.Client.AdmissionregistrationV1()
+	name := release + "-dualstack-webhook"
+	bundle := []byte("-----BEGIN CERTIFICATE-----\ninjected\n-----END CERTIFICATE-----\n")
+	if mode == "certManager" {
+		// Play cainjector.
+		m, err := ar.MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range m.Webhooks {
+			m.Webhooks[i].ClientConfig.CABundle = bundle
+		}
+		if _, err := ar.MutatingWebhookConfigurations().Update(ctx, m, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		v, err := ar.ValidatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range v.Webhooks {
+			v.Webhooks[i].ClientConfig.CABundle = bundle
+		}
+		if _, err := ar.ValidatingWebhookConfigurations().Update(ctx, v, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args := append([]string{"upgrade", release, chartDir, "-n", ns, "--wait=false"}, installArgs...)
+	args = append(args, "--set", "replicaCount=3", "--set", "webhook.defaulting.timeoutSeconds=4")
+	if out, err := run(t, nil, helm, args...); err != nil {
+		t.Fatalf("helm upgrade: %v\n%s", err, out)
+	}
+	m, err := ar.MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ar.ValidatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgraded := false
+	for _, w := range m.Webhooks {
+		if len(w.ClientConfig.CABundle) == 0 {
+			t.Errorf("helm upgrade wiped the caBundle of %s", w.Name)
+		}
+		if w.Name == "defaulting.dualstack-webhook.io" && *w.TimeoutSeconds == 4 {
+			upgraded = true
+		}
+	}
+	for _, w := range v.Webhooks {
+		if len(w.ClientConfig.CABundle) == 0 {
+			t.Errorf("helm upgrade wiped the caBundle of %s", w.Name)
+		}
+	}
+	if !upgraded {
+		t.Error("the upgrade did not reach the webhook configuration (timeoutSeconds unchanged): the check proved nothing")
 	}
 }
 
