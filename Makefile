@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := bin/dualstack-webhook
 
-.PHONY: help build test unit bench vet fmt-check
+.PHONY: help build test unit bench vet fmt-check dev
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: ## everything CI runs: vet, unit, e2e (which installs its binaries first),
 		$(MAKE) --no-print-directory $$phase || { echo "==> make $$phase FAILED after $$(( $$(date +%s) - start ))s"; exit 1; }; \
 		echo "==> make $$phase: $$(( $$(date +%s) - start ))s"; \
 	done
+
+dev: ## run the webhook on the embedded default (no cluster, self-signed TLS): go run . serve --dev
+	$(GO) run . serve --dev
 
 bench: ## benchmarks (figures are ratios against a baseline measured in the same run)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
