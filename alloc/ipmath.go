@@ -5,9 +5,9 @@ import (
 	"math/big"
 	"math/bits"
 	"net/netip"
-	"slices"
 	"strings"
 
+	"github.com/google/btree"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -240,25 +240,54 @@ func StaticBand(p netip.Prefix) (r Range, ok bool) {
 // span is an inclusive interval of u128 offsets.
 type span struct{ lo, hi u128 }
 
-// IPSet is a set of addresses of both families stored as sorted, disjoint,
-// non-adjacent inclusive intervals, so that an IPv6 /64 costs one interval and
-// a run of consecutive reservations coalesces. The zero value is empty and
-// ready to use. An IPSet is not safe for concurrent mutation.
+func spanLess(a, b span) bool { return a.lo.cmp(b.lo) < 0 }
+
+// btreeDegree: 32 keeps nodes within a few cache lines of 32-byte spans.
+const btreeDegree = 32
+
+// IPSet is a set of addresses of both families stored as disjoint,
+// non-adjacent inclusive intervals in a B-tree ordered by start, so that an
+// IPv6 /64 costs one interval, a run of consecutive reservations coalesces,
+// and adding, removing or searching costs O(log n) in the number of
+// intervals even at 100k scattered reservations (a sorted slice would
+// memmove megabytes per insert there). The zero value is empty and ready to
+// use. Concurrent reads are safe; writes need exclusive access.
 type IPSet struct {
-	v4, v6 []span
+	v4, v6 *btree.BTreeG[span]
 }
 
-func (s *IPSet) spans(f corev1.IPFamily) *[]span {
+func (s *IPSet) tree(f corev1.IPFamily, create bool) *btree.BTreeG[span] {
+	p := &s.v6
 	if f == corev1.IPv4Protocol {
-		return &s.v4
+		p = &s.v4
 	}
-	return &s.v6
+	if *p == nil && create {
+		*p = btree.NewG[span](btreeDegree, spanLess)
+	}
+	return *p
 }
 
-// search returns the index of the first span whose hi >= v.
-func search(sp []span, v u128) int {
-	i, _ := slices.BinarySearchFunc(sp, v, func(e span, t u128) int { return e.hi.cmp(t) })
-	return i
+// floor returns the interval with the greatest start <= v.
+func floor(t *btree.BTreeG[span], v u128) (got span, ok bool) {
+	if t == nil {
+		return span{}, false
+	}
+	t.DescendLessOrEqual(span{lo: v}, func(x span) bool { got, ok = x, true; return false })
+	return got, ok
+}
+
+// spans lists the intervals of family f in order.
+func (s *IPSet) spans(f corev1.IPFamily) []span {
+	if s == nil {
+		return nil
+	}
+	t := s.tree(f, false)
+	if t == nil {
+		return nil
+	}
+	out := make([]span, 0, t.Len())
+	t.Ascend(func(x span) bool { out = append(out, x); return true })
+	return out
 }
 
 // AddRange adds every address of r.
@@ -278,28 +307,32 @@ func (s *IPSet) Add(a netip.Addr) {
 }
 
 func (s *IPSet) addSpan(f corev1.IPFamily, n span) {
-	p := s.spans(f)
-	sp := *p
-	// First span that touches or follows n (hi >= n.lo-1).
-	i := 0
-	if n.lo != (u128{}) {
-		i = search(sp, n.lo.dec())
+	t := s.tree(f, true)
+	if p, ok := floor(t, n.lo); ok && (n.lo == (u128{}) || p.hi.cmp(n.lo.dec()) >= 0) {
+		// The predecessor overlaps or touches n.
+		if p.hi.cmp(n.hi) >= 0 {
+			return // already covered
+		}
+		n.lo = p.lo
+		t.Delete(p)
 	}
-	j := i
-	for j < len(sp) {
-		next, carry := n.hi.inc()
-		if !carry && sp[j].lo.cmp(next) > 0 {
-			break
+	next, carry := n.hi.inc()
+	var buf [4]span
+	absorbed := buf[:0]
+	t.AscendGreaterOrEqual(span{lo: n.lo}, func(x span) bool {
+		if !carry && x.lo.cmp(next) > 0 {
+			return false
 		}
-		if sp[j].lo.cmp(n.lo) < 0 {
-			n.lo = sp[j].lo
+		absorbed = append(absorbed, x)
+		return true
+	})
+	for _, x := range absorbed {
+		if x.hi.cmp(n.hi) > 0 {
+			n.hi = x.hi
 		}
-		if sp[j].hi.cmp(n.hi) > 0 {
-			n.hi = sp[j].hi
-		}
-		j++
+		t.Delete(x)
 	}
-	*p = slices.Replace(sp, i, j, n)
+	t.ReplaceOrInsert(n)
 }
 
 // Remove removes one address.
@@ -318,24 +351,35 @@ func (s *IPSet) RemoveRange(r Range) {
 }
 
 func (s *IPSet) removeSpan(f corev1.IPFamily, n span) {
-	p := s.spans(f)
-	sp := *p
-	i := search(sp, n.lo)
-	j := i
-	var keep []span
-	for j < len(sp) && sp[j].lo.cmp(n.hi) <= 0 {
-		if sp[j].lo.cmp(n.lo) < 0 {
-			keep = append(keep, span{sp[j].lo, n.lo.dec()})
-		}
-		if sp[j].hi.cmp(n.hi) > 0 {
-			keep = append(keep, span{n.hi.inc1(), sp[j].hi})
-		}
-		j++
-	}
-	if i == j {
+	t := s.tree(f, false)
+	if t == nil {
 		return
 	}
-	*p = slices.Replace(sp, i, j, keep...)
+	var dbuf, kbuf [4]span
+	dels, keep := dbuf[:0], kbuf[:0]
+	if p, ok := floor(t, n.lo); ok && p.lo.cmp(n.lo) < 0 && p.hi.cmp(n.lo) >= 0 {
+		dels = append(dels, p)
+		keep = append(keep, span{p.lo, n.lo.dec()})
+		if p.hi.cmp(n.hi) > 0 {
+			keep = append(keep, span{n.hi.inc1(), p.hi})
+		}
+	}
+	t.AscendGreaterOrEqual(span{lo: n.lo}, func(x span) bool {
+		if x.lo.cmp(n.hi) > 0 {
+			return false
+		}
+		dels = append(dels, x)
+		if x.hi.cmp(n.hi) > 0 {
+			keep = append(keep, span{n.hi.inc1(), x.hi})
+		}
+		return true
+	})
+	for _, x := range dels {
+		t.Delete(x)
+	}
+	for _, x := range keep {
+		t.ReplaceOrInsert(x)
+	}
 }
 
 func (a u128) inc1() u128 { v, _ := a.inc(); return v }
@@ -345,18 +389,14 @@ func (s *IPSet) Contains(a netip.Addr) bool {
 	if s == nil || !a.IsValid() {
 		return false
 	}
-	sp := *s.spans(FamilyOf(a))
 	v := toU128(a)
-	i := search(sp, v)
-	return i < len(sp) && sp[i].lo.cmp(v) <= 0
+	p, ok := floor(s.tree(FamilyOf(a), false), v)
+	return ok && p.hi.cmp(v) >= 0
 }
 
 // Ranges lists the set's intervals of family f in ascending order.
 func (s *IPSet) Ranges(f corev1.IPFamily) []Range {
-	if s == nil {
-		return nil
-	}
-	sp := *s.spans(f)
+	sp := s.spans(f)
 	out := make([]Range, len(sp))
 	for i, x := range sp {
 		out[i] = Range{fromU128(x.lo, f), fromU128(x.hi, f)}
@@ -365,15 +405,12 @@ func (s *IPSet) Ranges(f corev1.IPFamily) []Range {
 }
 
 // Empty reports whether the set has no address of family f.
-func (s *IPSet) Empty(f corev1.IPFamily) bool { return s == nil || len(*s.spans(f)) == 0 }
+func (s *IPSet) Empty(f corev1.IPFamily) bool { return s.Intervals(f) == 0 }
 
 // Size is the number of addresses of family f in the set.
 func (s *IPSet) Size(f corev1.IPFamily) *big.Int {
 	n := new(big.Int)
-	if s == nil {
-		return n
-	}
-	for _, x := range *s.spans(f) {
+	for _, x := range s.spans(f) {
 		c, _ := x.hi.sub(x.lo).inc()
 		n.Add(n, c.big())
 	}
@@ -386,15 +423,25 @@ func (s *IPSet) Intervals(f corev1.IPFamily) int {
 	if s == nil {
 		return 0
 	}
-	return len(*s.spans(f))
+	if t := s.tree(f, false); t != nil {
+		return t.Len()
+	}
+	return 0
 }
 
-// Clone returns an independent copy.
+// Clone returns an independent copy (copy-on-write: cheap until written).
 func (s *IPSet) Clone() *IPSet {
+	c := &IPSet{}
 	if s == nil {
-		return &IPSet{}
+		return c
 	}
-	return &IPSet{v4: slices.Clone(s.v4), v6: slices.Clone(s.v6)}
+	if s.v4 != nil {
+		c.v4 = s.v4.Clone()
+	}
+	if s.v6 != nil {
+		c.v6 = s.v6.Clone()
+	}
+	return c
 }
 
 // Overlap returns the first address (lowest, IPv4 before IPv6) that both s
@@ -404,7 +451,7 @@ func (s *IPSet) Overlap(o *IPSet) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	for _, f := range []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol} {
-		a, b := *s.spans(f), *o.spans(f)
+		a, b := s.spans(f), o.spans(f)
 		for i, j := 0, 0; i < len(a) && j < len(b); {
 			lo := a[i].lo
 			if b[j].lo.cmp(lo) > 0 {
@@ -433,10 +480,9 @@ func (s *IPSet) firstNotIn(f corev1.IPFamily, v u128) (u128, bool) {
 	if s == nil {
 		return v, true
 	}
-	sp := *s.spans(f)
-	i := search(sp, v)
-	if i < len(sp) && sp[i].lo.cmp(v) <= 0 {
-		n, carry := sp[i].hi.inc()
+	// Intervals never touch, so the one holding v ends right before a gap.
+	if p, ok := floor(s.tree(f, false), v); ok && p.hi.cmp(v) >= 0 {
+		n, carry := p.hi.inc()
 		return n, !carry
 	}
 	return v, true

@@ -2,6 +2,7 @@ package alloc
 
 import (
 	"math/big"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -233,6 +234,52 @@ func TestIPSetContainsAndOverlap(t *testing.T) {
 			}
 			if g2, _ := b.Overlap(&a); g2 != got {
 				t.Errorf("Overlap not symmetric: %s vs %s", got, g2)
+			}
+		})
+	}
+}
+
+// TestIPSetAgainstMap: random adds and removes of ranges agree with a plain
+// map of addresses, and the intervals stay sorted, disjoint and
+// non-adjacent (coalesced), in both families.
+func TestIPSetAgainstMap(t *testing.T) {
+	for name, base := range map[string]string{"IPv4": "10.96.0.0", "IPv6": "fd00::ffff:ffff:ffff:ff00"} {
+		t.Run(name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(3, 4))
+			universe := make([]netip.Addr, 512)
+			universe[0] = ip(base)
+			for i := 1; i < len(universe); i++ {
+				universe[i] = universe[i-1].Next()
+			}
+			var s IPSet
+			in := map[netip.Addr]bool{}
+			for step := range 3000 {
+				i := rng.IntN(len(universe))
+				j := min(len(universe)-1, i+rng.IntN(12))
+				r := Range{universe[i], universe[j]}
+				add := rng.IntN(3) > 0
+				if add {
+					s.AddRange(r)
+				} else {
+					s.RemoveRange(r)
+				}
+				for k := i; k <= j; k++ {
+					in[universe[k]] = add
+				}
+				if step%100 != 0 {
+					continue
+				}
+				for _, a := range universe {
+					if s.Contains(a) != in[a] {
+						t.Fatalf("step %d: Contains(%s) = %v, map says %v", step, a, !in[a], in[a])
+					}
+				}
+				rs := s.Ranges(FamilyOf(universe[0]))
+				for k := 1; k < len(rs); k++ {
+					if rs[k].From.Compare(rs[k-1].To.Next()) <= 0 {
+						t.Fatalf("step %d: intervals %s and %s overlap or touch", step, rs[k-1], rs[k])
+					}
+				}
 			}
 		})
 	}

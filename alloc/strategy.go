@@ -21,7 +21,7 @@ func Next(pool *IPSet, f corev1.IPFamily, taken *IPSet, s Strategy, key string, 
 	if pool == nil {
 		return netip.Addr{}, false
 	}
-	sp := *pool.spans(f)
+	sp := pool.spans(f)
 	if len(sp) == 0 {
 		return netip.Addr{}, false
 	}
