@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +159,45 @@ func TestBootstrapFirstSync(t *testing.T) {
 		if a.GetVerb() != "get" {
 			t.Errorf("idle sync did %s %s", a.GetVerb(), a.GetResource().Resource)
 		}
+	}
+}
+
+// TestBootstrapRenewsServingCertificate: nothing changes before the renewal
+// time; after it, a new certificate from the same CA, with the same names.
+func TestBootstrapRenewsServingCertificate(t *testing.T) {
+	c := fake.NewClientset(webhookConfigs()...)
+	start := time.Now()
+	clk := &clock{start}
+	b := newTestBootstrap(t, c, clk)
+	ctx := context.Background()
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := b.GetCertificate(nil)
+	tests := []struct {
+		name    string
+		at      time.Time
+		renewed bool
+	}{
+		{"an hour before the renewal time: kept", start.Add(DefaultCertDuration - DefaultCertRenewBefore - time.Hour), false},
+		{"a minute after the renewal time: renewed", start.Add(DefaultCertDuration - DefaultCertRenewBefore + time.Minute), true},
+	}
+	for _, tc := range tests {
+		clk.t = tc.at
+		if err := b.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := b.GetCertificate(nil)
+		if renewed := got.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) != 0; renewed != tc.renewed {
+			t.Errorf("%s: renewed = %v", tc.name, renewed)
+		}
+		if got.Leaf.Issuer.String() != first.Leaf.Issuer.String() || !slices.Equal(got.Leaf.DNSNames, first.Leaf.DNSNames) {
+			t.Errorf("%s: issuer or names changed: %s %v", tc.name, got.Leaf.Issuer, got.Leaf.DNSNames)
+		}
+		verifyServing(t, c, b, tc.at)
+	}
+	if !b.NotAfter().After(first.Leaf.NotAfter) {
+		t.Errorf("NotAfter() = %v did not move past the first certificate's %v", b.NotAfter(), first.Leaf.NotAfter)
 	}
 }
 

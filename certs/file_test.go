@@ -215,6 +215,9 @@ func TestFileSourceKeepsOldPairOnBadReload(t *testing.T) {
 			if got := servedSerial(t, s); got != next.cert.SerialNumber.String() {
 				t.Errorf("serving %s, want the new pair %s", got, next.cert.SerialNumber)
 			}
+			if !s.NotAfter().Equal(next.cert.NotAfter) {
+				t.Errorf("NotAfter() = %v, want the new pair's %v", s.NotAfter(), next.cert.NotAfter)
+			}
 		})
 	}
 }
