@@ -248,7 +248,7 @@ func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Requ
 		}
 		if ok {
 			switch {
-			case sameService(cur.Owner, req.Owner):
+			case mayUse(cur.Owner, req.Owner):
 				if cur.State != StateSticky || req.DryRun {
 					return &cur, nil, nil // ours already (re-invocation, UPDATE)
 				}

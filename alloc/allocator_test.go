@@ -402,6 +402,22 @@ func TestGenerateNameOwner(t *testing.T) {
 			if fmt.Sprint(other.IPs) == fmt.Sprint(res.IPs) {
 				t.Errorf("two requests share %v", res.IPs)
 			}
+			// The webhook's own output comes back: on re-invocation (new
+			// request UID, still no name) and at /validate (name generated).
+			reinvoked := alloc.Owner{Namespace: "apps", GenerateName: "job-", RequestUID: "r-1-again"}
+			if _, err := f.a.Reserve(bg, alloc.Request{Owner: reinvoked, Requested: res.IPs}); err != nil {
+				t.Errorf("re-invocation with the pinned IPs: %v", err)
+			}
+			named := alloc.Owner{Namespace: "apps", Name: "job-x7k2p", GenerateName: "job-", RequestUID: "r-1-validate"}
+			for _, ip := range res.IPs {
+				if err := f.a.Check(bg, ip, named); err != nil {
+					t.Errorf("/validate of the generated Service: %v", err)
+				}
+				var held *alloc.ErrHeld
+				if err := f.a.Check(bg, ip, alloc.Owner{Namespace: "apps", Name: "cron-1", GenerateName: "cron-", RequestUID: "x"}); !errors.As(err, &held) {
+					t.Errorf("another generateName prefix may use %s: %v", ip, err)
+				}
+			}
 			// The reconciler sees job-x7k2p with the first IPs: bound to its real name.
 			if _, err := f.a.Confirm(bg, res.IPs[0], alloc.Owner{Namespace: "apps", Name: "job-x7k2p", UID: "u"}); err != nil {
 				t.Fatal(err)

@@ -2,6 +2,7 @@ package alloc
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,8 +40,10 @@ type Owner struct {
 }
 
 // Key is the owner index key: "ns/name", or for a nameless pending owner
-// "ns/generateName*#requestUID" (unique per admission request, so a webhook
-// re-invocation finds its own reservation).
+// "ns/generateName*#requestUID". The apiserver draws a new request UID for
+// every webhook call, so the latter only finds a reservation within one
+// call; a re-invocation carries the pinned IPs as requested addresses and is
+// matched by mayUse instead.
 func (o Owner) Key() string {
 	if o.Name != "" {
 		return o.Namespace + "/" + o.Name
@@ -66,6 +69,23 @@ func sameService(a, b Owner) bool {
 		return a.Name == b.Name
 	}
 	return a.GenerateName == b.GenerateName && a.RequestUID != "" && a.RequestUID == b.RequestUID
+}
+
+// mayUse reports whether req may use an address reserved to cur, as a
+// requested IP. Beyond sameService it accepts the webhook's own output for a
+// generateName Service: kube-apiserver gives every webhook call a new
+// request UID (CreateAdmissionObjects), and the name is only generated
+// between the mutating and the validating webhooks, so neither the
+// re-invocation nor /validate can match a pending reservation by UID or
+// name. Namespace + generateName (+ the generated name's prefix) is the
+// strongest link left, and the apiserver's IPAddress objects still keep the
+// address unique if two such Services ever raced for it.
+func mayUse(cur, req Owner) bool {
+	if sameService(cur, req) {
+		return true
+	}
+	return cur.Name == "" && cur.GenerateName != "" && cur.Namespace == req.Namespace &&
+		req.GenerateName == cur.GenerateName && (req.Name == "" || strings.HasPrefix(req.Name, cur.GenerateName))
 }
 
 // Reservation is one reserved address. Stores persist every field.
