@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dualstack-webhook/dualstack-webhook/certs"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
@@ -32,6 +33,9 @@ type Config struct {
 	MetricsListen string
 	// TLSCertFile and TLSKeyFile are the serving pair, reloaded on change.
 	TLSCertFile, TLSKeyFile string
+	// Bootstrap is self-bootstrap TLS (--tls-bootstrap-*): the webhook keeps
+	// its own CA in a Secret and writes the caBundle itself.
+	Bootstrap certs.BootstrapFlags
 	// ServiceCIDRs are the cluster's service CIDRs, primary first; empty
 	// means "discover from the cluster's ServiceCIDR objects".
 	ServiceCIDRs []netip.Prefix
@@ -85,6 +89,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.MetricsListen, "metrics-listen", ":8080", "plain-HTTP address of GET /metrics (empty: off)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM serving certificate (reloaded when it changes)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	c.Bootstrap.AddFlags(fs)
 	fs.StringVar(&cidrs, "service-cidrs", "", "service CIDRs, primary first, e.g. "+DevServiceCIDRs+" (default: discovered from the cluster's ServiceCIDR objects; with --dev: "+DevServiceCIDRs+")")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
 	fs.StringVar(&c.Namespace, "namespace", "", "namespace of the webhook's state ConfigMaps (default: $POD_NAMESPACE, else dualstack-webhook)")
@@ -139,8 +144,14 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together"))
 	}
-	if !c.Dev && c.TLSCertFile == "" {
-		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required (or use --dev)"))
+	if c.TLSCertFile != "" && c.Bootstrap.Enabled() {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-bootstrap-secret exclude each other"))
+	}
+	if c.Dev && c.Bootstrap.Enabled() {
+		errs = append(errs, errors.New("--tls-bootstrap-secret needs a cluster; --dev has none"))
+	}
+	if !c.Dev && c.TLSCertFile == "" && !c.Bootstrap.Enabled() {
+		errs = append(errs, errors.New("a serving certificate is required: --tls-cert-file/--tls-key-file (cert-manager), --tls-bootstrap-secret (self-bootstrap), or --dev"))
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %w", err))

@@ -91,8 +91,17 @@ func TestParseConfig(t *testing.T) {
 					t.Errorf("%+v", c)
 				}
 			}},
-		"cluster mode needs a certificate":     {args: nil, wantErr: "--tls-cert-file and --tls-key-file are required"},
-		"a certificate without key is refused": {args: []string{"--dev", "--tls-cert-file", "c"}, wantErr: "go together"},
+		"cluster mode needs a certificate": {args: nil, wantErr: "a serving certificate is required"},
+		"self-bootstrap mode parses the chart's flags": {args: []string{"--tls-bootstrap-secret=dsw-ca", "--tls-bootstrap-service=dsw",
+			"--tls-bootstrap-mutating-webhook-configuration=dsw", "--tls-bootstrap-cert-duration=24h", "--namespace=ops"},
+			check: func(t *testing.T, c *Config) {
+				if !c.Bootstrap.Enabled() || c.Bootstrap.Service != "dsw" || c.Bootstrap.CertDuration != 24*time.Hour || c.Namespace != "ops" {
+					t.Errorf("%+v", c.Bootstrap)
+				}
+			}},
+		"files and self-bootstrap exclude each other": {args: []string{"--tls-cert-file=c", "--tls-key-file=k", "--tls-bootstrap-secret=s"}, wantErr: "exclude each other"},
+		"self-bootstrap needs a cluster":              {args: []string{"--dev", "--tls-bootstrap-secret=s"}, wantErr: "needs a cluster"},
+		"a certificate without key is refused":        {args: []string{"--dev", "--tls-cert-file", "c"}, wantErr: "go together"},
 		"a valid default policy is kept": {args: []string{"--dev", "--default-ip-family-policy", "PreferDualStack"}, check: func(t *testing.T, c *Config) {
 			if c.DefaultPolicy == nil || *c.DefaultPolicy != corev1.IPFamilyPolicyPreferDualStack {
 				t.Errorf("policy %v", c.DefaultPolicy)

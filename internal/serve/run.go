@@ -72,6 +72,22 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	// Cluster client (none in --dev).
+	var cs kubernetes.Interface
+	if cfg.Dev {
+		if cfg.Kubeconfig != "" {
+			log.Warn("--dev runs without a cluster: --kubeconfig is ignored")
+		}
+	} else {
+		rc, err := restConfig(cfg.Kubeconfig)
+		if err != nil {
+			return err
+		}
+		if cs, err = kubernetes.NewForConfig(rc); err != nil {
+			return err
+		}
+	}
+
 	// Serving certificate.
 	var src certs.Source
 	var devCA string
@@ -82,6 +98,14 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 			return err
 		}
 		src = fsrc
+	case cfg.Bootstrap.Enabled():
+		bc, err := cfg.Bootstrap.Config(cs, cfg.Namespace, log.Named("certs"))
+		if err != nil {
+			return err
+		}
+		if src, err = certs.NewBootstrap(bc); err != nil {
+			return err
+		}
 	case cfg.Dev:
 		ss, err := certs.NewSelfSigned(certs.DevHosts)
 		if err != nil {
@@ -92,7 +116,7 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 		}
 		src, devCA = ss, cfg.DevCAFile
 	default:
-		return errors.New("no serving certificate: pass --tls-cert-file/--tls-key-file or --dev")
+		return errors.New("no serving certificate: pass --tls-cert-file/--tls-key-file, --tls-bootstrap-secret or --dev")
 	}
 	go func() {
 		if err := src.Start(ctx); err != nil && ctx.Err() == nil {
@@ -101,25 +125,13 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 	}()
 	checks := []webhook.Check{{Name: "certificate", Func: src.Ready}}
 
-	// Cluster: families and namespaces.
+	// Families and namespaces.
 	var families webhook.FamilySource
 	var namespaces webhook.NamespaceLister
 	if len(cfg.ServiceCIDRs) > 0 {
 		families = webhook.StaticFamilies(cfg.Families())
 	}
-	if cfg.Dev {
-		if cfg.Kubeconfig != "" {
-			log.Warn("--dev runs without a cluster: --kubeconfig is ignored")
-		}
-	} else {
-		rc, err := restConfig(cfg.Kubeconfig)
-		if err != nil {
-			return err
-		}
-		cs, err := kubernetes.NewForConfig(rc)
-		if err != nil {
-			return err
-		}
+	if cs != nil {
 		caches := newClusterCaches(cs, families == nil)
 		if families == nil {
 			families = serviceCIDRFamilies{caches}
