@@ -549,3 +549,34 @@ func (a *Allocator) Collect(ctx context.Context) ([]Reservation, error) {
 	}
 	return freed, nil
 }
+
+// CheckConfig compiles c against cidrs and checks that it orphans no address
+// in use (ValidateChange against every current reservation), without
+// applying it. The validating webhook calls it for edits of the pools
+// ConfigMap.
+func (a *Allocator) CheckConfig(ctx context.Context, c *PoolConfig, cidrs []netip.Prefix) (*Pools, error) {
+	next, err := Compile(c, cidrs)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := a.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidateChange(next, rs); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+// ApplyConfig is CheckConfig, then swaps the pools in force. On error the
+// old pools stay (the informer on the pools ConfigMap logs and keeps going).
+func (a *Allocator) ApplyConfig(ctx context.Context, c *PoolConfig, cidrs []netip.Prefix) error {
+	next, err := a.CheckConfig(ctx, c, cidrs)
+	if err != nil {
+		return err
+	}
+	a.pools.Store(next)
+	a.log.Info("pools applied", zap.Int("pools", len(next.List)), zap.String("cidrs", joinPrefixes(cidrs)))
+	return nil
+}

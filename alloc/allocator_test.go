@@ -571,3 +571,38 @@ func TestConcurrentReserveMemory(t *testing.T) {
 		})
 	}
 }
+
+func TestApplyConfig(t *testing.T) {
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, alloc.Options{})
+			ips := f.reserve(t, "web", "small", fams)
+			c, err := alloc.ParseConfig([]byte(strings.Replace(poolsDoc, `"10.96.0.10-10.96.0.13"`, `"10.96.0.11-10.96.0.13"`, 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c2, _ := alloc.ParseConfig([]byte(strings.Replace(strings.Replace(poolsDoc, `"10.96.0.10-10.96.0.13"`, `"10.96.0.10-10.96.0.19"`, 1),
+				`"fd00:10:96::10-fd00:10:96::13"`, `"fd00:10:96::10-fd00:10:96::19"`, 1)))
+			shrinks := false
+			for _, ip := range ips {
+				shrinks = shrinks || ip.Is4()
+			}
+			err = f.a.ApplyConfig(bg, c, cidrs)
+			if shrinks && err == nil {
+				t.Fatal("ApplyConfig dropped 10.96.0.10, which is in use")
+			}
+			if !shrinks && err != nil {
+				t.Fatalf("ApplyConfig of an edit that keeps every used address: %v", err)
+			}
+			if shrinks && f.a.Pools() != f.pools {
+				t.Error("a refused config replaced the pools in force")
+			}
+			if err := f.a.ApplyConfig(bg, c2, cidrs); err != nil {
+				t.Fatalf("growing the pool: %v", err)
+			}
+			if p, _ := f.a.Pools().Get("small"); p.Addresses.Size(v4).Int64() != 10 {
+				t.Errorf("grown pool not in force: %v", p.Addresses.Ranges(v4))
+			}
+		})
+	}
+}
