@@ -88,6 +88,17 @@ type loadResult struct {
 	elapsed  time.Duration
 	p50, p99 time.Duration
 	lat      []time.Duration // sorted
+	cpu      time.Duration   // process CPU (client + server) while measuring
+}
+
+// cpuPerRequest is process CPU per request. Client and TLS costs are the same
+// for every server, so bare.cpuPerRequest()/webhook.cpuPerRequest() is the
+// throughput ratio a dedicated machine would reach at saturation.
+func (r loadResult) cpuPerRequest() time.Duration {
+	if r.requests == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.requests)
 }
 
 func (r loadResult) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
@@ -219,6 +230,7 @@ func runLoad(s *loopbackServer, path string, body []byte, clients, maxRequests i
 	per := maxRequests / clients
 	deadline := time.Now().Add(maxTime)
 	start := time.Now()
+	cpu0 := processCPU()
 	for range clients {
 		wg.Add(1)
 		go func() {
@@ -240,7 +252,7 @@ func runLoad(s *loopbackServer, path string, body []byte, clients, maxRequests i
 		}()
 	}
 	wg.Wait()
-	r := loadResult{requests: len(all), errors: errs, elapsed: time.Since(start), lat: all}
+	r := loadResult{requests: len(all), errors: errs, elapsed: time.Since(start), lat: all, cpu: processCPU() - cpu0}
 	r.percentiles()
 	return r
 }
@@ -321,16 +333,23 @@ func BenchmarkLoopbackTLS(b *testing.B) {
 			b.ReportMetric(float64(r.p50.Microseconds()), "bare-p50-µs")
 			b.ReportMetric(float64(r.p99.Microseconds()), "bare-p99-µs")
 			b.ReportMetric(float64(w.p99)/float64(r.p99), "p99-ratio")
+			b.ReportMetric(float64(w.cpuPerRequest().Microseconds()), "webhook-cpu-µs/req")
+			b.ReportMetric(float64(r.cpuPerRequest().Microseconds()), "bare-cpu-µs/req")
+			if w.cpu > 0 {
+				b.ReportMetric(float64(r.cpuPerRequest())/float64(w.cpuPerRequest()), "cpu-capacity-ratio")
+			}
 			b.Logf("clients=%d", clients)
 			for _, row := range []struct {
 				name string
 				r    loadResult
 			}{{"webhook", w}, {"bare (decode, allow)", r}, {"static bytes", f}} {
-				b.Logf("  %-21s %6.0f req/s  p50 %8v  p99 %8v  (%d requests)", row.name, row.r.rps(),
-					row.r.p50.Round(time.Microsecond), row.r.p99.Round(time.Microsecond), row.r.requests)
+				b.Logf("  %-21s %6.0f req/s  p50 %8v  p99 %8v  cpu %6v/req  (%d requests)", row.name, row.r.rps(),
+					row.r.p50.Round(time.Microsecond), row.r.p99.Round(time.Microsecond), row.r.cpuPerRequest().Round(time.Microsecond), row.r.requests)
 			}
-			b.Logf("  webhook/bare: throughput %.2fx, p99 %.2fx | webhook/static: throughput %.2fx, p99 %.2fx",
-				w.rps()/r.rps(), float64(w.p99)/float64(r.p99), w.rps()/f.rps(), float64(w.p99)/float64(f.p99))
+			b.Logf("  webhook/bare:   throughput %.2fx, p50 %.2fx, p99 %.2fx, CPU-capacity %.2fx",
+				w.rps()/r.rps(), float64(w.p50)/float64(r.p50), float64(w.p99)/float64(r.p99), float64(r.cpuPerRequest())/float64(w.cpuPerRequest()))
+			b.Logf("  webhook/static: throughput %.2fx, p50 %.2fx, p99 %.2fx, CPU-capacity %.2fx",
+				w.rps()/f.rps(), float64(w.p50)/float64(f.p50), float64(w.p99)/float64(f.p99), float64(f.cpuPerRequest())/float64(w.cpuPerRequest()))
 		})
 	}
 }
@@ -343,6 +362,7 @@ func merge(rs []loadResult) loadResult {
 		out.requests += r.requests
 		out.errors += r.errors
 		out.elapsed += r.elapsed
+		out.cpu += r.cpu
 		out.lat = append(out.lat, r.lat...)
 	}
 	out.percentiles()
