@@ -255,7 +255,7 @@ func SplitCause(c framework.Cause) Cause {
 }
 
 // Marshal renders the file the way it is committed: indented, newline-ended.
-func Marshal(f *File) ([]byte, error) {
+func Marshal(f any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
