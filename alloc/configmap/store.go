@@ -67,6 +67,8 @@ type Options struct {
 	Logger    *zap.Logger
 	// WaitTimeout: see DefaultWaitTimeout.
 	WaitTimeout time.Duration
+	// HintWait: see DefaultHintWait.
+	HintWait time.Duration
 }
 
 // expectation is a write of ours the informer has not delivered yet.
@@ -85,6 +87,7 @@ type Store struct {
 	ns       string
 	log      *zap.Logger
 	wait     time.Duration
+	hintWait time.Duration
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
 
@@ -123,8 +126,11 @@ func New(client kubernetes.Interface, opts Options) (*Store, error) {
 	if opts.WaitTimeout <= 0 {
 		opts.WaitTimeout = DefaultWaitTimeout
 	}
+	if opts.HintWait <= 0 {
+		opts.HintWait = DefaultHintWait
+	}
 	s := &Store{
-		client: client, ns: opts.Namespace, log: opts.Logger, wait: opts.WaitTimeout,
+		client: client, ns: opts.Namespace, log: opts.Logger, wait: opts.WaitTimeout, hintWait: opts.HintWait,
 		idx: alloc.NewIndex(), expect: map[string]expectation{}, changed: make(chan struct{}),
 	}
 	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
@@ -362,17 +368,18 @@ func (s *Store) absent(ctx context.Context, ip netip.Addr, verb string) error {
 	return fmt.Errorf("ConfigMap %s/%s: %s without a version: %w", s.ns, Name(ip), verb, alloc.ErrConflict)
 }
 
-// hintWait bounds the wait for objects learnt of through AlreadyExists. They
-// are a hint (the caller already excludes the lost address), and the object
-// may be gone before the cache ever shows it, so past this the read goes on.
-const hintWait = time.Second
+// DefaultHintWait bounds the wait for objects learnt of through
+// AlreadyExists. They are a hint (the caller already excludes the lost
+// address), and the object may be gone before the cache ever shows it, so
+// past this the read goes on. A watch event normally lands in milliseconds.
+const DefaultHintWait = time.Second
 
 // caughtUp waits until the informer has delivered every write this store
 // completed before the call, then runs fn under the lock.
 func (s *Store) caughtUp(ctx context.Context, fn func()) error {
 	deadline := time.NewTimer(s.wait)
 	defer deadline.Stop()
-	hints := time.NewTimer(min(hintWait, s.wait))
+	hints := time.NewTimer(min(s.hintWait, s.wait))
 	defer hints.Stop()
 	hintsDone := false
 	s.mu.Lock()

@@ -138,7 +138,9 @@ func inject(cs *fake.Clientset, verb string, n int32, err error) *atomic.Int32 {
 
 func startStore(t *testing.T, cs *fake.Clientset) *Store {
 	t.Helper()
-	s, err := New(cs, Options{Namespace: testNS, WaitTimeout: 5 * time.Second})
+	// Injected AlreadyExists name objects that never appear: keep the hint
+	// wait short so those tests do not idle.
+	s, err := New(cs, Options{Namespace: testNS, WaitTimeout: 5 * time.Second, HintWait: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
