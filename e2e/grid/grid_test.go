@@ -27,13 +27,18 @@ func truthPath(t *testing.T, name string) string {
 	return filepath.Join(root, "policy", "testdata", name)
 }
 
-// startCluster brings up a webhook-less control plane of one shape.
-func startCluster(t *testing.T, c Cluster) (*framework.Env, string) {
+// needLocal skips (or fails, under E2E_REQUIRED) before any cluster starts.
+func needLocal(t *testing.T) {
 	t.Helper()
 	framework.NeedPrereq(t, framework.Prereq())
 	if framework.UseExistingCluster() {
 		t.Skip("the grid needs control planes of four shapes: local only")
 	}
+}
+
+// startCluster brings up a webhook-less control plane of one shape.
+func startCluster(t *testing.T, c Cluster) (*framework.Env, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env, err := framework.NewLocalEnv(ctx, "grid-"+c.Name, framework.ControlPlaneOptions{ServiceCIDRs: c.CIDRs})
@@ -66,6 +71,7 @@ func serverVersion(t *testing.T, env *framework.Env) string {
 // policy/testdata/create_grid.json. The four clusters run in parallel: the
 // work is latency-bound.
 func TestCreateGrid(t *testing.T) {
+	needLocal(t)
 	ctx := context.Background()
 	file := &File{
 		Comment: "kube-apiserver's answers (no webhook) to Service creates: 4 cluster shapes x 7 clusterIPs shapes x " +
@@ -122,6 +128,7 @@ func TestCreateGrid(t *testing.T) {
 // pinned addresses, PUTs it back with each change, records the answer and
 // deletes it; then compares with (or writes) policy/testdata/update_grid.json.
 func TestUpdateGrid(t *testing.T) {
+	needLocal(t)
 	ctx := context.Background()
 	file := &UpdateFile{
 		Comment: "kube-apiserver's answers (no webhook) to Service updates (PUT of the stored object with one change): " +
