@@ -2,7 +2,7 @@
 //
 // It is split so that the decision stays pure and the persistence stays dumb:
 //
-//	ipmath.go     Range, IPSet (interval sets over 128-bit offsets), KEP-3070 static band
+//	ipmath.go     Range, IPSet (interval B-trees over 128-bit offsets), KEP-3070 static band
 //	pool.go       the pools.yaml document, its compilation and validation, pool selection
 //	strategy.go   Next: pool addresses + taken set + strategy (+ owner key) → candidate
 //	reservation.go Reservation, Owner, states pending → bound → sticky → freed

@@ -164,9 +164,12 @@ func ConfigFromConfigMap(cm *corev1.ConfigMap) (*PoolConfig, error) {
 // Pool is a compiled pool: its usable addresses per family (exclusions
 // already removed) and its selection rules. Immutable once compiled.
 type Pool struct {
-	Name     string
+	// Name is the pool's name (the state objects' pool label).
+	Name string
+	// Strategy is never empty once compiled (lowest by default).
 	Strategy Strategy
-	State    PoolState
+	// State is never empty once compiled (active by default).
+	State PoolState
 	// Addresses holds the usable addresses of both families.
 	Addresses *IPSet
 
