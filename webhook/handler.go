@@ -39,10 +39,12 @@ func (s StaticFamilies) Families() ([]corev1.IPFamily, error) {
 	return s, nil
 }
 
-// NamespaceLister reads Namespaces from a cache. client-go's
-// listers/core/v1.NamespaceLister satisfies it.
-type NamespaceLister interface {
-	Get(name string) (*corev1.Namespace, error)
+// NamespaceGetter reads a Namespace, normally from an informer cache. A
+// NotFound error means "no labels, no annotation"; any other error is
+// transient. ctx carries the apiserver's deadline for implementations that
+// fall back to a live read.
+type NamespaceGetter interface {
+	GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error)
 }
 
 // Check is a named readiness condition for /readyz.
@@ -63,7 +65,7 @@ type Options struct {
 	Families FamilySource
 	// Namespaces, when set, provides the skip label and the default policy
 	// annotation of Namespaces. nil (--dev) means no Namespace has either.
-	Namespaces NamespaceLister
+	Namespaces NamespaceGetter
 	// DefaultPolicy is --default-ip-family-policy; nil keeps the
 	// apiserver's default.
 	DefaultPolicy *corev1.IPFamilyPolicy
@@ -78,7 +80,7 @@ type Handler struct {
 	log           *zap.Logger
 	evaluate      Evaluator
 	families      FamilySource
-	namespaces    NamespaceLister
+	namespaces    NamespaceGetter
 	defaultPolicy *corev1.IPFamilyPolicy
 	checks        []Check
 	metrics       *metrics

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -408,10 +409,10 @@ func TestUpdateWithoutPolicyIsNotDowngraded(t *testing.T) {
 	}
 }
 
-// fakeNamespaces is a NamespaceLister over a map.
+// fakeNamespaces is a NamespaceGetter over a map.
 type fakeNamespaces map[string]*corev1.Namespace
 
-func (f fakeNamespaces) Get(name string) (*corev1.Namespace, error) {
+func (f fakeNamespaces) GetNamespace(_ context.Context, name string) (*corev1.Namespace, error) {
 	if ns, ok := f[name]; ok {
 		return ns, nil
 	}

@@ -55,7 +55,7 @@ type reviewResult struct {
 // once the envelope parsed, every problem is an AdmissionReview answer.
 // ctx carries the apiserver's deadline; the policy engine is pure and
 // ignores it, the allocator (later) will not.
-func (h *Handler) review(_ context.Context, ep endpoint, req *requestIn) reviewResult {
+func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) reviewResult {
 	res := reviewResult{namespace: req.Namespace, name: req.Name}
 	allow := func(outcome, reason string) reviewResult {
 		res.resp = &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
@@ -117,11 +117,13 @@ func (h *Handler) review(_ context.Context, ep endpoint, req *requestIn) reviewR
 	var warnings []string
 	defaultPolicy := h.defaultPolicy
 	if h.namespaces != nil && res.namespace != "" {
-		// Not found (informer lag on a brand-new namespace) is treated as
-		// "no labels, no annotation": the flag's default applies. Any other
+		// Not found is treated as "no labels, no annotation": the flag's
+		// default applies. (Cluster getters read through to the apiserver
+		// on a cache miss, so a namespace created just before its
+		// Services is not mistaken for an unannotated one.) Any other
 		// error (cache not synced) is transient: answer 500 and let
 		// failurePolicy decide rather than ignore a skip label.
-		ns, err := h.namespaces.Get(res.namespace)
+		ns, err := h.namespaces.GetNamespace(ctx, res.namespace)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fail(&errUnavailable{fmt.Errorf("reading namespace %s: %w", res.namespace, err)})
 		}

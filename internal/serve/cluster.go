@@ -1,12 +1,16 @@
 package serve
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/dualstack-webhook/dualstack-webhook/webhook"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
@@ -72,18 +76,36 @@ func (c *clusterCaches) synced() error {
 	return nil
 }
 
-// syncedNamespaces refuses reads before the first list completed, so a skip
-// label is never missed because the cache was still empty.
-type syncedNamespaces struct{ c *clusterCaches }
+// namespaceGetter reads Namespaces from the informer cache and, on a miss,
+// from the apiserver. The miss is the normal case for a namespace created a
+// moment before its Services (one `kubectl apply` of both): the watch event
+// may not have arrived yet, and treating the namespace as unannotated would
+// silently ignore its default policy or skip label. Before the first list
+// completes every read fails (transient), so a skip label is never missed
+// because the cache was still empty.
+type namespaceGetter struct {
+	c      *clusterCaches
+	client kubernetes.Interface
+}
 
-var _ webhook.NamespaceLister = syncedNamespaces{}
+var _ webhook.NamespaceGetter = namespaceGetter{}
 
-func (s syncedNamespaces) Get(name string) (*corev1.Namespace, error) {
-	if !s.c.namespaces.HasSynced() {
+func (g namespaceGetter) GetNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
+	if !g.c.namespaces.HasSynced() {
 		return nil, errors.New("namespace cache not synced yet")
 	}
-	return s.c.nsLister.Get(name)
+	ns, err := g.c.nsLister.Get(name)
+	if err == nil || !apierrors.IsNotFound(err) || g.client == nil {
+		return ns, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, liveReadTimeout)
+	defer cancel()
+	return g.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 }
+
+// liveReadTimeout bounds the read-through on a cache miss, well inside the
+// apiserver's default webhook timeout (10 s) and the chart's shorter ones.
+const liveReadTimeout = 2 * time.Second
 
 // serviceCIDRFamilies derives the families from the default ServiceCIDR in
 // the informer cache on every call, so a change is picked up at once.

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 )
@@ -19,7 +20,7 @@ func TestServiceCIDRFamiliesFollowTheCluster(t *testing.T) {
 	if _, err := fams.Families(); err == nil || !strings.Contains(err.Error(), "not synced") {
 		t.Fatalf("before sync: %v", err)
 	}
-	if _, err := (syncedNamespaces{c}).Get("x"); err == nil {
+	if _, err := (namespaceGetter{c, cs}).GetNamespace(context.Background(), "x"); err == nil {
 		t.Fatal("namespace read before sync must fail")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -53,18 +54,23 @@ func TestServiceCIDRFamiliesFollowTheCluster(t *testing.T) {
 	}
 	waitFamilies(t, fams, []corev1.IPFamily{"IPv4"})
 
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}}, metav1.CreateOptions{}); err != nil {
+	// A namespace the cache has not seen yet is read from the apiserver:
+	// stop the informers first so the cache cannot catch up.
+	cancel()
+	c.factory.Shutdown()
+	ann := map[string]string{"dualstack-webhook.io/ip-family-policy": "RequireDualStack"}
+	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fresh", Annotations: ann}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		if ns, err := (syncedNamespaces{c}).Get("demo"); err == nil && ns.Name == "demo" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("namespace never appeared in the cache")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if _, err := c.nsLister.Get("fresh"); err == nil {
+		t.Fatal("test setup: the stopped cache saw the namespace")
+	}
+	ns, err := (namespaceGetter{c, cs}).GetNamespace(context.Background(), "fresh")
+	if err != nil || ns.Annotations["dualstack-webhook.io/ip-family-policy"] != "RequireDualStack" {
+		t.Fatalf("read-through on a cache miss: %v %v", ns, err)
+	}
+	if _, err := (namespaceGetter{c, cs}).GetNamespace(context.Background(), "missing"); !apierrors.IsNotFound(err) {
+		t.Fatalf("a namespace that does not exist: err = %v, want NotFound", err)
 	}
 }
 

@@ -127,7 +127,7 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 
 	// Families and namespaces.
 	var families webhook.FamilySource
-	var namespaces webhook.NamespaceLister
+	var namespaces webhook.NamespaceGetter
 	if len(cfg.ServiceCIDRs) > 0 {
 		families = webhook.StaticFamilies(cfg.Families())
 	}
@@ -136,7 +136,7 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 		if families == nil {
 			families = serviceCIDRFamilies{caches}
 		}
-		namespaces = syncedNamespaces{caches}
+		namespaces = namespaceGetter{caches, cs}
 		checks = append(checks, webhook.Check{Name: "informers", Func: caches.synced})
 		caches.factory.Start(ctx.Done())
 		// Shutdown waits for the informers, which stop on ctx: cancel first.
