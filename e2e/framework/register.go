@@ -38,6 +38,12 @@ type Registration struct {
 	CABundle []byte
 	// TimeoutSeconds of each call (default 10).
 	TimeoutSeconds int32
+	// NamespaceSelector replaces the default ScopeLabel=<Name> selector, e.g.
+	// to register the webhook the way the chart does (every namespace but a
+	// few, honouring the skip label).
+	NamespaceSelector *metav1.LabelSelector
+	// ObjectSelector, when set, is added to both webhooks.
+	ObjectSelector *metav1.LabelSelector
 }
 
 // ConfigName is the name of both configuration objects.
@@ -66,6 +72,9 @@ func (r Registration) common(path string) (admissionregistrationv1.WebhookClient
 	// Only labelled test namespaces: failurePolicy Fail must never block the
 	// apiserver's own objects (default/kubernetes) or other suites.
 	sel := &metav1.LabelSelector{MatchLabels: map[string]string{ScopeLabel: r.Name}}
+	if r.NamespaceSelector != nil {
+		sel = r.NamespaceSelector
+	}
 	return cc, rules, sel
 }
 
@@ -89,6 +98,7 @@ func Register(ctx context.Context, c kubernetes.Interface, r Registration) error
 			ClientConfig:            vcc,
 			Rules:                   rules,
 			NamespaceSelector:       sel,
+			ObjectSelector:          r.ObjectSelector,
 			FailurePolicy:           &fail,
 			MatchPolicy:             &equivalent,
 			SideEffects:             &sideEffects,
@@ -105,6 +115,7 @@ func Register(ctx context.Context, c kubernetes.Interface, r Registration) error
 			ClientConfig:            mcc,
 			Rules:                   rules,
 			NamespaceSelector:       sel,
+			ObjectSelector:          r.ObjectSelector,
 			FailurePolicy:           &fail,
 			MatchPolicy:             &equivalent,
 			SideEffects:             &sideEffects,
@@ -136,6 +147,19 @@ func Unregister(ctx context.Context, c kubernetes.Interface, r Registration) err
 		return err
 	}
 	return nil
+}
+
+// ChartLikeSelectors are the selectors the chart registers its Service
+// webhooks with: every namespace except the listed ones, and neither a
+// Namespace nor a Service labelled SkipLabel=true.
+func ChartLikeSelectors(excludeNamespaces ...string) (namespaceSelector, objectSelector *metav1.LabelSelector) {
+	skip := metav1.LabelSelectorRequirement{Key: SkipLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"true"}}
+	namespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: excludeNamespaces},
+		skip,
+	}}
+	objectSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{skip}}
+	return namespaceSelector, objectSelector
 }
 
 // ProbeService is a Service the apiserver itself rejects (SingleStack with two
