@@ -145,3 +145,167 @@ func familyStrings(f []corev1.IPFamily) []string {
 	}
 	return out
 }
+
+// updateGridFile holds the apiserver's answers to PUTs of stored Services
+// (6 starting points × 5 policies × 6 families × 3 clusterIPs changes on the
+// four cluster shapes), recorded like the CREATE grid.
+type updateGridFile struct {
+	Kubernetes string `json:"kubernetes"`
+	Cells      []struct {
+		Cluster string    `json:"cluster"`
+		Name    string    `json:"name"`
+		From    string    `json:"from"`
+		Initial gridInput `json:"initial"`
+		Stored  struct {
+			Policy     string   `json:"ipFamilyPolicy"`
+			Families   []string `json:"ipFamilies"`
+			ClusterIPs []string `json:"clusterIPs"`
+		} `json:"stored"`
+		Request gridInput `json:"request"`
+		Result  *struct {
+			Policy            string   `json:"ipFamilyPolicy"`
+			Families          []string `json:"ipFamilies"`
+			ClusterIPs        []string `json:"clusterIPs"`
+			ClusterIPFamilies []string `json:"clusterIPFamilies"`
+		} `json:"result"`
+		Error *gridError `json:"error"`
+	} `json:"cells"`
+}
+
+type gridInput struct {
+	Policy     *string  `json:"ipFamilyPolicy"`
+	Families   []string `json:"ipFamilies"`
+	ClusterIP  string   `json:"clusterIP"`
+	ClusterIPs []string `json:"clusterIPs"`
+	Selector   bool     `json:"selector"`
+}
+
+type gridError struct {
+	Code   int `json:"code"`
+	Causes []struct {
+		Field   string `json:"field"`
+		Message string `json:"message"`
+	} `json:"causes"`
+}
+
+func (in gridInput) spec() spec {
+	s := spec{}
+	if in.Policy != nil {
+		s["ipFamilyPolicy"] = *in.Policy
+	}
+	if in.Families != nil {
+		s["ipFamilies"] = in.Families
+	}
+	if in.ClusterIP != "" {
+		s["clusterIP"] = in.ClusterIP
+	}
+	if in.ClusterIPs != nil {
+		s["clusterIPs"] = in.ClusterIPs
+	}
+	if in.Selector {
+		s["selector"] = map[string]any{"app": "grid"}
+	}
+	return s
+}
+
+func TestUpdateGridMatchesAPIServer(t *testing.T) {
+	raw, err := os.ReadFile("testdata/update_grid.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g updateGridFile
+	if err := json.Unmarshal(raw, &g); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Cells) == 0 {
+		t.Fatal("empty update grid")
+	}
+	var accepted, rejected, upgrades, downgrades int
+	for _, cell := range g.Cells {
+		t.Run(cell.Cluster+"/"+cell.From+"/"+cell.Name, func(t *testing.T) {
+			old := spec{"ipFamilyPolicy": cell.Stored.Policy, "ipFamilies": cell.Stored.Families,
+				"clusterIPs": cell.Stored.ClusterIPs, "clusterIP": cell.Stored.ClusterIPs[0]}
+			if cell.Initial.Selector {
+				old["selector"] = map[string]any{"app": "grid"}
+			}
+			d, err := Evaluate(Input{Families: shapes[cell.Cluster], Operation: Update,
+				Object: svcJSON(t, "grid", cell.Request.spec()), OldObject: svcJSON(t, "grid", old)})
+			if cell.Error != nil {
+				rejected++
+				var inv *InvalidError
+				if !errors.As(err, &inv) {
+					t.Fatalf("apiserver answered %d %v; engine: decision %+v err %v", cell.Error.Code, cell.Error.Causes, d, err)
+				}
+				if len(inv.Errs) != len(cell.Error.Causes) {
+					t.Fatalf("apiserver causes %v; engine %v", cell.Error.Causes, inv.Errs)
+				}
+				for i, c := range cell.Error.Causes {
+					if e := inv.Errs[i]; e.Field != c.Field || e.ErrorBody() != c.Message {
+						t.Errorf("cause %d: apiserver %s: %s; engine %s: %s", i, c.Field, c.Message, e.Field, e.ErrorBody())
+					}
+				}
+				return
+			}
+			accepted++
+			if err != nil {
+				t.Fatalf("apiserver accepted (%+v); engine: %v", cell.Result, err)
+			}
+			r := cell.Result
+			if string(d.Policy) != r.Policy || !slices.Equal(familyStrings(d.Families), r.Families) {
+				t.Errorf("apiserver %s %v; engine %s %v", r.Policy, r.Families, d.Policy, d.Families)
+			}
+			// Given IPs must be kept verbatim; the rest are the families the
+			// engine says the apiserver allocates. The generator masks the
+			// result IPs where the PUT omitted them (a dynamic pick differs
+			// run to run); then only families and counts are compared.
+			var given []string
+			for _, ip := range d.ClusterIPs {
+				given = append(given, familyName(ip))
+			}
+			if got := append(given, familyStrings(d.Allocate)...); !slices.Equal(got, r.ClusterIPFamilies) {
+				t.Errorf("clusterIP families: apiserver %v, engine given %v + allocate %v", r.ClusterIPFamilies, d.ClusterIPs, d.Allocate)
+			}
+			if len(d.Allocate) > 0 {
+				upgrades++
+			}
+			var gone []string
+			if r.ClusterIPs != nil {
+				if len(d.ClusterIPs) > len(r.ClusterIPs) || !slices.Equal(d.ClusterIPs, r.ClusterIPs[:len(d.ClusterIPs)]) {
+					t.Errorf("clusterIPs: apiserver %v, engine keeps %v", r.ClusterIPs, d.ClusterIPs)
+				}
+				// A released IP is one the stored object had and the result lacks.
+				for _, ip := range cell.Stored.ClusterIPs {
+					if ip != none && !slices.Contains(r.ClusterIPs, ip) {
+						gone = append(gone, ip)
+					}
+				}
+				if !slices.Equal(gone, d.Release) {
+					t.Errorf("released: apiserver dropped %v, engine releases %v", gone, d.Release)
+				}
+			} else if cell.Stored.ClusterIPs[0] != none {
+				if n := len(cell.Stored.ClusterIPs) - len(r.ClusterIPFamilies); n > 0 {
+					gone = cell.Stored.ClusterIPs[len(r.ClusterIPFamilies):]
+				}
+				if !slices.Equal(gone, d.Release) {
+					t.Errorf("released: apiserver kept %d of %v, engine releases %v", len(r.ClusterIPFamilies), cell.Stored.ClusterIPs, d.Release)
+				}
+			}
+			if len(gone) > 0 {
+				downgrades++
+			}
+		})
+	}
+	if accepted == 0 || rejected == 0 || upgrades == 0 || downgrades == 0 {
+		t.Fatalf("grid must hold accepted (%d), rejected (%d), upgrade (%d) and downgrade (%d) cells", accepted, rejected, upgrades, downgrades)
+	}
+	t.Logf("%d PUT cells: %d accepted (%d upgrades, %d downgrades), %d rejected, all as kube-apiserver %s answered",
+		len(g.Cells), accepted, upgrades, downgrades, rejected, g.Kubernetes)
+}
+
+// familyName is the grid's name for a clusterIP's family.
+func familyName(ip string) string {
+	if ip == none {
+		return "None"
+	}
+	return string(familyOf(ip))
+}
