@@ -43,6 +43,7 @@ func NewLogger(cfg *Config, w io.Writer) *zap.Logger {
 	if cfg.LogFormat == "console" {
 		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
 		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		ec.EncodeDuration = zapcore.StringDurationEncoder // "1.2ms", not 0.0012
 		enc = zapcore.NewConsoleEncoder(ec)
 	} else {
 		enc = zapcore.NewJSONEncoder(ec)
