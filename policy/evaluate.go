@@ -22,7 +22,13 @@ const (
 	NamespacePolicyAnnotation = "dualstack-webhook.io/ip-family-policy"
 )
 
-var legacyPath = specPath.Child("ipFamily")
+var (
+	legacyPath = specPath.Child("ipFamily")
+	// legacyKey is the JSON member name of the alpha field. An escaped
+	// spelling (\u0069pFamily) would slip past this pre-check; the apiserver
+	// never produces one and the field is dead on 1.20+ anyway.
+	legacyKey = []byte(`"ipFamily"`)
+)
 
 // Evaluate runs the apiserver's dual-stack rules on the Service in in and
 // returns what the apiserver would end up with, or an *InvalidError with the
@@ -100,6 +106,11 @@ func decode(raw []byte) (*corev1.Service, json.RawMessage, error) {
 		// v1 defaulting runs before admission; objects posted by hand
 		// may lack it.
 		svc.Spec.Type = corev1.ServiceTypeClusterIP
+	}
+	// The second pass for the legacy key costs as much as the first, and
+	// no object of a 1.20+ apiserver carries the key: look before decoding.
+	if !bytes.Contains(raw, legacyKey) {
+		return svc, nil, nil
 	}
 	var shape struct {
 		Spec map[string]json.RawMessage `json:"spec"`
