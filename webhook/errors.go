@@ -2,14 +2,17 @@ package webhook
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 	"github.com/dualstack-webhook/dualstack-webhook/policy"
 	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // requestError is a review the webhook cannot process because of what the
@@ -49,10 +52,27 @@ const (
 //     message and details.causes from the same field.ErrorList), so that
 //     kubectl shows the same text whether we or the apiserver reject.
 //   - *policy.DecodeError, *requestError: the request is wrong; code 400.
-//   - anything else (errUnavailable, bugs): code 500, so failurePolicy
-//     decides (Ignore for defaulting, Fail for pinning/validation).
+//   - allocator answers about a Service (*serviceError): an address held by
+//     another Service (*alloc.ErrHeld, "held by <ns>/<name>"), outside every
+//     ServiceCIDR (*alloc.ErrNotInServiceCIDR, with the apiserver's own
+//     "failed to allocate IP" text) and an unknown pool annotation are 422
+//     Invalid denials on the field at fault. Exhausted or draining pools
+//     never get here: the webhook leaves the family to the apiserver.
+//   - an invalid pools ConfigMap (*poolsError): 422 Invalid on
+//     data[pools.yaml], listing every problem.
+//   - anything else (errUnavailable, alloc.ErrNotReady, alloc.ErrContended,
+//     store failures, bugs): code 500, so failurePolicy decides (Ignore for
+//     defaulting, Fail for pinning/validation).
 func responseForError(uid types.UID, name string, err error) (*admissionv1.AdmissionResponse, string) {
 	resp := &admissionv1.AdmissionResponse{UID: uid, Allowed: false}
+	if errs, kind, n, ok := denialOf(err); ok {
+		if n == "" {
+			n = name
+		}
+		st := apierrors.NewInvalid(schema.GroupKind{Kind: kind}, n, errs).Status()
+		resp.Result = &st
+		return resp, outcomeDenied
+	}
 	var invalid *policy.InvalidError
 	var decode *policy.DecodeError
 	var bad *requestError
@@ -80,7 +100,55 @@ func isInternal(err error) bool {
 	var invalid *policy.InvalidError
 	var decode *policy.DecodeError
 	var bad *requestError
+	if _, _, _, ok := denialOf(err); ok {
+		return false
+	}
 	return !errors.As(err, &invalid) && !errors.As(err, &decode) && !errors.As(err, &bad)
+}
+
+// clusterIPsPath is where the apiserver reports allocation failures
+// (pkg/registry/core/service/ipallocator via the REST storage's
+// allocClusterIPs: field.Invalid(spec.clusterIPs, clusterIPs, "failed to
+// allocate IP ...")).
+var clusterIPsPath = field.NewPath("spec", "clusterIPs")
+
+// denialOf turns the allocator's and the pool guard's denials into field
+// errors on the object's kind; ok is false for anything that is not a
+// denial.
+func denialOf(err error) (errs field.ErrorList, kind, name string, ok bool) {
+	var se *serviceError
+	if errors.As(err, &se) {
+		var held *alloc.ErrHeld
+		var outside *alloc.ErrNotInServiceCIDR
+		switch {
+		case errors.As(se.err, &held):
+			return field.ErrorList{field.Invalid(clusterIPsPath, se.clusterIPs, held.Error())}, "Service", se.name, true
+		case errors.As(se.err, &outside):
+			// The apiserver's own words (MetaAllocator ErrMismatchedNetwork,
+			// dualstack-rules.md §5.3), so kubectl shows the same text
+			// whether the webhook or the apiserver refuses.
+			return field.ErrorList{field.Invalid(clusterIPsPath, se.clusterIPs,
+				fmt.Sprintf("failed to allocate IP %s: the provided network does not match the current range", outside.IP))}, "Service", se.name, true
+		case errors.Is(se.err, alloc.ErrUnknownPool):
+			p := field.NewPath("metadata", "annotations").Key(alloc.PoolAnnotation)
+			return field.ErrorList{field.Invalid(p, se.pool, "no pool of that name is configured (see the pools ConfigMap)")}, "Service", se.name, true
+		}
+		return nil, "", "", false
+	}
+	var pe *poolsError
+	if errors.As(err, &pe) {
+		p := field.NewPath("data").Key(alloc.ConfigMapKey)
+		var ce *alloc.ConfigError
+		if errors.As(pe.err, &ce) && len(ce.Problems) > 0 {
+			for _, msg := range ce.Problems {
+				errs = append(errs, field.Invalid(p, field.OmitValueType{}, msg))
+			}
+		} else {
+			errs = field.ErrorList{field.Invalid(p, field.OmitValueType{}, oneLine(pe.err.Error()))}
+		}
+		return errs, "ConfigMap", pe.name, true
+	}
+	return nil, "", "", false
 }
 
 func errorStatus(code int32, reason metav1.StatusReason, err error) *metav1.Status {

@@ -73,25 +73,35 @@ type Options struct {
 	Ready []Check
 	// CertNotAfter, when set, is exported as a metric.
 	CertNotAfter func() time.Time
+	// Allocator pins clusterIPs on /mutate and checks them on /validate;
+	// nil means defaulting only (--pinning=false).
+	Allocator Allocator
+	// Namespace and PoolsConfigMap name the pools ConfigMap that /validate
+	// guards (--namespace, --pools-configmap). Empty: not guarded.
+	Namespace, PoolsConfigMap string
 }
 
 // Handler serves the webhook's TLS endpoints.
 type Handler struct {
-	log           *zap.Logger
-	evaluate      Evaluator
-	families      FamilySource
-	namespaces    NamespaceGetter
-	defaultPolicy *corev1.IPFamilyPolicy
-	checks        []Check
-	metrics       *metrics
-	draining      atomic.Bool
-	router        chi.Router
+	log            *zap.Logger
+	evaluate       Evaluator
+	families       FamilySource
+	namespaces     NamespaceGetter
+	defaultPolicy  *corev1.IPFamilyPolicy
+	checks         []Check
+	metrics        *metrics
+	alloc          Allocator
+	namespace      string
+	poolsConfigMap string
+	draining       atomic.Bool
+	router         chi.Router
 }
 
 var _ http.Handler = (*Handler)(nil)
 
-// NewHandler builds the router: POST /mutate, POST /validate, GET /healthz,
-// GET /readyz.
+// NewHandler builds the router: POST /mutate (defaulting and pinning),
+// POST /default (defaulting only, no side effects: for a registration with
+// sideEffects None), POST /validate, GET /healthz, GET /readyz.
 func NewHandler(o Options) (*Handler, error) {
 	if o.Evaluate == nil || o.Families == nil {
 		return nil, errors.New("webhook: Evaluate and Families are required")
@@ -107,21 +117,25 @@ func NewHandler(o Options) (*Handler, error) {
 		return nil, fmt.Errorf("webhook: registering metrics: %w", err)
 	}
 	h := &Handler{
-		log:           o.Log,
-		evaluate:      o.Evaluate,
-		families:      o.Families,
-		namespaces:    o.Namespaces,
-		defaultPolicy: o.DefaultPolicy,
-		checks:        o.Ready,
-		metrics:       m,
+		log:            o.Log,
+		evaluate:       o.Evaluate,
+		families:       o.Families,
+		namespaces:     o.Namespaces,
+		defaultPolicy:  o.DefaultPolicy,
+		checks:         o.Ready,
+		metrics:        m,
+		alloc:          o.Allocator,
+		namespace:      o.Namespace,
+		poolsConfigMap: o.PoolsConfigMap,
 	}
 	r := chi.NewRouter()
 	r.Method(http.MethodPost, "/mutate", h.instrument("mutate", h.serveReview(mutateEndpoint)))
+	r.Method(http.MethodPost, "/default", h.instrument("default", h.serveReview(defaultEndpoint)))
 	r.Method(http.MethodPost, "/validate", h.instrument("validate", h.serveReview(validateEndpoint)))
 	r.Method(http.MethodGet, "/healthz", h.instrument("healthz", h.serveHealthz))
 	r.Method(http.MethodGet, "/readyz", h.instrument("readyz", h.serveReadyz))
 	r.NotFound(h.instrument("other", func(w http.ResponseWriter, _ *http.Request, _ *reqState) {
-		http.Error(w, "not found: the webhook serves POST /mutate, POST /validate, GET /healthz, GET /readyz", http.StatusNotFound)
+		http.Error(w, "not found: the webhook serves POST /mutate, POST /default, POST /validate, GET /healthz, GET /readyz", http.StatusNotFound)
 	}).ServeHTTP)
 	r.MethodNotAllowed(h.instrument("other", func(w http.ResponseWriter, r *http.Request, _ *reqState) {
 		http.Error(w, "method "+r.Method+" not allowed on "+r.URL.Path, http.StatusMethodNotAllowed)

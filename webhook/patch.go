@@ -23,8 +23,11 @@ type patchOp struct {
 // exists), and their current values.
 type specState struct {
 	spec, policyKey, familiesKey, legacyKey bool
+	clusterIPKey, clusterIPsKey             bool
 	policy                                  string
 	families                                []string
+	clusterIP                               string
+	clusterIPs                              []string
 }
 
 // stateFromTyped reads specState from the Service the policy engine already
@@ -49,6 +52,12 @@ func stateFromTyped(svc *corev1.Service, legacy bool) (specState, bool) {
 	st := specState{spec: true, legacyKey: legacy}
 	if s.IPFamilyPolicy != nil {
 		st.policyKey, st.policy = true, string(*s.IPFamilyPolicy)
+	}
+	if s.ClusterIP != "" {
+		st.clusterIPKey, st.clusterIP = true, s.ClusterIP
+	}
+	if len(s.ClusterIPs) > 0 {
+		st.clusterIPsKey, st.clusterIPs = true, s.ClusterIPs
 	}
 	if len(s.IPFamilies) > 0 {
 		st.familiesKey = true
@@ -76,6 +85,10 @@ func stateFromRaw(raw []byte) (specState, error) {
 	raw1, st.familiesKey = obj.Spec["ipFamilies"]
 	_ = json.Unmarshal(raw1, &st.families)
 	_, st.legacyKey = obj.Spec["ipFamily"]
+	raw1, st.clusterIPKey = obj.Spec["clusterIP"]
+	_ = json.Unmarshal(raw1, &st.clusterIP)
+	raw1, st.clusterIPsKey = obj.Spec["clusterIPs"]
+	_ = json.Unmarshal(raw1, &st.clusterIPs)
 	return st, nil
 }
 
@@ -85,8 +98,13 @@ func stateFromRaw(raw []byte) (specState, error) {
 // re-renders the object (a typed round-trip would drop fields the compiled
 // types do not know: controller-runtime#2982, kueue#3469). A nil result means
 // nothing changes; fields names what changed, for logs and audit.
-func buildPatch(raw []byte, d *policy.Decision) (patch []byte, fields []string, err error) {
-	if d.Write == 0 {
+//
+// clusterIPs, when not nil, are the pinned addresses (primary first): they
+// are written to /spec/clusterIPs and their first one to /spec/clusterIP
+// together, because the apiserver rejects a clusterIP that is not
+// clusterIPs[0] (dualstack-rules.md §6.2).
+func buildPatch(raw []byte, d *policy.Decision, clusterIPs []string) (patch []byte, fields []string, err error) {
+	if d.Write == 0 && clusterIPs == nil {
 		return nil, nil, nil
 	}
 	st, ok := stateFromTyped(d.Service, d.Writes(policy.FieldLegacyIPFamily))
@@ -135,6 +153,20 @@ func buildPatch(raw []byte, d *policy.Decision) (patch []byte, fields []string, 
 	if d.Writes(policy.FieldLegacyIPFamily) && st.legacyKey {
 		ops = append(ops, patchOp{Op: "remove", Path: "/spec/ipFamily"})
 		fields = append(fields, "-ipFamily")
+	}
+	if len(clusterIPs) > 0 {
+		if st.clusterIP != clusterIPs[0] {
+			ensureSpec()
+			v, _ := json.Marshal(clusterIPs[0])
+			ops = append(ops, patchOp{Op: addOrReplace(st.clusterIPKey), Path: "/spec/clusterIP", Value: v})
+			fields = append(fields, "clusterIP")
+		}
+		if !slices.Equal(st.clusterIPs, clusterIPs) {
+			ensureSpec()
+			v, _ := json.Marshal(clusterIPs)
+			ops = append(ops, patchOp{Op: addOrReplace(st.clusterIPsKey), Path: "/spec/clusterIPs", Value: v})
+			fields = append(fields, "clusterIPs")
+		}
 	}
 	if len(ops) == 0 {
 		return nil, nil, nil

@@ -30,13 +30,17 @@ const (
 type endpoint uint8
 
 const (
-	mutateEndpoint endpoint = iota
-	validateEndpoint
+	mutateEndpoint   endpoint = iota // defaulting + pinning
+	validateEndpoint                 // checks the final object
+	defaultEndpoint                  // defaulting only: no side effects
 )
 
 func (e endpoint) String() string {
-	if e == mutateEndpoint {
+	switch e {
+	case mutateEndpoint:
 		return "mutate"
+	case defaultEndpoint:
+		return "default"
 	}
 	return "validate"
 }
@@ -90,6 +94,19 @@ func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) revie
 	default:
 		return fail(&requestError{fmt.Sprintf("unsupported operation %q: want CREATE, UPDATE, DELETE or CONNECT", req.Operation)})
 	}
+	if ep == validateEndpoint && req.Kind.Group == "" && req.Kind.Version == "v1" && req.Kind.Kind == "ConfigMap" {
+		if isNull(req.Object) {
+			return fail(&requestError{"request.object is missing"})
+		}
+		skip, err := h.reviewPools(ctx, req)
+		if err != nil {
+			return fail(err)
+		}
+		if skip != "" {
+			return allow(outcomeSkipped, skip)
+		}
+		return allow(outcomeAllowed, "")
+	}
 	if req.Kind.Group != "" || req.Kind.Version != "v1" || req.Kind.Kind != "Service" {
 		return fail(&requestError{fmt.Sprintf("this webhook reviews v1 Services only, got request.kind %s", gvkString(req.Kind.Group, req.Kind.Version, req.Kind.Kind))})
 	}
@@ -115,6 +132,7 @@ func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) revie
 		return allow(outcomeSkipped, "default/kubernetes is managed by the apiserver")
 	}
 	var warnings []string
+	var nsLabels map[string]string
 	defaultPolicy := h.defaultPolicy
 	if h.namespaces != nil && res.namespace != "" {
 		// Not found is treated as "no labels, no annotation": the flag's
@@ -128,6 +146,7 @@ func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) revie
 			return fail(&errUnavailable{fmt.Errorf("reading namespace %s: %w", res.namespace, err)})
 		}
 		if err == nil && ns != nil {
+			nsLabels = ns.Labels
 			if v, ok := ns.Labels[policy.SkipLabel]; ok && v != "false" {
 				return allow(outcomeSkipped, "Namespace label "+policy.SkipLabel)
 			}
@@ -185,10 +204,23 @@ func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) revie
 		// The same engine accepts the final object: allowed. Warnings were
 		// already shown by /mutate; repeating them would double them in
 		// kubectl's output.
+		if h.alloc != nil {
+			if err := h.checkPins(ctx, req, d); err != nil {
+				return fail(err)
+			}
+		}
 		res.outcome = outcomeAllowed
 		return res
 	}
-	patch, fields, err := buildPatch(req.Object, d)
+	var pinned []string
+	if ep == mutateEndpoint && h.alloc != nil {
+		var pinWarnings []string
+		if pinned, pinWarnings, err = h.pin(ctx, req, d, nsLabels); err != nil {
+			return fail(err)
+		}
+		warnings = append(warnings, pinWarnings...)
+	}
+	patch, fields, err := buildPatch(req.Object, d, pinned)
 	if err != nil {
 		return fail(err)
 	}

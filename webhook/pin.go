@@ -1,0 +1,231 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+	"github.com/dualstack-webhook/dualstack-webhook/policy"
+	corev1 "k8s.io/api/core/v1"
+	kjson "sigs.k8s.io/json"
+)
+
+// Allocator is the pinning allocator as the webhook uses it; *alloc.Allocator
+// in production. nil in Options means defaulting only (--pinning=false).
+type Allocator interface {
+	// Reserve serves one Service's request, all or nothing.
+	Reserve(ctx context.Context, req alloc.Request) (alloc.Result, error)
+	// Check says whether owner may use ip, persisting nothing.
+	Check(ctx context.Context, ip netip.Addr, owner alloc.Owner) error
+	// CheckConfig compiles a pool document and checks it orphans nothing.
+	CheckConfig(ctx context.Context, c *alloc.PoolConfig, cidrs []netip.Prefix) (*alloc.Pools, error)
+	// Pools are the pools in force (and the ServiceCIDRs they were
+	// compiled against).
+	Pools() *alloc.Pools
+}
+
+var _ Allocator = (*alloc.Allocator)(nil)
+
+// serviceError carries an allocator error about one Service to
+// responseForError, with what the apiserver-shaped denial needs: the
+// Service's name and the clusterIPs value the field error shows.
+type serviceError struct {
+	name       string
+	clusterIPs []string
+	pool       string // the pool annotation's value, for ErrUnknownPool
+	err        error
+}
+
+func (e *serviceError) Error() string { return e.err.Error() }
+func (e *serviceError) Unwrap() error { return e.err }
+
+// ownerOf identifies the Service of a review for the allocator. On CREATE
+// a generateName Service has no name yet: the request UID tells its
+// pending reservation apart until the reconciler binds it to the real name.
+func ownerOf(req *requestIn, svc *corev1.Service) alloc.Owner {
+	o := alloc.Owner{Namespace: svc.Namespace, Name: svc.Name, GenerateName: svc.GenerateName, RequestUID: string(req.UID)}
+	if o.Namespace == "" {
+		o.Namespace = req.Namespace
+	}
+	if o.Name == "" {
+		o.Name = req.Name
+	}
+	return o
+}
+
+// givenIPs parses the addresses a decision says the Service carries,
+// skipping "None" (headless) and anything unparsable (the policy engine has
+// already rejected malformed addresses the apiserver would reject).
+func givenIPs(ips []string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ips {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// oldClusterIPs reads the stored object's addresses on UPDATE. They are
+// never re-checked: the apiserver keeps them whatever our state says, and
+// a Service must stay editable even if our records disagree (the
+// reconciler imports or repairs those).
+func oldClusterIPs(raw []byte) []netip.Addr {
+	if isNull(raw) {
+		return nil
+	}
+	var obj struct {
+		Spec struct {
+			ClusterIP  string   `json:"clusterIP"`
+			ClusterIPs []string `json:"clusterIPs"`
+		} `json:"spec"`
+	}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &obj); err != nil {
+		return nil
+	}
+	return givenIPs(append(obj.Spec.ClusterIPs, obj.Spec.ClusterIP))
+}
+
+// newIPs are the given addresses that the stored object did not already
+// hold: on CREATE all of them, on UPDATE the added secondary (or, on
+// re-invocation, the one we pinned).
+func newIPs(req *requestIn, d *policy.Decision) []netip.Addr {
+	given := givenIPs(d.ClusterIPs)
+	if policy.Operation(req.Operation) != policy.Update {
+		return given
+	}
+	old := oldClusterIPs(req.OldObject)
+	return slices.DeleteFunc(given, func(a netip.Addr) bool { return slices.Contains(old, a) })
+}
+
+// isHeadless: clusterIP None is never pinned.
+func isHeadless(d *policy.Decision) bool {
+	return slices.Contains(d.ClusterIPs, "None")
+}
+
+// pin reserves addresses for the families the apiserver would allocate
+// dynamically (d.Allocate) and checks the ones the Service brings. It
+// returns the clusterIPs to write (nil: nothing to write) and warnings.
+//
+// A pool that is exhausted or draining is not a reason to deny: the
+// apiserver would accept the Service and allocate dynamically, so the
+// family is left to it with a warning (never reject what the apiserver
+// accepts). Reserve is all or nothing, so the fallback retries with one
+// family fewer from the end: clusterIPs can only name a prefix of the
+// families (primary first), so a secondary without a pinned primary is of
+// no use.
+func (h *Handler) pin(ctx context.Context, req *requestIn, d *policy.Decision, nsLabels map[string]string) ([]string, []string, error) {
+	svc := d.Service
+	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName || isHeadless(d) {
+		return nil, nil, nil
+	}
+	requested := newIPs(req, d)
+	families := d.Allocate
+	if len(families) == 0 && len(requested) == 0 {
+		return nil, nil, nil
+	}
+	r := alloc.Request{
+		Owner:           ownerOf(req, svc),
+		Annotations:     svc.Annotations,
+		NamespaceLabels: nsLabels,
+		Requested:       requested,
+		DryRun:          req.dryRun(),
+	}
+	var warnings []string
+	var res alloc.Result
+	for n := len(families); ; n-- {
+		r.Families = families[:n]
+		var err error
+		res, err = h.alloc.Reserve(ctx, r)
+		if err == nil {
+			break
+		}
+		if n > 0 && (errors.Is(err, alloc.ErrFull) || errors.Is(err, alloc.ErrDraining)) {
+			warnings = append(warnings, fmt.Sprintf("%s: %s is left to the apiserver's dynamic allocation", oneLine(err.Error()), families[n-1]))
+			continue
+		}
+		return nil, nil, &serviceError{name: svc.Name, clusterIPs: d.ClusterIPs, pool: svc.Annotations[alloc.PoolAnnotation], err: err}
+	}
+	ips := slices.Clone(d.ClusterIPs)
+	added := false
+	for _, a := range res.IPs {
+		if !a.IsValid() {
+			break // a gap: the apiserver allocates this family and the rest
+		}
+		ips = append(ips, a.String())
+		added = true
+	}
+	if !added {
+		return nil, warnings, nil
+	}
+	return ips, warnings, nil
+}
+
+// checkPins is /validate's view of the final Service: every address it
+// gained must be usable by it (not held by another Service, inside a
+// ServiceCIDR). The webhook's own pins pass, since they are reserved to this
+// Service.
+func (h *Handler) checkPins(ctx context.Context, req *requestIn, d *policy.Decision) error {
+	svc := d.Service
+	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName || isHeadless(d) {
+		return nil
+	}
+	owner := ownerOf(req, svc)
+	for _, ip := range newIPs(req, d) {
+		if err := h.alloc.Check(ctx, ip, owner); err != nil {
+			return &serviceError{name: svc.Name, clusterIPs: d.ClusterIPs, err: err}
+		}
+	}
+	return nil
+}
+
+// poolsError is an invalid pools ConfigMap, denied like the apiserver
+// denies an invalid object.
+type poolsError struct {
+	name string
+	err  error
+}
+
+func (e *poolsError) Error() string { return e.err.Error() }
+func (e *poolsError) Unwrap() error { return e.err }
+
+// reviewPools validates a CREATE/UPDATE of the pools ConfigMap: the
+// document must parse, compile against the cluster's ServiceCIDRs (no
+// overlap, nothing outside them) and leave no address in use without its
+// pool. Other ConfigMaps are allowed untouched (a broad registration must
+// not block them).
+func (h *Handler) reviewPools(ctx context.Context, req *requestIn) (skipReason string, err error) {
+	if h.alloc == nil || h.poolsConfigMap == "" {
+		return "pool validation is off", nil
+	}
+	var cm corev1.ConfigMap
+	if err := json.Unmarshal(req.Object, &cm); err != nil {
+		return "", &requestError{"request.object is not a ConfigMap: " + oneLine(err.Error())}
+	}
+	ns, name := cm.Namespace, cm.Name
+	if ns == "" {
+		ns = req.Namespace
+	}
+	if name == "" {
+		name = req.Name
+	}
+	if ns != h.namespace || name != h.poolsConfigMap {
+		return "not the pools ConfigMap", nil
+	}
+	c, err := alloc.ConfigFromConfigMap(&cm)
+	if err != nil {
+		return "", &poolsError{name: name, err: err}
+	}
+	if _, err := h.alloc.CheckConfig(ctx, c, h.alloc.Pools().CIDRs); err != nil {
+		var ce *alloc.ConfigError
+		if errors.As(err, &ce) {
+			return "", &poolsError{name: name, err: err}
+		}
+		return "", err // reading the reservations failed: transient
+	}
+	return "", nil
+}
