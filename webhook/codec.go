@@ -23,6 +23,10 @@ import (
 // 7 MiB. Anything larger cannot come from a kube-apiserver.
 const MaxBodyBytes = 7 << 20
 
+// initialBodyBuffer covers an AdmissionReview of a Service with managed
+// fields and both objects in one allocation; larger bodies grow as read.
+const initialBodyBuffer = 64 << 10
+
 // The AdmissionReview versions the webhook speaks. The apiserver sends the
 // first version listed in admissionReviewVersions that it supports and
 // requires the answer in the same version.
@@ -84,7 +88,10 @@ func readBody(r *http.Request) ([]byte, error) {
 	lr := &io.LimitedReader{R: r.Body, N: MaxBodyBytes + 1}
 	var body []byte
 	if r.ContentLength > 0 {
-		body = make([]byte, 0, r.ContentLength)
+		// Trust Content-Length for the first allocation only up to a
+		// typical review's size: a client announcing 7 MiB and sending
+		// nothing must not make us hold 7 MiB per connection.
+		body = make([]byte, 0, min(r.ContentLength, initialBodyBuffer))
 	}
 	body, err = readAll(lr, body)
 	if err != nil {
@@ -100,8 +107,8 @@ func readBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
-// readAll is io.ReadAll appending to a caller-sized buffer, so a request with
-// a Content-Length is read with a single allocation.
+// readAll is io.ReadAll appending to a caller-sized buffer, so a typical
+// request with a Content-Length is read with a single allocation.
 func readAll(r io.Reader, b []byte) ([]byte, error) {
 	if cap(b) == 0 {
 		b = make([]byte, 0, 4096)
