@@ -17,6 +17,7 @@ import (
 
 	"github.com/dualstack-webhook/dualstack-webhook/convert"
 	"github.com/dualstack-webhook/dualstack-webhook/internal/serve"
+	"github.com/dualstack-webhook/dualstack-webhook/ops"
 	"github.com/spf13/pflag"
 )
 
@@ -31,6 +32,10 @@ var commands = map[string]command{
 	// convert is dispatched in run (it reads stdin and has its own exit
 	// codes, docs/convert.md); the entry lists it in usage.
 	"convert": {"rewrite legacy spec.ipFamily in manifests (files/stdin; kustomize exec function, helm --post-renderer)", nil},
+	// Operations (docs/operations.md).
+	"status": {"per pool and family: size, reserved, free, lowest free IP; Services outside every pool", ops.StatusMain},
+	"plan":   {"show the steps of a ServiceCIDR reconfiguration (extend, single-to-dual, dual-to-single, replace-primary)", ops.PlanMain},
+	"apply":  {"perform a ServiceCIDR reconfiguration (dry run unless --confirm; resumable)", ops.ApplyMain},
 }
 
 func main() {

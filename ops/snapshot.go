@@ -1,0 +1,211 @@
+package ops
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+	"github.com/dualstack-webhook/dualstack-webhook/alloc/configmap"
+)
+
+// DefaultServiceCIDR is the ServiceCIDR the apiserver creates from its
+// --service-cluster-ip-range: its spec.cidrs order is the cluster's family
+// order, primary first.
+const DefaultServiceCIDR = "kubernetes"
+
+// DefaultPoolsConfigMap is the ConfigMap (in the webhook's namespace) whose
+// key alloc.ConfigMapKey holds the pool document.
+const DefaultPoolsConfigMap = "dualstack-webhook-pools"
+
+// Snapshot is everything the operator commands decide on, read once. The
+// webhook reads the same objects: the pools ConfigMap, the reservation
+// ConfigMaps, ServiceCIDRs, Services and Namespaces.
+type Snapshot struct {
+	// Namespace is the webhook's namespace (pools and state ConfigMaps).
+	Namespace string
+	// PoolsConfigMap is the pools ConfigMap's name.
+	PoolsConfigMap string
+	// PoolsExists says whether the pools ConfigMap exists at all.
+	PoolsExists bool
+	// Config is the parsed pool document (empty when absent).
+	Config *alloc.PoolConfig
+	// ServiceCIDRs are the cluster's ServiceCIDR objects, DefaultServiceCIDR
+	// first, then by name.
+	ServiceCIDRs []networkingv1.ServiceCIDR
+	// Services are every Service of the cluster.
+	Services []corev1.Service
+	// NamespaceLabels are the labels of every Namespace.
+	NamespaceLabels map[string]map[string]string
+	// Reservations are the allocator's records.
+	Reservations []alloc.Reservation
+	// Journal holds Services that apply deleted to re-create and has not
+	// re-created yet (an interrupted replace-primary).
+	Journal []JournalEntry
+}
+
+// Prefixes returns every prefix of every ServiceCIDR, the default
+// ServiceCIDR's first (primary family first), without duplicates.
+func (s *Snapshot) Prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, sc := range s.ServiceCIDRs {
+		for _, c := range sc.Spec.CIDRs {
+			p, err := netip.ParsePrefix(c)
+			if err != nil {
+				continue // the apiserver validates ServiceCIDRs; nothing to do with garbage
+			}
+			p = p.Masked()
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Families returns the cluster's families, primary first, from the default
+// ServiceCIDR (what the apiserver serves), or from the first prefixes when it
+// is missing.
+func (s *Snapshot) Families() []corev1.IPFamily {
+	var fams []corev1.IPFamily
+	for _, sc := range s.ServiceCIDRs {
+		if sc.Name != DefaultServiceCIDR {
+			continue
+		}
+		for _, c := range sc.Spec.CIDRs {
+			if p, err := netip.ParsePrefix(c); err == nil && !slices.Contains(fams, alloc.FamilyOf(p.Addr())) {
+				fams = append(fams, alloc.FamilyOf(p.Addr()))
+			}
+		}
+	}
+	if len(fams) == 0 {
+		for _, p := range s.Prefixes() {
+			if !slices.Contains(fams, alloc.FamilyOf(p.Addr())) {
+				fams = append(fams, alloc.FamilyOf(p.Addr()))
+			}
+		}
+	}
+	return fams
+}
+
+// Pools compiles the pool document against every ServiceCIDR.
+func (s *Snapshot) Pools() (*alloc.Pools, error) {
+	p, err := alloc.Compile(s.Config, s.Prefixes())
+	if err != nil {
+		return nil, fmt.Errorf("pools ConfigMap %s/%s: %w", s.Namespace, s.PoolsConfigMap, err)
+	}
+	return p, nil
+}
+
+// ServiceCIDR returns the ServiceCIDR object called name.
+func (s *Snapshot) ServiceCIDR(name string) (*networkingv1.ServiceCIDR, bool) {
+	for i := range s.ServiceCIDRs {
+		if s.ServiceCIDRs[i].Name == name {
+			return &s.ServiceCIDRs[i], true
+		}
+	}
+	return nil, false
+}
+
+// sortServiceCIDRs puts the default ServiceCIDR first, then the rest by name.
+func sortServiceCIDRs(l []networkingv1.ServiceCIDR) {
+	sort.SliceStable(l, func(i, j int) bool {
+		di, dj := l[i].Name == DefaultServiceCIDR, l[j].Name == DefaultServiceCIDR
+		if di != dj {
+			return di
+		}
+		return l[i].Name < l[j].Name
+	})
+}
+
+// Load reads a Snapshot from the cluster. Reservations come from the same
+// ConfigMap store the webhook uses (its informer is started and stopped
+// here), so their parsing cannot drift from the webhook's.
+func Load(ctx context.Context, c kubernetes.Interface, namespace, poolsConfigMap string) (*Snapshot, error) {
+	s := &Snapshot{Namespace: namespace, PoolsConfigMap: poolsConfigMap, NamespaceLabels: map[string]map[string]string{}}
+	cm, err := c.CoreV1().ConfigMaps(namespace).Get(ctx, poolsConfigMap, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		cm = nil
+	case err != nil:
+		return nil, fmt.Errorf("reading pools ConfigMap %s/%s: %w", namespace, poolsConfigMap, err)
+	default:
+		s.PoolsExists = true
+	}
+	if s.Config, err = alloc.ConfigFromConfigMap(cm); err != nil {
+		return nil, err
+	}
+	cidrs, err := c.NetworkingV1().ServiceCIDRs().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing ServiceCIDRs (networking.k8s.io/v1, Kubernetes >= 1.33): %w", err)
+	}
+	s.ServiceCIDRs = cidrs.Items
+	sortServiceCIDRs(s.ServiceCIDRs)
+	svcs, err := c.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing Services: %w", err)
+	}
+	s.Services = svcs.Items
+	sort.Slice(s.Services, func(i, j int) bool { return key(&s.Services[i]) < key(&s.Services[j]) })
+	nss, err := c.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing Namespaces: %w", err)
+	}
+	for _, ns := range nss.Items {
+		s.NamespaceLabels[ns.Name] = ns.Labels
+	}
+	if s.Reservations, err = loadReservations(ctx, c, namespace); err != nil {
+		return nil, err
+	}
+	if s.Journal, err = loadJournal(ctx, c, namespace); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func loadReservations(ctx context.Context, c kubernetes.Interface, namespace string) ([]alloc.Reservation, error) {
+	st, err := configmap.New(c, configmap.Options{Namespace: namespace})
+	if err != nil {
+		return nil, err
+	}
+	ictx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); st.Shutdown() }()
+	if err := st.Start(ictx); err != nil {
+		return nil, fmt.Errorf("reading reservation ConfigMaps in %s: %w", namespace, err)
+	}
+	rs, err := st.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading reservation ConfigMaps in %s: %w", namespace, err)
+	}
+	return rs, nil
+}
+
+func key(svc *corev1.Service) string { return svc.Namespace + "/" + svc.Name }
+
+// clusterIPs returns a Service's allocated addresses (none for headless and
+// ExternalName Services), in spec order.
+func clusterIPs(svc *corev1.Service) []netip.Addr {
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	var out []netip.Addr
+	for _, s := range ips {
+		if strings.EqualFold(s, corev1.ClusterIPNone) {
+			continue
+		}
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
