@@ -10,8 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"net/netip"
 	"testing"
 
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+	"github.com/dualstack-webhook/dualstack-webhook/alloc/memory"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -30,11 +33,21 @@ func TestExamplesREADME(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHandler(Options{Evaluate: evaluateReal, Families: StaticFamilies{corev1.IPv4Protocol, corev1.IPv6Protocol}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	answer := func(file, path string) []byte {
+		// A fresh `serve --dev` per example: pinning on, memory store, the
+		// static band of the dev CIDRs, nothing reserved yet.
+		pools, err := alloc.Compile(nil, []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("fd00:10:96::/108")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := alloc.New(memory.New(), pools, alloc.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := NewHandler(Options{Evaluate: evaluateReal, Families: StaticFamilies{corev1.IPv4Protocol, corev1.IPv6Protocol}, Allocator: a})
+		if err != nil {
+			t.Fatal(err)
+		}
 		body, err := os.ReadFile(filepath.Join("../examples", file))
 		if err != nil {
 			t.Fatalf("%s: %v", file, err)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/dualstack-webhook/dualstack-webhook/reconcile"
 	"github.com/dualstack-webhook/dualstack-webhook/webhook"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -48,17 +49,33 @@ type clusterCaches struct {
 	factory    informers.SharedInformerFactory
 	namespaces cache.SharedIndexInformer
 	nsLister   corev1listers.NamespaceLister
-	cidrs      cache.SharedIndexInformer // nil when --service-cidrs is given
+	cidrs      cache.SharedIndexInformer // nil when --service-cidrs is given and pinning is off
 	cidrLister networkingv1listers.ServiceCIDRLister
+
+	// Pinning only: live Services (indexed by clusterIP) and the
+	// apiserver's IPAddress objects, so that the allocator never hands out
+	// an address something already holds, and the reconciler's view.
+	services      cache.SharedIndexInformer
+	serviceLister corev1listers.ServiceLister
+	ipaddrs       cache.SharedIndexInformer
+	ipaddrLister  networkingv1listers.IPAddressLister
 }
 
-func newClusterCaches(cs kubernetes.Interface, watchServiceCIDRs bool) *clusterCaches {
-	// Resync 0: the handlers only read the caches, nothing to reconcile.
+func newClusterCaches(cs kubernetes.Interface, watchServiceCIDRs, pinning bool) *clusterCaches {
+	// Resync 0: the reconciler resyncs on its own timer, from the caches.
 	f := informers.NewSharedInformerFactory(cs, 0)
 	c := &clusterCaches{factory: f}
 	nsi := f.Core().V1().Namespaces()
 	c.namespaces, c.nsLister = nsi.Informer(), nsi.Lister()
-	if watchServiceCIDRs {
+	if pinning {
+		si := f.Core().V1().Services()
+		c.services, c.serviceLister = si.Informer(), si.Lister()
+		// AddIndexers only fails once the informer runs; it does not yet.
+		_ = c.services.AddIndexers(cache.Indexers{reconcile.IPIndex: reconcile.IndexByClusterIP})
+		ai := f.Networking().V1().IPAddresses()
+		c.ipaddrs, c.ipaddrLister = ai.Informer(), ai.Lister()
+	}
+	if watchServiceCIDRs || pinning {
 		si := f.Networking().V1().ServiceCIDRs()
 		c.cidrs, c.cidrLister = si.Informer(), si.Lister()
 	}
@@ -72,6 +89,12 @@ func (c *clusterCaches) synced() error {
 	}
 	if c.cidrs != nil && !c.cidrs.HasSynced() {
 		return errors.New("ServiceCIDR cache not synced")
+	}
+	if c.services != nil && !c.services.HasSynced() {
+		return errors.New("Service cache not synced")
+	}
+	if c.ipaddrs != nil && !c.ipaddrs.HasSynced() {
+		return errors.New("IPAddress cache not synced")
 	}
 	return nil
 }

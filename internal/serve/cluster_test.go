@@ -15,7 +15,7 @@ import (
 
 func TestServiceCIDRFamiliesFollowTheCluster(t *testing.T) {
 	cs := fake.NewClientset()
-	c := newClusterCaches(cs, true)
+	c := newClusterCaches(cs, true, false)
 	fams := serviceCIDRFamilies{c}
 	if _, err := fams.Families(); err == nil || !strings.Contains(err.Error(), "not synced") {
 		t.Fatalf("before sync: %v", err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 	"github.com/dualstack-webhook/dualstack-webhook/certs"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap/zapcore"
@@ -19,6 +20,10 @@ import (
 // DevServiceCIDRs are the service CIDRs of `serve --dev` without
 // --service-cidrs (DESIGN §3.1, contract): kind's and kubeadm's defaults.
 const DevServiceCIDRs = "10.96.0.0/16,fd00:10:96::/108"
+
+// LeaseName is the coordination.k8s.io Lease (in --namespace) that elects
+// the one active reconciler.
+const LeaseName = "dualstack-webhook-reconciler"
 
 // envPrefix: every flag can also be set as DUALSTACK_WEBHOOK_<FLAG>, e.g.
 // DUALSTACK_WEBHOOK_SERVICE_CIDRS; a flag on the command line wins.
@@ -56,6 +61,27 @@ type Config struct {
 	// ShutdownDelay keeps serving (readiness failing, keep-alives off)
 	// after SIGTERM so the pod leaves the endpoints first.
 	ShutdownDelay time.Duration
+
+	// Pinning turns clusterIP pinning on (--pinning); false is defaulting
+	// only, the behaviour before pinning existed.
+	Pinning bool
+	// PoolsConfigMap names the pools ConfigMap (key pools.yaml) in
+	// Namespace; absent means the static band of each ServiceCIDR.
+	PoolsConfigMap string
+	// PoolsFile is a pools.yaml file used instead of the ConfigMap (for
+	// --dev, or a cluster without the ConfigMap).
+	PoolsFile string
+	// PendingGrace is how long a reservation made at admission waits for
+	// its Service before the reconciler frees it.
+	PendingGrace time.Duration
+	// Retention keeps a deleted Service's addresses for its namespace/name.
+	Retention time.Duration
+	// ReconcileInterval is the period of the reconciler's full resync
+	// (besides the informer events that trigger one).
+	ReconcileInterval time.Duration
+	// LeaderElection runs the reconciler only in the replica holding the
+	// Lease; every replica serves admission either way.
+	LeaderElection bool
 }
 
 // Families returns the IP families of ServiceCIDRs in order.
@@ -98,6 +124,13 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.DevCAFile, "dev-ca-file", filepath.Join(os.TempDir(), "dualstack-webhook-dev-ca.pem"), "with --dev: where to write the CA certificate for curl --cacert")
 	fs.StringVar(&logLevel, "log-level", "info", "debug (adds request/response bodies), info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "", "json or console (default: console with --dev, else json)")
+	fs.BoolVar(&c.Pinning, "pinning", true, "pin clusterIPs from the pools at admission and reconcile them (false: defaulting only)")
+	fs.StringVar(&c.PoolsConfigMap, "pools-configmap", "dualstack-webhook-pools", "ConfigMap (in --namespace, key pools.yaml) holding the pools; absent: the KEP-3070 static band of each ServiceCIDR")
+	fs.StringVar(&c.PoolsFile, "pools-file", "", "pools.yaml file to use instead of --pools-configmap (for --dev)")
+	fs.DurationVar(&c.PendingGrace, "pending-grace", 2*time.Minute, "free a reservation made at admission when its Service has not appeared after this long")
+	fs.DurationVar(&c.Retention, "retention", alloc.DefaultRetention, "keep a deleted Service's addresses for its namespace/name this long (delete + re-create gets them back)")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "period of the reconciler's full resync, besides the one every watch event triggers")
+	fs.BoolVar(&c.LeaderElection, "leader-election", true, "run the reconciler only in the replica holding the Lease "+LeaseName+" in --namespace (every replica serves admission)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, keep serving this long with readiness failing and keep-alives off before closing the listener (default 0 with --dev)")
 	fs.SortFlags = false
 
@@ -171,6 +204,19 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.ShutdownDelay < 0 {
 		errs = append(errs, errors.New("--shutdown-delay must not be negative"))
+	}
+	if c.PendingGrace <= 0 {
+		errs = append(errs, errors.New("--pending-grace must be positive"))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, errors.New("--retention must not be negative (0 frees a deleted Service's addresses at once)"))
+	}
+	if c.ReconcileInterval <= 0 {
+		errs = append(errs, errors.New("--reconcile-interval must be positive"))
+	}
+	if c.Dev {
+		// No cluster: no Lease to hold, no reconciler to elect.
+		c.LeaderElection = false
 	}
 	if c.Namespace == "" {
 		c.Namespace = getenv("POD_NAMESPACE")

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // Main is the `serve` subcommand: parse, then Run until ctx ends.
@@ -75,13 +76,13 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 
 	// Cluster client (none in --dev).
 	var cs kubernetes.Interface
+	var rc *rest.Config
 	if cfg.Dev {
 		if cfg.Kubeconfig != "" {
 			log.Warn("--dev runs without a cluster: --kubeconfig is ignored")
 		}
 	} else {
-		rc, err := restConfig(cfg.Kubeconfig)
-		if err != nil {
+		if rc, err = restConfig(cfg.Kubeconfig); err != nil {
 			return err
 		}
 		if cs, err = kubernetes.NewForConfig(rc); err != nil {
@@ -132,8 +133,9 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 	if len(cfg.ServiceCIDRs) > 0 {
 		families = webhook.StaticFamilies(cfg.Families())
 	}
+	var pin *pinning
 	if cs != nil {
-		caches := newClusterCaches(cs, families == nil)
+		caches := newClusterCaches(cs, families == nil, cfg.Pinning)
 		if families == nil {
 			families = serviceCIDRFamilies{caches}
 		}
@@ -142,6 +144,22 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 		caches.factory.Start(ctx.Done())
 		// Shutdown waits for the informers, which stop on ctx: cancel first.
 		defer func() { cancel(); caches.factory.Shutdown() }()
+		if cfg.Pinning {
+			var stopPinning func()
+			if pin, stopPinning, err = startPinning(ctx, cfg, rc, cs, caches, log, reg); err != nil {
+				return fmt.Errorf("pinning: %w", err)
+			}
+			defer func() { cancel(); stopPinning() }()
+		}
+	} else if cfg.Pinning {
+		if pin, err = startDevPinning(cfg, log, reg); err != nil {
+			return fmt.Errorf("pinning: %w", err)
+		}
+	}
+	var allocator webhook.Allocator
+	if pin != nil {
+		allocator = pin.alloc
+		checks = append(checks, pin.ready...)
 	}
 	checks = append(checks, webhook.Check{Name: "families", Func: func() error {
 		_, err := families.Families()
@@ -149,14 +167,17 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 	}})
 
 	h, err := webhook.NewHandler(webhook.Options{
-		Log:           log.Named("webhook"),
-		Registry:      reg,
-		Evaluate:      policy.Evaluate,
-		Families:      families,
-		Namespaces:    namespaces,
-		DefaultPolicy: cfg.DefaultPolicy,
-		Ready:         checks,
-		CertNotAfter:  src.NotAfter,
+		Log:            log.Named("webhook"),
+		Registry:       reg,
+		Evaluate:       policy.Evaluate,
+		Families:       families,
+		Namespaces:     namespaces,
+		DefaultPolicy:  cfg.DefaultPolicy,
+		Ready:          checks,
+		CertNotAfter:   src.NotAfter,
+		Allocator:      allocator,
+		Namespace:      cfg.Namespace,
+		PoolsConfigMap: cfg.PoolsConfigMap,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,259 @@
+package serve
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+	"github.com/dualstack-webhook/dualstack-webhook/alloc/configmap"
+	"github.com/dualstack-webhook/dualstack-webhook/alloc/memory"
+	"github.com/dualstack-webhook/dualstack-webhook/reconcile"
+	"github.com/dualstack-webhook/dualstack-webhook/webhook"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+)
+
+// Leader election timings: client-go's and kube-controller-manager's
+// defaults. A new leader takes over at most LeaseDuration after the old one
+// vanished; the reconciler is not on the admission path, so that delay only
+// postpones repairs.
+const (
+	leaseDuration = 15 * time.Second
+	renewDeadline = 10 * time.Second
+	retryPeriod   = 2 * time.Second
+)
+
+// pinning is the allocator and what keeps it true: built by startPinning,
+// used by Run.
+type pinning struct {
+	alloc *alloc.Allocator
+	ready []webhook.Check
+}
+
+// allocOptions are the allocator options every mode shares.
+func allocOptions(cfg *Config, log *zap.Logger) alloc.Options {
+	o := alloc.Options{Logger: log.Named("alloc"), Retention: cfg.Retention, PendingGrace: cfg.PendingGrace}
+	if cfg.Retention == 0 {
+		o.Retention = -1 // alloc reads 0 as "default"; the flag's 0 means "at once"
+	}
+	return o
+}
+
+// startDevPinning: memory store, pools from --pools-file or the static band
+// of --service-cidrs, no reconciler (there are no Services to watch).
+func startDevPinning(cfg *Config, log *zap.Logger, reg prometheus.Registerer) (*pinning, error) {
+	w := &reconcile.PoolWatcher{Log: log.Named("pools"), StaticCIDRs: cfg.ServiceCIDRs, File: cfg.PoolsFile}
+	pools, err := w.Initial()
+	if err != nil {
+		return nil, err
+	}
+	st := memory.New()
+	a, err := alloc.New(st, pools, allocOptions(cfg, log))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := reconcile.NewMetrics(reg, a.Pools, st); err != nil {
+		return nil, err
+	}
+	return &pinning{alloc: a}, nil
+}
+
+// startPinning builds, for a cluster, the ConfigMap store, the allocator fed
+// by the Service/IPAddress caches, the pool watcher and the (leader-elected)
+// reconciler, and starts them. Every replica serves admission with its own
+// allocator; uniqueness across replicas is the store's (AlreadyExists on
+// one ConfigMap per address).
+func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernetes.Interface, caches *clusterCaches, log *zap.Logger, reg prometheus.Registerer) (*pinning, func(), error) {
+	var stops []func()
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	fail := func(err error) (*pinning, func(), error) { stop(); return nil, nil, err }
+
+	// The pools ConfigMap, by name, in our namespace.
+	cmFactory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
+		informers.WithNamespace(cfg.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.PoolsConfigMap).String()
+		}))
+	cmInformer := cmFactory.Core().V1().ConfigMaps()
+	cmInf := cmInformer.Informer()
+	var cmLister corev1listers.ConfigMapLister = cmInformer.Lister()
+	cmFactory.Start(ctx.Done())
+	stops = append(stops, cmFactory.Shutdown)
+
+	caches.factory.Start(ctx.Done())
+	synced := []cache.InformerSynced{caches.services.HasSynced, caches.ipaddrs.HasSynced, cmInf.HasSynced}
+	if caches.cidrs != nil {
+		synced = append(synced, caches.cidrs.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return fail(fmt.Errorf("waiting for the Service, IPAddress, ServiceCIDR and pools ConfigMap caches: %w", ctx.Err()))
+	}
+
+	// The state store, with its own raised rate limits (one write per
+	// reservation).
+	st, err := configmap.NewForConfig(rc, configmap.Options{Namespace: cfg.Namespace, Logger: log.Named("store")})
+	if err != nil {
+		return fail(err)
+	}
+	stctx, cancelStore := context.WithCancel(ctx)
+	stops = append(stops, func() { cancelStore(); st.Shutdown() })
+	if err := st.Start(stctx); err != nil {
+		return fail(fmt.Errorf("starting the reservation store: %w", err))
+	}
+
+	w := &reconcile.PoolWatcher{
+		Log:         log.Named("pools"),
+		StaticCIDRs: cfg.ServiceCIDRs,
+		ConfigMaps:  cmLister,
+		Namespace:   cfg.Namespace,
+		Name:        cfg.PoolsConfigMap,
+		File:        cfg.PoolsFile,
+	}
+	if caches.cidrs != nil {
+		w.ServiceCIDRs = caches.cidrLister
+	}
+	pools, err := w.Initial()
+	if err != nil {
+		return fail(err)
+	}
+	opts := allocOptions(cfg, log)
+	opts.External = reconcile.Holder(caches.services.GetIndexer(), caches.ipaddrLister)
+	a, err := alloc.New(st, pools, opts)
+	if err != nil {
+		return fail(err)
+	}
+	metrics, err := reconcile.NewMetrics(reg, a.Pools, st)
+	if err != nil {
+		return fail(err)
+	}
+
+	// Every replica follows the pools ConfigMap and the ServiceCIDRs.
+	apply := func() {
+		if err := w.Apply(ctx, a); err != nil {
+			log.Error("pools change not applied; the pools in force stay", zap.Error(err))
+		}
+	}
+	poolEvents := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { apply() },
+		UpdateFunc: func(any, any) { apply() },
+		DeleteFunc: func(any) { apply() },
+	}
+	if _, err := cmInf.AddEventHandler(poolEvents); err != nil {
+		return fail(err)
+	}
+	if caches.cidrs != nil {
+		if _, err := caches.cidrs.AddEventHandler(poolEvents); err != nil {
+			return fail(err)
+		}
+	}
+
+	// Events on Services.
+	bc := record.NewBroadcaster(record.WithContext(ctx))
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	stops = append(stops, bc.Shutdown)
+	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dualstack-webhook"})
+
+	r, err := reconcile.New(reconcile.Options{
+		Log:       log.Named("reconcile"),
+		Allocator: a,
+		Store:     st,
+		Services:  caches.serviceLister,
+		Synced:    func() bool { return caches.services.HasSynced() && st.Ready() == nil },
+		Recorder:  recorder,
+		Metrics:   metrics,
+		Interval:  cfg.ReconcileInterval,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	kick := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { r.Kick() },
+		UpdateFunc: func(any, any) { r.Kick() },
+		DeleteFunc: func(any) { r.Kick() },
+	}
+	if _, err := caches.services.AddEventHandler(kick); err != nil {
+		return fail(err)
+	}
+
+	done := make(chan struct{})
+	stops = append(stops, func() { <-done })
+	go func() {
+		defer close(done)
+		if !cfg.LeaderElection {
+			r.Run(ctx)
+			return
+		}
+		runElected(ctx, cfg, cs, log.Named("leader"), r.Run)
+	}()
+
+	return &pinning{
+		alloc: a,
+		ready: []webhook.Check{{Name: "reservations", Func: st.Ready}},
+	}, stop, nil
+}
+
+// runElected runs fn while this replica holds the reconciler Lease, and
+// competes for it again after losing it, until ctx ends.
+func runElected(ctx context.Context, cfg *Config, cs kubernetes.Interface, log *zap.Logger, fn func(context.Context)) {
+	id := identity()
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Namespace, Name: LeaseName},
+		Client:     cs.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}
+	for ctx.Err() == nil {
+		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   leaseDuration,
+			RenewDeadline:   renewDeadline,
+			RetryPeriod:     retryPeriod,
+			ReleaseOnCancel: true,
+			Name:            LeaseName,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					log.Info("leading: reconciler active", zap.String("identity", id))
+					fn(ctx)
+				},
+				OnStoppedLeading: func() { log.Info("not leading: reconciler idle", zap.String("identity", id)) },
+			},
+		})
+		if err != nil {
+			log.Error("leader election misconfigured; reconciler not running", zap.Error(err))
+			return
+		}
+		le.Run(ctx) // returns when leadership is lost or ctx ends
+	}
+}
+
+// identity names this replica in the Lease: the pod name when the chart
+// provides it, plus randomness so that two processes never share one.
+func identity() string {
+	name := os.Getenv("POD_NAME")
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return name + "_" + hex.EncodeToString(b)
+}
