@@ -7,10 +7,10 @@ import (
 	"flag"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
-	"net/netip"
 	"testing"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
