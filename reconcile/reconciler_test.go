@@ -1,0 +1,491 @@
+package reconcile
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+	"github.com/dualstack-webhook/dualstack-webhook/alloc/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+const (
+	grace     = 2 * time.Minute
+	retention = 24 * time.Hour
+)
+
+// clusters: every test runs on the four shapes; fams[0] is primary.
+var clusters = map[string][]string{
+	"IPv4":      {"10.96.0.0/16"},
+	"IPv6":      {"fd00:10:96::/108"},
+	"IPv4,IPv6": {"10.96.0.0/16", "fd00:10:96::/108"},
+	"IPv6,IPv4": {"fd00:10:96::/108", "10.96.0.0/16"},
+}
+
+// band[f][i] is the i-th address of family f's static band.
+var band = map[corev1.IPFamily][]string{
+	corev1.IPv4Protocol: {"10.96.0.1", "10.96.0.2", "10.96.0.3"},
+	corev1.IPv6Protocol: {"fd00:10:96::1", "fd00:10:96::2", "fd00:10:96::3"},
+}
+
+type env struct {
+	t        *testing.T
+	ctx      context.Context
+	clock    *clocktesting.FakeClock
+	store    *memory.Store
+	alloc    *alloc.Allocator
+	services cache.Indexer
+	events   *record.FakeRecorder
+	metrics  *Metrics
+	reg      *prometheus.Registry
+	r        *Reconciler
+	fams     []corev1.IPFamily
+	synced   bool
+	seen     []string // events drained but not yet checked
+}
+
+func newEnv(t *testing.T, cidrs []string) *env {
+	t.Helper()
+	var ps []netip.Prefix
+	var fams []corev1.IPFamily
+	for _, s := range cidrs {
+		p := netip.MustParsePrefix(s)
+		ps = append(ps, p)
+		fams = append(fams, alloc.FamilyOf(p.Addr()))
+	}
+	pools, err := alloc.Compile(nil, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, ctx: context.Background(), fams: fams, synced: true}
+	e.clock = clocktesting.NewFakeClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	e.store = memory.New()
+	e.services = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{IPIndex: IndexByClusterIP})
+	e.alloc, err = alloc.New(e.store, pools, alloc.Options{
+		Clock: e.clock, PendingGrace: grace, Retention: retention,
+		External: Holder(e.services, nil),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.reg = prometheus.NewRegistry()
+	if e.metrics, err = NewMetrics(e.reg, e.alloc.Pools, e.store); err != nil {
+		t.Fatal(err)
+	}
+	e.events = record.NewFakeRecorder(100)
+	e.r, err = New(Options{
+		Allocator: e.alloc, Store: e.store, Services: corev1listers.NewServiceLister(e.services),
+		Synced: func() bool { return e.synced }, Recorder: e.events, Metrics: e.metrics, Clock: e.clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// admit reserves like /mutate does for a Service that does not exist yet.
+func (e *env) admit(owner alloc.Owner, fams ...corev1.IPFamily) []string {
+	e.t.Helper()
+	res, err := e.alloc.Reserve(e.ctx, alloc.Request{Owner: owner, Families: fams})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, a := range res.IPs {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// live puts a Service into the cache as the apiserver stored it.
+func (e *env) live(ns, name, uid string, ips ...string) {
+	e.t.Helper()
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid)},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIPs: ips},
+	}
+	if len(ips) > 0 {
+		s.Spec.ClusterIP = ips[0]
+	}
+	if err := e.services.Update(s); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) remove(ns, name string) {
+	e.t.Helper()
+	obj, ok, _ := e.services.GetByKey(ns + "/" + name)
+	if !ok {
+		e.t.Fatalf("no Service %s/%s", ns, name)
+	}
+	if err := e.services.Delete(obj); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) sync() time.Time {
+	e.t.Helper()
+	next, err := e.r.Sync(e.ctx)
+	if err != nil {
+		e.t.Fatalf("Sync: %v", err)
+	}
+	return next
+}
+
+func (e *env) get(ip string) (alloc.Reservation, bool) {
+	e.t.Helper()
+	r, ok, err := e.store.Get(e.ctx, netip.MustParseAddr(ip))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r, ok
+}
+
+func (e *env) wantState(ip string, st alloc.State, owner string) alloc.Reservation {
+	e.t.Helper()
+	r, ok := e.get(ip)
+	if !ok {
+		e.t.Fatalf("%s: no reservation, want %s for %s", ip, st, owner)
+	}
+	if r.State != st || r.Owner.String() != owner {
+		e.t.Fatalf("%s: %s for %s, want %s for %s", ip, r.State, r.Owner, st, owner)
+	}
+	return r
+}
+
+func (e *env) wantFree(ip string) {
+	e.t.Helper()
+	if r, ok := e.get(ip); ok {
+		e.t.Fatalf("%s: still %s for %s, want free", ip, r.State, r.Owner)
+	}
+}
+
+// wantEvent finds (and consumes) a recorded event of that reason containing
+// the text, in any order; the fake recorder writes synchronously, so after
+// Sync returns an event is there or not.
+func (e *env) wantEvent(reason, contains string) {
+	e.t.Helper()
+	e.drain()
+	for i, ev := range e.seen {
+		if strings.Contains(ev, " "+reason+" ") && strings.Contains(ev, contains) {
+			e.seen = append(e.seen[:i], e.seen[i+1:]...)
+			return
+		}
+	}
+	e.t.Fatalf("no event %s containing %q among %q", reason, contains, e.seen)
+}
+
+func (e *env) drain() {
+	for {
+		select {
+		case ev := <-e.events.Events:
+			e.seen = append(e.seen, ev)
+		default:
+			return
+		}
+	}
+}
+
+func (e *env) noEvents() {
+	e.t.Helper()
+	e.drain()
+	if len(e.seen) > 0 {
+		e.t.Fatalf("unexpected events %q", e.seen)
+	}
+}
+
+func forEachCluster(t *testing.T, f func(t *testing.T, e *env)) {
+	for name, cidrs := range clusters {
+		t.Run(name, func(t *testing.T) { f(t, newEnv(t, cidrs)) })
+	}
+}
+
+func TestConfirmBindsPendingToTheLiveService(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web", RequestUID: "r1"}, e.fams...)
+		e.sync() // the Service is not there yet: stays pending, no event
+		e.wantState(ips[0], alloc.StatePending, "demo/web")
+		e.noEvents()
+
+		e.live("demo", "web", "uid-web", ips...)
+		e.sync()
+		for _, ip := range ips {
+			r := e.wantState(ip, alloc.StateBound, "demo/web")
+			if r.Owner.UID != "uid-web" || !r.Expires.IsZero() {
+				t.Errorf("%s: uid %q expires %v, want uid-web and no expiry", ip, r.Owner.UID, r.Expires)
+			}
+			e.wantEvent(ReasonPinned, ip)
+		}
+		// Idempotent: a second pass writes and says nothing.
+		before, _ := e.get(ips[0])
+		e.sync()
+		after, _ := e.get(ips[0])
+		if before.Version != after.Version {
+			t.Error("a second Sync rewrote a bound reservation")
+		}
+		e.noEvents()
+	})
+}
+
+func TestGenerateNameIsBoundToTheRealName(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		ips := e.admit(alloc.Owner{Namespace: "demo", GenerateName: "web-", RequestUID: "r1"}, e.fams[0])
+		e.wantState(ips[0], alloc.StatePending, "demo/web-*")
+		e.live("demo", "web-x7k2p", "uid-1", ips...)
+		e.sync()
+		e.wantState(ips[0], alloc.StateBound, "demo/web-x7k2p")
+		e.wantEvent(ReasonPinned, ips[0])
+		if n := counterValue(e.metrics.Conflicts); n != 0 {
+			t.Errorf("conflicts = %v, want 0", n)
+		}
+	})
+}
+
+func TestPendingWithoutServiceIsFreedAfterTheGrace(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "rejected", RequestUID: "r1"}, e.fams...)
+		next := e.sync()
+		if want := e.clock.Now().Add(grace); !next.Equal(want) {
+			t.Errorf("next wake-up %v, want the grace's end %v", next, want)
+		}
+		e.clock.Step(grace - time.Second)
+		e.sync()
+		e.wantState(ips[0], alloc.StatePending, "demo/rejected")
+
+		e.clock.Step(time.Second)
+		e.sync()
+		for _, ip := range ips {
+			e.wantFree(ip)
+		}
+		if n := counterValue(e.metrics.Collected); n != float64(len(ips)) {
+			t.Errorf("collected = %v, want %d", n, len(ips))
+		}
+		// The address is handed out again.
+		if got := e.admit(alloc.Owner{Namespace: "demo", Name: "next"}, e.fams[0]); got[0] != ips[0] {
+			t.Errorf("next Service got %s, want the freed %s", got[0], ips[0])
+		}
+	})
+}
+
+func TestDeleteMakesStickyReCreateGetsItBackRetentionFrees(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
+		e.live("demo", "web", "uid-1", ips...)
+		e.sync()
+		for range ips {
+			e.wantEvent(ReasonPinned, "")
+		}
+
+		e.remove("demo", "web")
+		e.sync()
+		for _, ip := range ips {
+			r := e.wantState(ip, alloc.StateSticky, "demo/web")
+			if want := e.clock.Now().Add(retention); !r.Expires.Equal(want) {
+				t.Errorf("%s expires %v, want %v", ip, r.Expires, want)
+			}
+			e.wantEvent(ReasonReleased, ip)
+		}
+		// Nobody else gets it meanwhile...
+		other := e.admit(alloc.Owner{Namespace: "demo", Name: "other"}, e.fams[0])
+		if other[0] == ips[0] {
+			t.Fatalf("a sticky address went to another Service")
+		}
+		// ... but the re-created Service does, and is bound again.
+		again := e.admit(alloc.Owner{Namespace: "demo", Name: "web", RequestUID: "r2"}, e.fams...)
+		if strings.Join(again, ",") != strings.Join(ips, ",") {
+			t.Fatalf("re-created Service got %v, want %v", again, ips)
+		}
+		e.live("demo", "web", "uid-2", again...)
+		e.sync()
+		r := e.wantState(ips[0], alloc.StateBound, "demo/web")
+		if r.Owner.UID != "uid-2" {
+			t.Errorf("bound to uid %q, want the new uid-2", r.Owner.UID)
+		}
+
+		// Deleted for good: freed once the retention is over.
+		e.remove("demo", "web")
+		e.sync()
+		e.clock.Step(retention - time.Second)
+		e.sync()
+		e.wantState(ips[0], alloc.StateSticky, "demo/web")
+		e.clock.Step(time.Second)
+		e.sync()
+		for _, ip := range ips {
+			e.wantFree(ip)
+		}
+	})
+}
+
+func TestImportsPinsItDidNotMake(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		p := e.fams[0]
+		// Created while the webhook was down: the lowest band address.
+		e.live("legacy", "db", "uid-db", band[p][0])
+		// Outside every pool (dynamic): not ours to record.
+		dyn := map[corev1.IPFamily]string{corev1.IPv4Protocol: "10.96.200.1", corev1.IPv6Protocol: "fd00:10:96::f:1"}[p]
+		e.live("legacy", "dyn", "uid-dyn", dyn)
+		// default/kubernetes is the apiserver's.
+		e.live("default", "kubernetes", "uid-k", band[p][1])
+		e.sync()
+		e.wantState(band[p][0], alloc.StateBound, "legacy/db")
+		e.wantEvent(ReasonImported, band[p][0])
+		e.wantFree(dyn)
+		e.wantFree(band[p][1])
+		e.noEvents()
+		if n := counterValue(e.metrics.Imported); n != 1 {
+			t.Errorf("imported = %v, want 1", n)
+		}
+		// Never handed out twice: not the imported one, not kubernetes'.
+		if got := e.admit(alloc.Owner{Namespace: "demo", Name: "new"}, p); got[0] != band[p][2] {
+			t.Errorf("new Service got %s, want %s", got[0], band[p][2])
+		}
+	})
+}
+
+func TestRebuildsTheStateAfterTheConfigMapsAreDeleted(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		a := e.admit(alloc.Owner{Namespace: "demo", Name: "a"}, e.fams...)
+		b := e.admit(alloc.Owner{Namespace: "demo", Name: "b"}, e.fams[0])
+		e.live("demo", "a", "uid-a", a...)
+		e.live("demo", "b", "uid-b", b...)
+		e.sync()
+		rs, _ := e.store.List(e.ctx)
+		for _, r := range rs {
+			if err := e.store.Delete(e.ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.sync()
+		for _, ip := range a {
+			e.wantState(ip, alloc.StateBound, "demo/a")
+		}
+		e.wantState(b[0], alloc.StateBound, "demo/b")
+		if n := counterValue(e.metrics.Imported); n != float64(len(a)+1) {
+			t.Errorf("imported = %v, want %d", n, len(a)+1)
+		}
+	})
+}
+
+func TestDowngradeReleasesTheSecondary(t *testing.T) {
+	for _, name := range []string{"IPv4,IPv6", "IPv6,IPv4"} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, clusters[name])
+			ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
+			e.live("demo", "web", "uid-1", ips...)
+			e.sync()
+			e.wantEvent(ReasonPinned, ips[0])
+			e.wantEvent(ReasonPinned, ips[1])
+
+			e.live("demo", "web", "uid-1", ips[0]) // the apiserver accepted SingleStack
+			e.sync()
+			e.wantState(ips[0], alloc.StateBound, "demo/web")
+			e.wantFree(ips[1])
+			e.wantEvent(ReasonReleased, ips[1])
+
+			// Upgrade again: the secondary is pinned at admission (pending)
+			// and confirmed once the apiserver stored it.
+			sec := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams[1])
+			e.live("demo", "web", "uid-1", ips[0], sec[0])
+			e.sync()
+			e.wantState(sec[0], alloc.StateBound, "demo/web")
+		})
+	}
+}
+
+func TestTypeChangeToExternalNameReleases(t *testing.T) {
+	e := newEnv(t, clusters["IPv4"])
+	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
+	e.live("demo", "web", "uid-1", ips...)
+	e.sync()
+	e.services.Update(&corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-1"},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"},
+	})
+	e.sync()
+	e.wantFree(ips[0])
+}
+
+func TestLiveServiceWinsOverAnotherOwnersReservation(t *testing.T) {
+	e := newEnv(t, clusters["IPv4"])
+	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "a"}, e.fams...)
+	e.live("other", "b", "uid-b", ips...) // the apiserver gave it to b
+	e.sync()
+	e.wantState(ips[0], alloc.StateBound, "other/b")
+	e.wantEvent(ReasonTakenOver, "demo/a")
+	if n := counterValue(e.metrics.Conflicts); n != 1 {
+		t.Errorf("conflicts = %v, want 1", n)
+	}
+}
+
+func TestNoSyncOnUnsyncedCaches(t *testing.T) {
+	e := newEnv(t, clusters["IPv4"])
+	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
+	e.live("demo", "web", "uid-1", ips...)
+	e.sync()
+	e.remove("demo", "web") // looks deleted, but only because the cache is empty
+	e.synced = false
+	if _, err := e.r.Sync(e.ctx); err == nil {
+		t.Fatal("Sync ran on unsynced caches")
+	}
+	e.wantState(ips[0], alloc.StateBound, "demo/web")
+}
+
+func TestPoolGaugePartitionsThePool(t *testing.T) {
+	e := newEnv(t, clusters["IPv4,IPv6"])
+	a := e.admit(alloc.Owner{Namespace: "demo", Name: "a"}, e.fams...) // pending x2
+	b := e.admit(alloc.Owner{Namespace: "demo", Name: "b"}, e.fams[0])
+	e.live("demo", "b", "uid-b", b...)
+	e.sync() // b bound
+	e.admit(alloc.Owner{Namespace: "demo", Name: "c"}, e.fams[0])
+	e.live("demo", "c", "uid-c", band[corev1.IPv4Protocol][2])
+	e.sync()
+	e.remove("demo", "c")
+	e.sync() // c sticky
+	_ = a
+
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "dualstack_webhook_pool_addresses" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			got[l["family"]+"/"+l["state"]] = m.GetGauge().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"IPv4/pending": 1, "IPv4/bound": 1, "IPv4/sticky": 1, "IPv4/free": 256 - 3,
+		"IPv6/pending": 1, "IPv6/bound": 0, "IPv6/sticky": 0, "IPv6/free": 256 - 1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}
