@@ -69,6 +69,11 @@ type Options struct {
 	WaitTimeout time.Duration
 	// HintWait: see DefaultHintWait.
 	HintWait time.Duration
+	// OnDelete, when set, is called (outside the store's lock, from the
+	// informer's goroutine; it must not block) whenever a reservation
+	// ConfigMap disappears, whoever deleted it: the reconciler uses it to
+	// rebuild deleted state at once instead of at its next periodic sync.
+	OnDelete func()
 }
 
 // expectation is a write of ours the informer has not delivered yet.
@@ -88,6 +93,7 @@ type Store struct {
 	log      *zap.Logger
 	wait     time.Duration
 	hintWait time.Duration
+	onDelete func()
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
 
@@ -130,7 +136,7 @@ func New(client kubernetes.Interface, opts Options) (*Store, error) {
 		opts.HintWait = DefaultHintWait
 	}
 	s := &Store{
-		client: client, ns: opts.Namespace, log: opts.Logger, wait: opts.WaitTimeout, hintWait: opts.HintWait,
+		client: client, ns: opts.Namespace, log: opts.Logger, wait: opts.WaitTimeout, hintWait: opts.HintWait, onDelete: opts.OnDelete,
 		idx: alloc.NewIndex(), expect: map[string]expectation{}, changed: make(chan struct{}),
 	}
 	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
@@ -280,6 +286,9 @@ func newer(a, b string) bool {
 func (s *Store) observe(obj any, deleted bool) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj, deleted = t.Obj, true
+	}
+	if deleted && s.onDelete != nil {
+		defer s.onDelete()
 	}
 	cm, ok := obj.(*corev1.ConfigMap)
 	if !ok {

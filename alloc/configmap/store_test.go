@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -304,5 +305,37 @@ pools:
 				}
 			}
 		})
+	}
+}
+
+// TestOnDeleteFiresForDeletionsByAnyone: the reconciler's hook sees a
+// reservation ConfigMap deleted behind the store's back (an operator
+// wiping the state), and the store's view follows.
+func TestOnDeleteFiresForDeletionsByAnyone(t *testing.T) {
+	cs := fakeAPI(t)
+	deleted := make(chan struct{}, 10)
+	s, err := New(cs, Options{Namespace: testNS, WaitTimeout: 5 * time.Second, OnDelete: func() { deleted <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); s.Shutdown() })
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr("10.96.0.7")
+	if _, err := s.Create(ctx, alloc.Reservation{IP: ip, Pool: "p", State: alloc.StateBound, Owner: alloc.Owner{Namespace: "demo", Name: "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CoreV1().ConfigMaps(testNS).Delete(ctx, Name(ip), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-deleted:
+	case <-time.After(30 * time.Second): // a bound on a hang, not a timing assertion
+		t.Fatal("OnDelete never called")
+	}
+	if _, ok, err := s.Get(ctx, ip); err != nil || ok {
+		t.Errorf("after OnDelete, Get = %v, %v; want gone", ok, err)
 	}
 }

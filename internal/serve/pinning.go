@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
@@ -112,7 +113,15 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 
 	// The state store, with its own raised rate limits (one write per
 	// reservation).
-	st, err := configmap.NewForConfig(rc, configmap.Options{Namespace: cfg.Namespace, Logger: log.Named("store")})
+	// Deleted state is rebuilt at once: the store's informer kicks the
+	// reconciler (set below, once it exists).
+	var rec atomic.Pointer[reconcile.Reconciler]
+	onDelete := func() {
+		if r := rec.Load(); r != nil {
+			r.Kick()
+		}
+	}
+	st, err := configmap.NewForConfig(rc, configmap.Options{Namespace: cfg.Namespace, Logger: log.Named("store"), OnDelete: onDelete})
 	if err != nil {
 		return fail(err)
 	}
@@ -187,6 +196,7 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	if err != nil {
 		return fail(err)
 	}
+	rec.Store(r)
 	kick := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { r.Kick() },
 		UpdateFunc: func(any, any) { r.Kick() },
