@@ -37,13 +37,16 @@ bench: ## benchmarks (figures are ratios against a baseline measured in the same
 	@# allocator: ConfigMap reservations/s beside Service creates/s on a real apiserver
 	$(MAKE) --no-print-directory e2e-bin
 	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -run '^$$' -bench . -benchtime 2s ./allocstore
+	@# pinning: Service creates/s with 3 pinning replicas vs no webhook, admission p50/p99 (docs/pinning-e2e.md)
+	$(MAKE) --no-print-directory build
+	cd e2e && E2E_REQUIRED=1 E2E_PINNING_BENCH=1 $(E2E_ENV) $(GO) test -count=1 -timeout 15m -run '^TestPinningBenchmark$$' -v ./pinning
 
 # --- end-to-end tier (e2e/: its own Go module) ---
 K8S_BIN_DIR = $(shell e2e/bin/install.sh --print-dir)
 E2E_ENV = KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) E2E_WEBHOOK_BIN=$(CURDIR)/$(BIN)
 IP_FAMILY ?= dual
 
-.PHONY: e2e-bin e2e grid e2e-kind chart
+.PHONY: e2e-bin e2e grid e2e-kind chart pinning
 
 chart: e2e-bin ## helm lint --strict, golden helm template (go test ./charts -update rewrites), invariants; helm required
 	E2E_REQUIRED=1 HELM=$(K8S_BIN_DIR)/helm $(GO) test -count=1 ./charts
@@ -59,6 +62,9 @@ e2e: e2e-bin build ## e2e suites against a real kube-apiserver + etcd (fail, nev
 	cd e2e && set -o pipefail && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -count=1 -timeout 30m -v ./... 2>&1 \
 		| tee $(CURDIR)/e2e/_artifacts/go-test.log | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'
 
+
+pinning: e2e-bin build ## only the pinning e2e suite (contract cases + the 3-replica proof); `make e2e` runs it too
+	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -count=1 -timeout 15m -v ./pinning
 
 grid: e2e-bin ## regenerate policy/testdata/*_grid.json from real apiservers (no webhook)
 	cd e2e && $(E2E_ENV) $(GO) test -count=1 -timeout 30m -run 'Grid' ./grid -update -v
