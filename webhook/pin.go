@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 	"github.com/dualstack-webhook/dualstack-webhook/policy"
@@ -137,7 +138,9 @@ func (h *Handler) pin(ctx context.Context, req *requestIn, d *policy.Decision, n
 	}
 	var warnings []string
 	var res alloc.Result
-	for n := len(families); ; n-- {
+	var full error // the first exhausted/draining answer, the most telling
+	n := len(families)
+	for ; ; n-- {
 		r.Families = families[:n]
 		var err error
 		res, err = h.alloc.Reserve(ctx, r)
@@ -145,10 +148,15 @@ func (h *Handler) pin(ctx context.Context, req *requestIn, d *policy.Decision, n
 			break
 		}
 		if n > 0 && (errors.Is(err, alloc.ErrFull) || errors.Is(err, alloc.ErrDraining)) {
-			warnings = append(warnings, fmt.Sprintf("%s: %s is left to the apiserver's dynamic allocation", oneLine(err.Error()), families[n-1]))
+			if full == nil {
+				full = err
+			}
 			continue
 		}
 		return nil, nil, &serviceError{name: svc.Name, clusterIPs: d.ClusterIPs, pool: svc.Annotations[alloc.PoolAnnotation], err: err}
+	}
+	if full != nil {
+		warnings = append(warnings, fmt.Sprintf("%s: %s left to the apiserver's dynamic allocation", oneLine(full.Error()), familyList(families[n:])))
 	}
 	ips := slices.Clone(d.ClusterIPs)
 	added := false
@@ -228,4 +236,12 @@ func (h *Handler) reviewPools(ctx context.Context, req *requestIn) (skipReason s
 		return "", err // reading the reservations failed: transient
 	}
 	return "", nil
+}
+
+func familyList(fs []corev1.IPFamily) string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = string(f)
+	}
+	return strings.Join(out, " and ")
 }

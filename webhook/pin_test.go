@@ -507,3 +507,35 @@ func wantPoolsDenied(t *testing.T, resp *admissionv1.AdmissionResponse, msgPart 
 		t.Errorf("message %q does not contain %q", st.Message, msgPart)
 	}
 }
+
+func TestExhaustedSecondaryKeepsThePinnedPrimary(t *testing.T) {
+	doc := `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: p
+pools:
+- name: p
+  addresses: {ipv4: ["10.96.0.10-10.96.0.11"], ipv6: ["fd00:10:96::10-fd00:10:96::11"]}
+`
+	for _, name := range []string{"IPv4,IPv6", "IPv6,IPv4"} {
+		t.Run(name, func(t *testing.T) {
+			e := newPinEnv(t, pinClusters[name], doc)
+			s := e.fams[1]
+			// Take the secondary family's last free address by hand.
+			wantAllowed(t, e.mutate(reviewSpec{object: svc("one", selector+`,"ipFamilyPolicy":"PreferDualStack"`)}))
+			last := map[corev1.IPFamily]string{v4: "10.96.0.11", v6: "fd00:10:96::11"}[s]
+			wantAllowed(t, e.mutate(reviewSpec{uid: "u2", object: svc("single", selector+fmt.Sprintf(`,"ipFamilyPolicy":"SingleStack","ipFamilies":[%q],"clusterIP":%q`, s, last))}))
+
+			obj := svc("two", selector+`,"ipFamilyPolicy":"PreferDualStack"`)
+			resp := e.mutate(reviewSpec{uid: "u3", object: obj})
+			wantAllowed(t, resp)
+			_, ips := clusterIPsOf(t, applyPinPatch(t, obj, resp.Patch))
+			want := map[corev1.IPFamily]string{v4: "10.96.0.11", v6: "fd00:10:96::11"}[e.fams[0]]
+			if len(ips) != 1 || ips[0] != want {
+				t.Fatalf("clusterIPs %v, want only the pinned primary [%s]", ips, want)
+			}
+			if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], string(s)+" left to the apiserver") {
+				t.Errorf("warnings %q, want one saying %s is left to the apiserver", resp.Warnings, s)
+			}
+		})
+	}
+}
