@@ -1,0 +1,130 @@
+package reconcile
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+	"github.com/dualstack-webhook/dualstack-webhook/alloc/memory"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	networkingv1listers "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+func TestHolderSeesServicesAndIPAddresses(t *testing.T) {
+	svcs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{IPIndex: IndexByClusterIP})
+	_ = svcs.Add(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubernetes"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.1", ClusterIPs: []string{"10.96.0.1"}}})
+	_ = svcs.Add(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "dual"},
+		Spec: corev1.ServiceSpec{ClusterIP: "fd00:10:96:0:0::5", ClusterIPs: []string{"fd00:10:96:0:0::5", "10.96.0.5"}}})
+	_ = svcs.Add(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "ext"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "x.example", ClusterIP: "10.96.0.9"}})
+	addrs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = addrs.Add(&networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.7"},
+		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: "hidden", Name: "svc"}}})
+	h := Holder(svcs, networkingv1listers.NewIPAddressLister(addrs))
+	for ip, want := range map[string]string{
+		"10.96.0.1":     "default/kubernetes",
+		"fd00:10:96::5": "a/dual", // canonical text finds a non-canonical spelling
+		"10.96.0.5":     "a/dual",
+		"10.96.0.7":     "hidden/svc", // an excluded namespace: only its IPAddress tells
+		"10.96.0.9":     "",           // ExternalName holds nothing
+		"10.96.0.8":     "",
+	} {
+		got, held := h(netip.MustParseAddr(ip))
+		if got != want || held != (want != "") {
+			t.Errorf("Holder(%s) = %q, %v; want %q", ip, got, held, want)
+		}
+	}
+}
+
+func TestCIDRsFromServiceCIDRObjects(t *testing.T) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	now := metav1.Now()
+	_ = idx.Add(&networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "extra"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.100.0.0/24"}}})
+	_ = idx.Add(&networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"fd00:10:96::/108", "10.96.0.0/16"}}})
+	_ = idx.Add(&networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "going", DeletionTimestamp: &now}, Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.200.0.0/24"}}})
+	w := &PoolWatcher{ServiceCIDRs: networkingv1listers.NewServiceCIDRLister(idx)}
+	got, err := w.CIDRs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := joinPrefixes(got); s != "fd00:10:96::/108,10.96.0.0/16,10.100.0.0/24" {
+		t.Errorf("CIDRs = %s, want the default ServiceCIDR first and no terminating one", s)
+	}
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	return strings.Join(s, ",")
+}
+
+const poolsDoc = `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: web
+pools:
+- name: web
+  addresses: {ipv4: ["10.96.0.16/28"]}
+`
+
+func TestPoolWatcherFollowsTheConfigMap(t *testing.T) {
+	cms := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	w := &PoolWatcher{
+		StaticCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")},
+		ConfigMaps:  corev1listers.NewConfigMapLister(cms),
+		Namespace:   "dsw", Name: "pools",
+	}
+	set := func(doc string) {
+		_ = cms.Update(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "dsw", Name: "pools"}, Data: map[string]string{alloc.ConfigMapKey: doc}})
+	}
+	// Absent ConfigMap: the static band.
+	pools, err := w.Initial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := pools.Get(alloc.StaticBandPool); !ok {
+		t.Fatalf("without the ConfigMap, pools = %v, want the static band", pools.List)
+	}
+	st := memory.New()
+	a, err := alloc.New(st, pools, alloc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	set(poolsDoc)
+	if err := w.Apply(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.Pools().Get("web"); !ok {
+		t.Fatal("the ConfigMap's pool was not applied")
+	}
+	res, err := a.Reserve(ctx, alloc.Request{Owner: alloc.Owner{Namespace: "d", Name: "s"}, Families: []corev1.IPFamily{corev1.IPv4Protocol}})
+	if err != nil || res.IPs[0].String() != "10.96.0.16" {
+		t.Fatalf("Reserve = %v, %v; want 10.96.0.16 from pool web", res.IPs, err)
+	}
+
+	// An edit that orphans the address in use is refused; the pools stay.
+	set(strings.Replace(poolsDoc, "10.96.0.16/28", "10.96.0.32/28", 1))
+	if err := w.Apply(ctx, a); err == nil || !strings.Contains(err.Error(), "10.96.0.16") {
+		t.Fatalf("orphaning edit: err = %v, want a refusal naming 10.96.0.16", err)
+	}
+	if p, _ := a.Pools().Get("web"); p == nil || !p.Addresses.Contains(netip.MustParseAddr("10.96.0.16")) {
+		t.Fatal("the refused edit replaced the pools in force")
+	}
+	// A document that does not parse at start: the static band, logged.
+	set("apiVersion: nope")
+	if p, err := w.Initial(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := p.Get(alloc.StaticBandPool); !ok {
+		t.Error("an unusable document at start should fall back to the static band")
+	}
+}
