@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc/configmap"
+	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
 )
 
 // TestSeedExamples creates the Services of the "Validate IPv4/IPv6 dual-stack"
@@ -409,3 +410,67 @@ func deref[T any](p *T) any {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// TestForeignPinsAndExclusions: a Service the webhook never saw (its
+// namespace is outside the webhook's scope) that asks for a static-band
+// address is imported by the reconciler, so the webhook neither hands that
+// address out nor lets another Service request it; headless and
+// ExternalName Services get no pin and no reservation.
+func TestForeignPinsAndExclusions(t *testing.T) {
+	env := need(t)
+	c := env.Client
+	ctx := context.Background()
+	foreignNS, err := framework.Namespace(ctx, c, "unscoped", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := scoped(t, c, instPin, "foreign")
+	ip := lowestFree(ctx, t, c, pinState, v4)
+	if _, err := c.CoreV1().Services(foreignNS).Create(ctx, newService("foreign", withClusterIPs(ip.String())), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create %s/foreign with %s (no webhook): %v", foreignNS, ip, err)
+	}
+	waitBound(t, c, pinState, ip, foreignNS, "foreign")
+	got, err := c.CoreV1().Services(ns).Create(ctx, newService("next"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.ClusterIP == ip.String() {
+		t.Errorf("the webhook handed out %s, held by the imported %s/foreign", ip, foreignNS)
+	}
+	_, err = c.CoreV1().Services(ns).Create(ctx, newService("thief", withClusterIPs(ip.String())), metav1.CreateOptions{})
+	wantDenied(t, "create asking for the imported "+ip.String(), err, "held by "+foreignNS+"/foreign")
+
+	before, err := reservations(ctx, c, pinState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	headless, err := c.CoreV1().Services(ns).Create(ctx, newService("headless", withClusterIPs(corev1.ClusterIPNone),
+		withPolicy(corev1.IPFamilyPolicyPreferDualStack)), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create headless: %v", err)
+	}
+	if !slices.Equal(headless.Spec.ClusterIPs, []string{corev1.ClusterIPNone}) {
+		t.Errorf("headless Service got clusterIPs %v, want [None]", headless.Spec.ClusterIPs)
+	}
+	ext, err := c.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "external"},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create ExternalName: %v", err)
+	}
+	if len(ext.Spec.ClusterIPs) != 0 || ext.Spec.ClusterIP != "" {
+		t.Errorf("ExternalName Service got clusterIP %q clusterIPs %v, want none", ext.Spec.ClusterIP, ext.Spec.ClusterIPs)
+	}
+	time.Sleep(1500 * time.Millisecond) // a reconciler pass
+	after, err := reservations(ctx, c, pinState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range after {
+		if r.Namespace == ns && (r.Name == "headless" || r.Name == "external") {
+			t.Errorf("reservation for a Service that must not be pinned: %s", r)
+		}
+	}
+	t.Logf("reservations: %d before the headless and ExternalName creates, %d after", len(before), len(after))
+}

@@ -59,8 +59,9 @@ type replicaSet struct {
 }
 
 // startReplicas brings up a replicaSet named name (artifacts folder, scope
-// label); everything stops when the test ends, logs kept if it failed.
-func startReplicas(t *testing.T, name string, n int) *replicaSet {
+// label) with poolsDoc in the pools ConfigMap; everything stops when the
+// test ends, logs kept if it failed.
+func startReplicas(t *testing.T, name string, n int, poolsDoc string) *replicaSet {
 	t.Helper()
 	framework.NeedPrereq(t, prereqErr)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -86,7 +87,7 @@ func startReplicas(t *testing.T, name string, n int) *replicaSet {
 	if err := createNamespace(ctx, c, replicasState, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CoreV1().ConfigMaps(replicasState).Create(ctx, poolsConfigMap(replicasState, "dualstack-webhook-pools", bulkDoc), metav1.CreateOptions{}); err != nil {
+	if _, err := c.CoreV1().ConfigMaps(replicasState).Create(ctx, poolsConfigMap(replicasState, "dualstack-webhook-pools", poolsDoc), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	bin, err := framework.WebhookBinary()
@@ -273,7 +274,7 @@ func tally(t *testing.T, phase string, outs []outcome, denyMsg string) (created 
 // killed mid-run and every state ConfigMap deleted, with the survivors
 // still serving and the reconciler rebuilding the state.
 func TestReplicas(t *testing.T) {
-	rs := startReplicas(t, "replicas", 3)
+	rs := startReplicas(t, "replicas", 3, bulkDoc)
 	c := rs.env.Client
 	ctx := context.Background()
 	deny := startDenyWebhook(t, c, "replicas", rs.scope)
