@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -143,3 +144,42 @@ func TestParseConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestPinningFlags(t *testing.T) {
+	noenv := func(string) string { return "" }
+	tls := []string{"--tls-cert-file", "c", "--tls-key-file", "k"}
+	c, err := ParseConfig(tls, noenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Pinning || c.PoolsConfigMap != "dualstack-webhook-pools" || c.PoolsFile != "" || c.PendingGrace != 2*time.Minute ||
+		c.Retention != 24*time.Hour || c.ReconcileInterval != 30*time.Second || !c.LeaderElection {
+		t.Errorf("defaults: %+v", c)
+	}
+	env := map[string]string{"DUALSTACK_WEBHOOK_PENDING_GRACE": "5s", "DUALSTACK_WEBHOOK_POOLS_CONFIGMAP": "mine"}
+	c, err = ParseConfig(append(tls, "--retention=0", "--reconcile-interval=1s", "--leader-election=false", "--pinning=false"),
+		func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pinning || c.PoolsConfigMap != "mine" || c.PendingGrace != 5*time.Second || c.Retention != 0 || c.ReconcileInterval != time.Second || c.LeaderElection {
+		t.Errorf("set: %+v", c)
+	}
+	if o := allocOptions(c, zapNop()); o.Retention >= 0 {
+		t.Errorf("--retention=0 gives alloc Retention %v, want negative (free at once; alloc reads 0 as the default)", o.Retention)
+	}
+	c, err = ParseConfig([]string{"--dev", "--pools-file", "p.yaml"}, noenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LeaderElection || c.PoolsFile != "p.yaml" {
+		t.Errorf("--dev: leader election %v, pools file %q", c.LeaderElection, c.PoolsFile)
+	}
+	for _, bad := range [][]string{{"--pending-grace=0"}, {"--retention=-1s"}, {"--reconcile-interval=0"}} {
+		if _, err := ParseConfig(append(tls, bad...), noenv, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func zapNop() *zap.Logger { return zap.NewNop() }

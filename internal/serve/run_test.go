@@ -104,6 +104,11 @@ func TestDevServesTheExampleAndIsReadyFast(t *testing.T) {
 	if err != nil || review.Response == nil || !review.Response.Allowed || review.Response.Patch == nil {
 		t.Fatalf("legacy example not patched: %v %+v", err, review.Response)
 	}
+	// --dev pins: the lowest address of the IPv6 static band (the example
+	// is a dry run, so nothing is reserved: the pool gauge below stays free).
+	if !strings.Contains(string(review.Response.Patch), `{"op":"add","path":"/spec/clusterIPs","value":["fd00:10:96::1"]}`) {
+		t.Errorf("legacy example not pinned: %s", review.Response.Patch)
+	}
 
 	mresp, err := http.Get("http://" + ml.Addr().String() + "/metrics")
 	if err != nil {
@@ -111,9 +116,10 @@ func TestDevServesTheExampleAndIsReadyFast(t *testing.T) {
 	}
 	mb, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
-	for _, want := range []string{`dualstack_webhook_http_requests_total{endpoint="mutate",outcome="patched"} 1`, "dualstack_webhook_certificate_expiration_timestamp_seconds", "go_goroutines"} {
+	for _, want := range []string{`dualstack_webhook_http_requests_total{endpoint="mutate",outcome="patched"} 1`, "dualstack_webhook_certificate_expiration_timestamp_seconds", "go_goroutines",
+		`dualstack_webhook_pool_addresses{family="IPv6",pool="static-band",state="free"} 256`} {
 		if !strings.Contains(string(mb), want) {
-			t.Errorf("/metrics lacks %q", want)
+			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(string(mb), "pool_addresses"))
 		}
 	}
 
@@ -154,4 +160,14 @@ func TestRunFailsOnABusyPort(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--listen") {
 		t.Fatalf("Run = %v, want a --listen error", err)
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
