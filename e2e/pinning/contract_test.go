@@ -474,3 +474,49 @@ func TestForeignPinsAndExclusions(t *testing.T) {
 	}
 	t.Logf("reservations: %d before the headless and ExternalName creates, %d after", len(before), len(after))
 }
+
+// TestExternalNameTransitions: a ClusterIP Service turned ExternalName gives
+// its addresses back once the reconciler sees it; an ExternalName Service
+// turned ClusterIP is pinned like a create (the lowest free address).
+func TestExternalNameTransitions(t *testing.T) {
+	env := need(t)
+	c := env.Client
+	ctx := context.Background()
+	ns := scoped(t, c, instPin, "extname")
+	created, err := c.CoreV1().Services(ns).Create(ctx, newService("to-ext"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := addrs(t, created)[0]
+	waitBound(t, c, pinState, ip, ns, "to-ext")
+	update(t, c, ns, "to-ext", func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeExternalName
+		s.Spec.ExternalName = "example.com"
+		s.Spec.ClusterIP, s.Spec.ClusterIPs, s.Spec.IPFamilies, s.Spec.IPFamilyPolicy = "", nil, nil, nil
+	})
+	eventually(t, 30*time.Second, fmt.Sprintf("%s released after the change to ExternalName", ip), func(ctx context.Context) (bool, string) {
+		r, ok := reservationOf(ctx, t, c, pinState, ip)
+		if !ok {
+			return true, "freed"
+		}
+		return r.State == "sticky", r.String()
+	})
+
+	if _, err := c.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "from-ext"},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := lowestFree(ctx, t, c, pinState, v4)
+	got := update(t, c, ns, "from-ext", func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeClusterIP
+		s.Spec.ExternalName = ""
+		s.Spec.Selector = map[string]string{"app": "MyApp"}
+		s.Spec.Ports = []corev1.ServicePort{{Protocol: corev1.ProtocolTCP, Port: 80}}
+	})
+	if ips := addrs(t, got); !slices.Equal(ips, []netip.Addr{want}) {
+		t.Fatalf("ExternalName → ClusterIP got %v, want the lowest free [%s]", ips, want)
+	}
+	waitBound(t, c, pinState, want, ns, "from-ext")
+}
