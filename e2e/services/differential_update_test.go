@@ -27,9 +27,8 @@ func TestDifferentialUpdate(t *testing.T) {
 	n := uint64(0)
 	for _, from := range grid.UpdateFroms {
 		for _, ch := range grid.UpdateChanges() {
-			n++
-			initial, ok := grid.InitialInput(from, env.ServiceCIDRs, n)
-			if !ok {
+			n += 2
+			if _, ok := grid.InitialInput(from, env.ServiceCIDRs, n); !ok {
 				continue
 			}
 			total++
@@ -37,6 +36,8 @@ func TestDifferentialUpdate(t *testing.T) {
 			var outs [2]framework.Outcome
 			for j, ns := range []string{plainNS, hookNS} {
 				svcs := env.Client.CoreV1().Services(ns)
+				// Distinct addresses per path (see TestDifferential).
+				initial, _ := grid.InitialInput(from, env.ServiceCIDRs, n+uint64(j))
 				created, err := svcs.Create(ctx, initial.Service(), metav1.CreateOptions{})
 				if err != nil {
 					t.Fatalf("%s: create the starting point in %s: %v", name, ns, err)
@@ -44,7 +45,6 @@ func TestDifferentialUpdate(t *testing.T) {
 				ch.Apply(created)
 				got, err := svcs.Update(ctx, created, metav1.UpdateOptions{})
 				outs[j] = framework.MaskIPs(framework.OutcomeOf(got, err))
-				// Same pinned addresses on both paths: free them before the other.
 				if err := svcs.Delete(ctx, "grid", metav1.DeleteOptions{}); err != nil {
 					t.Fatalf("%s: delete in %s: %v", name, ns, err)
 				}
