@@ -61,20 +61,31 @@ func (a *Applier) Apply(ctx context.Context, p *Plan) ([]Outcome, error) {
 	if !a.Confirm {
 		mode = "(dry run) would "
 	}
+	var out []Outcome
 	for i, st := range p.Steps {
-		if st.Action == ActServices {
-			continue // below, after the object steps, one Service at a time
-		}
 		fmt.Fprintf(a.Out, "[step %d/%d] %s%s\n", i+1, len(p.Steps), mode, st.Description)
+		if st.Action == ActServices {
+			// One Service at a time, in plan order.
+			o, err := a.services(ctx, p, mode)
+			out = append(out, o...)
+			if err != nil {
+				return out, err
+			}
+			continue
+		}
 		if !a.Confirm {
 			continue
 		}
-		msg, err := a.step(ctx, st)
+		msg, err := a.step(ctx, p, st)
 		if err != nil {
-			return nil, fmt.Errorf("step %d (%s): %w", i+1, st.Action, err)
+			return out, fmt.Errorf("step %d (%s): %w", i+1, st.Action, err)
 		}
 		fmt.Fprintf(a.Out, "           %s\n", msg)
 	}
+	return out, nil
+}
+
+func (a *Applier) services(ctx context.Context, p *Plan, mode string) ([]Outcome, error) {
 	var out []Outcome
 	todo := 0
 	for _, c := range p.Services {
@@ -145,7 +156,7 @@ func describe(c ServiceChange) string {
 	return string(c.Change)
 }
 
-func (a *Applier) step(ctx context.Context, st Step) (string, error) {
+func (a *Applier) step(ctx context.Context, p *Plan, st Step) (string, error) {
 	switch st.Action {
 	case ActCreateServiceCIDR:
 		return a.createServiceCIDR(ctx, st.ServiceCIDR)
@@ -157,6 +168,8 @@ func (a *Applier) step(ctx context.Context, st Step) (string, error) {
 		return a.checkFamily(ctx, st.Family)
 	case ActDeleteServiceCIDR:
 		return a.deleteServiceCIDR(ctx, st.ServiceCIDR.Name)
+	case ActPrunePools:
+		return a.prunePools(ctx, p, st.Pools)
 	}
 	return "", fmt.Errorf("unknown step %q", st.Action)
 }
@@ -460,4 +473,45 @@ func isAddressRefusal(err error) bool {
 	msg := strings.ToLower(err.Error())
 	return apierrors.IsInvalid(err) && (strings.Contains(msg, "allocate") || strings.Contains(msg, "held by") || strings.Contains(msg, "clusterip")) ||
 		strings.Contains(msg, "held by") || strings.Contains(msg, "already allocated")
+}
+
+// prunePools drops the old range from the pools once no ServiceCIDR lists it
+// any more: a pool outside every ServiceCIDR makes the whole document
+// invalid. While Services remain in the range (default/kubernetes does until
+// kube-apiserver is reconfigured) the ServiceCIDR stays Terminating, and this
+// step says so and leaves the pools alone for a later run.
+func (a *Applier) prunePools(ctx context.Context, p *Plan, e *PoolEdit) (string, error) {
+	old, err := netip.ParsePrefix(p.OldCIDR)
+	if err != nil {
+		return "", fmt.Errorf("plan has no old range: %w", err)
+	}
+	svcs, err := a.Client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", err
+	}
+	for i := range svcs.Items {
+		if slices.ContainsFunc(clusterIPs(&svcs.Items[i]), old.Contains) {
+			return fmt.Sprintf("not yet: %s still holds an address in %s; run apply again once it has moved (pools keep %s draining meanwhile)", key(&svcs.Items[i]), old, old), nil
+		}
+	}
+	// No address left: the service-cidr controller removes the finalizer
+	// after its grace period; wait for that, then prune.
+	listed := ""
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, a.Timeout, true, func(ctx context.Context) (bool, error) {
+		l, err := a.Client.NetworkingV1().ServiceCIDRs().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		listed = ""
+		for _, sc := range l.Items {
+			if slices.Contains(sc.Spec.CIDRs, old.String()) {
+				listed = sc.Name
+			}
+		}
+		return listed == "", nil
+	})
+	if err != nil {
+		return fmt.Sprintf("not yet: ServiceCIDR %s still lists %s (is kube-controller-manager running?); run apply again later", listed, old), nil
+	}
+	return a.editPools(ctx, e)
 }

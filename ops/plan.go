@@ -109,6 +109,7 @@ const (
 	ActCheckFamily       Action = "check-apiserver-family"
 	ActDeleteServiceCIDR Action = "delete-servicecidr"
 	ActServices          Action = "change-services"
+	ActPrunePools        Action = "prune-pools"
 )
 
 // Step is one object-level action.
@@ -298,12 +299,7 @@ func poolStep(s *Snapshot, edit *PoolEdit, newPrefixes []netip.Prefix, desc stri
 	if !changed {
 		return nil, nil
 	}
-	prefixes := s.Prefixes()
-	for _, p := range newPrefixes {
-		if !slices.Contains(prefixes, p) {
-			prefixes = append(prefixes, p)
-		}
-	}
+	prefixes := appendNew(s.Prefixes(), newPrefixes...)
 	compiled, err := alloc.Compile(next, prefixes)
 	if err != nil {
 		return nil, fmt.Errorf("the new pool document would be invalid: %w", err)
@@ -366,6 +362,27 @@ func planExtend(s *Snapshot, o Options) (*Plan, error) {
 		p.Notes = append(p.Notes, fmt.Sprintf("pool %s is new: Services use it when selected (annotation %s=%s, the pool's namespaces or namespaceSelector, or defaultPool)", edit.Pool, alloc.PoolAnnotation, edit.Pool))
 	}
 	return p, nil
+}
+
+// appendNew appends the prefixes not already in l.
+func appendNew(l []netip.Prefix, ps ...netip.Prefix) []netip.Prefix {
+	out := slices.Clone(l)
+	for _, p := range ps {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// cfgAfter is the document once edit is applied (the current one if the edit
+// cannot apply).
+func cfgAfter(s *Snapshot, edit *PoolEdit) *alloc.PoolConfig {
+	next, _, err := edit.ApplyTo(s.Config)
+	if err != nil {
+		return s.Config
+	}
+	return next
 }
 
 func poolSpec(c *alloc.PoolConfig, name string) (*alloc.PoolSpec, bool) {
@@ -682,7 +699,9 @@ func planReplacePrimary(s *Snapshot, o Options) (*Plan, error) {
 	if edit.Materialize != nil {
 		cfg = &alloc.PoolConfig{Pools: []alloc.PoolSpec{*edit.Materialize}, DefaultPool: alloc.StaticBandPool}
 	}
-	pools, err := alloc.Compile(cfg, s.Prefixes())
+	// The old range is added back for compiling: once its ServiceCIDR is
+	// gone the pools still list it until the prune step removes it.
+	pools, err := alloc.Compile(cfg, appendNew(s.Prefixes(), old))
 	if err != nil {
 		return nil, fmt.Errorf("current pools: %w", err)
 	}
@@ -707,7 +726,7 @@ func planReplacePrimary(s *Snapshot, o Options) (*Plan, error) {
 		return nil, err
 	}
 	addTo(&edit.Add, familyOfPrefix(o.CIDR), addrs)
-	steps, err = poolStep(s, edit, []netip.Prefix{o.CIDR}, fmt.Sprintf("add pool %s (%s), mark %v draining", edit.Pool, addrs, edit.Drain))
+	steps, err = poolStep(s, edit, []netip.Prefix{o.CIDR, old}, fmt.Sprintf("add pool %s (%s), mark %v draining", edit.Pool, addrs, edit.Drain))
 	if err != nil {
 		return nil, err
 	}
@@ -801,6 +820,12 @@ func planReplacePrimary(s *Snapshot, o Options) (*Plan, error) {
 	}
 	if n > 0 {
 		p.Steps = append(p.Steps, Step{Action: ActServices, Description: fmt.Sprintf("re-create %d Service(s) in %s, one at a time (journalled first, so an interrupted run re-creates it)", n, o.CIDR)})
+	}
+	prune := &PoolEdit{RemoveWithin: old.String()}
+	if next, changed, err := prune.ApplyTo(cfgAfter(s, edit)); err == nil && changed {
+		_ = next
+		p.Steps = append(p.Steps, Step{Action: ActPrunePools, Pools: prune,
+			Description: fmt.Sprintf("once no ServiceCIDR lists %s any more, remove its addresses from the pools (a pool outside every ServiceCIDR invalidates the document)", old)})
 	}
 	p.Notes = append(p.Notes,
 		fmt.Sprintf("then, by hand: restart kube-apiserver with %s in --service-cluster-ip-range (and reconfigure kube-proxy, the network plugin, DNS); then delete Service default/kubernetes: the apiserver re-creates it in the new range", o.CIDR),

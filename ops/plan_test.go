@@ -240,8 +240,21 @@ func TestPlanReplacePrimary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []Action{ActCreateServiceCIDR, ActWaitReady, ActEditPools, ActDeleteServiceCIDR, ActServices}; !reflect.DeepEqual(actions(p), want) {
+	if want := []Action{ActCreateServiceCIDR, ActWaitReady, ActEditPools, ActDeleteServiceCIDR, ActServices, ActPrunePools}; !reflect.DeepEqual(actions(p), want) {
 		t.Fatalf("steps %v, want %v", actions(p), want)
+	}
+	// Both pool edits in sequence: the old band is gone, the IPv6 band of
+	// the materialized pool stays, the new pool is the default.
+	mid, _, _ := p.Steps[2].Pools.ApplyTo(s.Config)
+	final, changed, err := p.Steps[5].Pools.ApplyTo(mid)
+	if err != nil || !changed {
+		t.Fatal(changed, err)
+	}
+	if sb := final.Pools[0]; sb.Name != "static-band" || len(sb.Addresses.IPv4) != 0 || !reflect.DeepEqual(sb.Addresses.IPv6, []string{"fd00:10:96::1-fd00:10:96::100"}) || final.DefaultPool != "primary-10-100-0-0-17" {
+		t.Errorf("after prune: %+v", final)
+	}
+	if _, err := alloc.Compile(final, []netip.Prefix{netip.MustParsePrefix("10.100.0.0/17"), netip.MustParsePrefix("fd00:10:96::/108")}); err != nil {
+		t.Errorf("pruned document invalid without the old range: %v", err)
 	}
 	if got := p.Steps[0].ServiceCIDR.CIDRs; !reflect.DeepEqual(got, []string{"10.100.0.0/17", "fd00:10:96::/108"}) {
 		t.Errorf("new ServiceCIDR %v: the IPv6 range must stay allocatable", got)
@@ -293,7 +306,7 @@ func TestPlanReplacePrimary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []Action{ActServices}; !reflect.DeepEqual(actions(p), want) {
+	if want := []Action{ActServices, ActPrunePools}; !reflect.DeepEqual(actions(p), want) {
 		t.Errorf("resume steps %v, want %v", actions(p), want)
 	}
 	if len(p.Services) != 2 || !p.Services[0].Resume || p.Services[0].Key() != "a/a" || p.Services[1].Key() != "a/b" {

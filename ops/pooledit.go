@@ -3,6 +3,7 @@ package ops
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
@@ -25,6 +26,9 @@ type PoolEdit struct {
 	Drain []string `json:"drain,omitempty"`
 	// DefaultPool, when set, becomes the document's defaultPool.
 	DefaultPool string `json:"defaultPool,omitempty"`
+	// RemoveWithin drops every address and exclude entry lying wholly
+	// inside this prefix, and every pool left without addresses.
+	RemoveWithin string `json:"removeWithin,omitempty"`
 }
 
 // ApplyTo returns the document after the edit (cur is not modified) and
@@ -81,6 +85,35 @@ func (e *PoolEdit) ApplyTo(cur *alloc.PoolConfig) (*alloc.PoolConfig, bool, erro
 			next.Pools[i].State = alloc.PoolDraining
 			changed = true
 		}
+	}
+	if e.RemoveWithin != "" {
+		within, err := netip.ParsePrefix(e.RemoveWithin)
+		if err != nil {
+			return nil, false, fmt.Errorf("removeWithin: %w", err)
+		}
+		inside := func(entry string) bool {
+			r, err := alloc.ParseRange(entry)
+			return err == nil && within.Contains(r.From) && within.Contains(r.To)
+		}
+		kept := next.Pools[:0]
+		for _, p := range next.Pools {
+			n := len(p.Addresses.IPv4) + len(p.Addresses.IPv6) + len(p.Exclude)
+			p.Addresses.IPv4 = slices.DeleteFunc(p.Addresses.IPv4, inside)
+			p.Addresses.IPv6 = slices.DeleteFunc(p.Addresses.IPv6, inside)
+			p.Exclude = slices.DeleteFunc(p.Exclude, inside)
+			if len(p.Addresses.IPv4)+len(p.Addresses.IPv6)+len(p.Exclude) != n {
+				changed = true
+			}
+			if len(p.Addresses.IPv4)+len(p.Addresses.IPv6) == 0 {
+				if next.DefaultPool == p.Name {
+					next.DefaultPool = ""
+				}
+				changed = true
+				continue
+			}
+			kept = append(kept, p)
+		}
+		next.Pools = kept
 	}
 	if e.DefaultPool != "" && next.DefaultPool != e.DefaultPool {
 		next.DefaultPool = e.DefaultPool
