@@ -17,10 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 )
 
 // Main is the `serve` subcommand: parse, then Run until ctx ends.
@@ -70,6 +72,11 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
+	// client-go (leader election, the event broadcaster, informers) logs
+	// through klog; route it into the same structured stream. klog is
+	// process-global, so this is the one place that sets it.
+	klog.SetLogger(zapr.NewLogger(log.Named("client-go")))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
