@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc/configmap"
 	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
+	"github.com/dualstack-webhook/dualstack-webhook/e2e/grid"
 )
 
 // TestSeedExamples creates the Services of the "Validate IPv4/IPv6 dual-stack"
@@ -519,4 +521,75 @@ func TestExternalNameTransitions(t *testing.T) {
 		t.Fatalf("ExternalName → ClusterIP got %v, want the lowest free [%s]", ips, want)
 	}
 	waitBound(t, c, pinState, want, ns, "from-ext")
+}
+
+// TestRecreateUpgradeLoop: the same name created single-stack (its own
+// primary, outside the pool), upgraded to dual-stack (the webhook pins the
+// secondary) and deleted, again and again without pause — what the update
+// differential of the services suite does. Every upgrade must be admitted:
+// the apiserver alone would have allocated a secondary, so an "already
+// allocated" here is the webhook handing out an address it must not.
+func TestRecreateUpgradeLoop(t *testing.T) {
+	env := need(t)
+	c := env.Client
+	ctx := context.Background()
+	ns := scoped(t, c, instPin, "reloop")
+	svcs := c.CoreV1().Services(ns)
+	var secondaries []string
+	for i := range 12 {
+		primary := fmt.Sprintf("10.96.210.%d", i+1)
+		created, err := svcs.Create(ctx, newService("grid", withPolicy(corev1.IPFamilyPolicySingleStack), withClusterIPs(primary)), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("round %d: create: %v", i, err)
+		}
+		created.Spec.IPFamilyPolicy = ptrTo(corev1.IPFamilyPolicyRequireDualStack)
+		up, err := svcs.Update(ctx, created, metav1.UpdateOptions{})
+		if err != nil {
+			t.Errorf("round %d: upgrade to RequireDualStack: %v", i, err)
+		} else {
+			secondaries = append(secondaries, up.Spec.ClusterIPs[1])
+		}
+		if err := svcs.Delete(ctx, "grid", metav1.DeleteOptions{}); err != nil {
+			t.Fatalf("round %d: delete: %v", i, err)
+		}
+	}
+	t.Logf("secondaries pinned: %v", secondaries)
+}
+
+// TestUpdateGridOnPinnedPath runs every PUT of the update grid (the services
+// suite's update differential: 6 starting points × 90 changes, the same name
+// created, updated and deleted each time) through the pinning webhook alone
+// and requires that none fails with the apiserver's "already allocated": the
+// apiserver alone never answers that for these PUTs (their addresses are
+// distinct per case), so one here means the webhook pinned a held address.
+func TestUpdateGridOnPinnedPath(t *testing.T) {
+	env := need(t)
+	ctx := context.Background()
+	ns := scoped(t, env.Client, instPin, "grid")
+	svcs := env.Client.CoreV1().Services(ns)
+	n := uint64(1)
+	var total, allocated int
+	for _, from := range grid.UpdateFroms {
+		for _, ch := range grid.UpdateChanges() {
+			n += 2
+			initial, ok := grid.InitialInput(from, env.ServiceCIDRs, n)
+			if !ok {
+				continue
+			}
+			total++
+			created, err := svcs.Create(ctx, initial.Service(), metav1.CreateOptions{})
+			if err != nil {
+				t.Fatalf("from=%s/%s: create the starting point: %v", from, ch, err)
+			}
+			ch.Apply(created)
+			if _, err := svcs.Update(ctx, created, metav1.UpdateOptions{}); err != nil && strings.Contains(err.Error(), "already allocated") {
+				allocated++
+				t.Errorf("from=%s/%s: %v", from, ch, err)
+			}
+			if err := svcs.Delete(ctx, "grid", metav1.DeleteOptions{}); err != nil {
+				t.Fatalf("from=%s/%s: delete: %v", from, ch, err)
+			}
+		}
+	}
+	t.Logf("update grid on the pinned path: %d PUTs, %d \"already allocated\"", total, allocated)
 }
