@@ -93,10 +93,25 @@ func writeJournal(ctx context.Context, c kubernetes.Interface, namespace string,
 	return nil
 }
 
+// deleteJournal removes every journal entry of the Service: the one this
+// tool names, and any other entry naming the Service (written by an older run
+// or by hand), so that a finished Service is never re-created again.
 func deleteJournal(ctx context.Context, c kubernetes.Interface, namespace, svcNamespace, svcName string) error {
-	err := c.CoreV1().ConfigMaps(namespace).Delete(ctx, journalName(svcNamespace, svcName), metav1.DeleteOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("removing journal ConfigMap of %s/%s: %w", svcNamespace, svcName, err)
+	names := []string{journalName(svcNamespace, svcName)}
+	js, err := loadJournal(ctx, c, namespace)
+	if err != nil {
+		return err
+	}
+	for _, j := range js {
+		if j.Key() == svcNamespace+"/"+svcName && j.ConfigMap != names[0] {
+			names = append(names, j.ConfigMap)
+		}
+	}
+	for _, n := range names {
+		err := c.CoreV1().ConfigMaps(namespace).Delete(ctx, n, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("removing journal ConfigMap %s/%s of %s/%s: %w", namespace, n, svcNamespace, svcName, err)
+		}
 	}
 	return nil
 }
