@@ -259,11 +259,10 @@ func ApplyMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			err = werr
 		}
 	} else {
-		notKept := 0
+		// The summary the operator acts on: what could not keep its offset.
 		for _, o := range outcomes {
 			if o.OffsetKept != nil && !*o.OffsetKept {
-				notKept++
-				fmt.Fprintf(stdout, "offset not kept: %s %v -> %v: %s\n", o.Service, o.ClusterIPs, o.NewClusterIPs, o.Note)
+				fmt.Fprintf(stdout, "%s %v -> %v: %s\n", o.Service, o.ClusterIPs, o.NewClusterIPs, o.Note)
 			}
 		}
 		for _, n := range p.Notes {

@@ -185,18 +185,33 @@ func BuildPlan(s *Snapshot, sc Scenario, o Options) (*Plan, error) {
 	if o.CIDR.IsValid() && o.CIDR.Masked() != o.CIDR {
 		return nil, fmt.Errorf("--cidr %s has host bits set (did you mean %s?)", o.CIDR, o.CIDR.Masked())
 	}
+	var (
+		p   *Plan
+		err error
+	)
 	switch sc {
 	case Extend:
-		return planExtend(s, o)
+		p, err = planExtend(s, o)
 	case SingleToDual:
-		return planSingleToDual(s, o)
+		p, err = planSingleToDual(s, o)
 	case DualToSingle:
-		return planDualToSingle(s, o)
+		p, err = planDualToSingle(s, o)
 	case ReplacePrimary:
-		return planReplacePrimary(s, o)
+		p, err = planReplacePrimary(s, o)
+	default:
+		_, err = ParseScenario(string(sc))
 	}
-	_, err := ParseScenario(string(sc))
-	return nil, err
+	if err != nil {
+		return nil, err
+	}
+	// Empty lists, not null, for scripts reading -o json.
+	if p.Steps == nil {
+		p.Steps = []Step{}
+	}
+	if p.Services == nil {
+		p.Services = []ServiceChange{}
+	}
+	return p, nil
 }
 
 // cidrName derives a ServiceCIDR (and pool) name: DNS-1123, from the range.

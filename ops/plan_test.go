@@ -218,7 +218,18 @@ func TestPlanDualToSingle(t *testing.T) {
 			}
 		})
 	}
-	s := snapshot(t, "", []networkingv1.ServiceCIDR{scidr("kubernetes", "10.96.0.0/16")})
+	// Removing the primary family: every Service of it, the apiserver's
+	// own included, is reported and left alone.
+	s := snapshot(t, "", []networkingv1.ServiceCIDR{scidr("kubernetes", "10.96.0.0/16", "fd00:10:96::/108")},
+		svc("default", "kubernetes", v4, "10.96.0.1"), svc("a", "dual", v4v6, "10.96.0.12", "fd00:10:96::12"))
+	p, err := BuildPlan(s, DualToSingle, Options{Family: "IPv4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Services) != 2 || p.Services[0].Change != RecreateManually || !strings.Contains(p.Services[0].Note, "the apiserver's own Service") ||
+		p.Services[1].Change != RecreateManually || len(p.Steps) != 0 || !strings.Contains(p.Notes[0], "PRIMARY") {
+		t.Errorf("plan %+v", p)
+	}
 	for _, f := range []corev1.IPFamily{"", "IPv5"} {
 		if _, err := BuildPlan(s, DualToSingle, Options{Family: f}); err == nil {
 			t.Errorf("family %q accepted", f)
