@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+	"github.com/dualstack-webhook/dualstack-webhook/alloc/configmap"
 )
 
 // Applier executes a Plan against the cluster. Every step first reads the
@@ -460,7 +461,49 @@ func (a *Applier) recreate(ctx context.Context, p *Plan, c ServiceChange, o *Out
 		return fmt.Errorf("creating (journal %s/%s keeps it for the next run): %w", a.Namespace, journalName(c.Namespace, c.Name), err)
 	}
 	o.Result, o.NewClusterIPs = "done", created.Spec.ClusterIPs
+	if err := a.freeOld(ctx, old, c, o.ClusterIPs, created); err != nil {
+		return err
+	}
 	return deleteJournal(ctx, a.Client, a.Namespace, c.Namespace, c.Name)
+}
+
+// freeOld deletes the pinning webhook's reservations of the Service's old
+// addresses in the replaced range. The webhook would keep them sticky to the
+// Service's name for its retention period, for a re-create that has now
+// happened elsewhere; meanwhile they would block pruning the old range from
+// the pools. Only reservations naming this Service are touched, each with
+// its resourceVersion as precondition.
+func (a *Applier) freeOld(ctx context.Context, old netip.Prefix, c ServiceChange, oldIPs []string, created *corev1.Service) error {
+	cms := a.Client.CoreV1().ConfigMaps(a.Namespace)
+	for _, s := range oldIPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || !old.Contains(ip) || slices.Contains(created.Spec.ClusterIPs, s) {
+			continue
+		}
+		// A Conflict means the webhook's reconciler changed the record
+		// meanwhile (bound → sticky after the delete): read it again.
+		for attempt := 0; ; attempt++ {
+			cm, err := cms.Get(ctx, configmap.Name(ip), metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if cm.Labels[configmap.LabelManagedBy] != configmap.ManagedBy || cm.Data["namespace"] != c.Namespace || cm.Data["name"] != c.Name {
+				break
+			}
+			rv := cm.ResourceVersion
+			err = cms.Delete(ctx, cm.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+			if err == nil || apierrors.IsNotFound(err) {
+				break
+			}
+			if !apierrors.IsConflict(err) || attempt >= 4 {
+				return fmt.Errorf("freeing the reservation of the old address %s: %w", ip, err)
+			}
+		}
+	}
+	return nil
 }
 
 // isAddressRefusal recognises the apiserver's (or the webhook's) refusal of
