@@ -3,7 +3,10 @@
 // version asked), request limits, the pre-policy filters (skip labels,
 // default/kubernetes, per-namespace default policy), the minimal JSONPatch
 // built from a policy.Decision, the mapping of errors to responses, health,
-// metrics and the server's lifecycle (TLS, timeouts, graceful shutdown).
+// metrics and the server's lifecycle (TLS, timeouts, graceful shutdown), and
+// the admission side of pinning: /mutate reserves clusterIPs through the
+// Allocator seam (package alloc) and writes clusterIP and clusterIPs, /validate
+// checks the final addresses and guards the pools ConfigMap (pin.go).
 //
 // It holds no dual-stack rules: those live in package policy, which this
 // package calls through the Evaluator seam so that the HTTP layer can be
