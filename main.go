@@ -1,6 +1,7 @@
 // Command dualstack-webhook is a Kubernetes admission webhook that gives
 // v1 Services the apiserver's dual-stack results early, translates the
-// legacy spec.ipFamily field, and applies per-namespace defaults.
+// legacy spec.ipFamily field, applies per-namespace defaults and pins
+// clusterIPs from address pools (reconciled against the live Services).
 //
 // main only dispatches subcommands; each lives in its own package.
 package main

@@ -1,8 +1,12 @@
 package webhook
 
 import (
+	"net/netip"
+
 	"bytes"
 	"encoding/json"
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+	"github.com/dualstack-webhook/dualstack-webhook/alloc/memory"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -38,12 +42,28 @@ func FuzzDecodeAdmissionReview(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"version":"v1","kind":"Service"},"operation":"CREATE","object":{"spec":"x"}}}`))
 	f.Add([]byte(`{`))
 
-	h, err := NewHandler(Options{Log: zap.NewNop(), Evaluate: evaluateReal, Families: dualV4V6})
+	f.Add(poolsReview("u", "UPDATE", "pools", tinyPools).JSON())
+	f.Add(reviewSpec{object: svc("pinned", selector+`,"clusterIP":"10.96.0.10","clusterIPs":["10.96.0.10","fd00:10:96::10"],"ipFamilyPolicy":"PreferDualStack"`)}.JSON())
+
+	// Pinning on, from a tiny pool so that exhaustion is reached too.
+	cfg, err := alloc.ParseConfig([]byte(tinyPools))
+	if err != nil {
+		f.Fatal(err)
+	}
+	pools, err := alloc.Compile(cfg, []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("fd00:10:96::/108")})
+	if err != nil {
+		f.Fatal(err)
+	}
+	a, err := alloc.New(memory.New(), pools, alloc.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	h, err := NewHandler(Options{Log: zap.NewNop(), Evaluate: evaluateReal, Families: dualV4V6, Allocator: a, Namespace: "dualstack-webhook", PoolsConfigMap: "pools"})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		for _, path := range []string{"/mutate", "/validate"} {
+		for _, path := range []string{"/mutate", "/default", "/validate"} {
 			req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			rec := httptest.NewRecorder()
