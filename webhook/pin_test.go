@@ -539,3 +539,25 @@ pools:
 		})
 	}
 }
+
+// TestMovingFromTheStaticBandToADocument: what docs/pinning.md advises
+// passes the guard; a document that drops the implicit pool is refused.
+func TestMovingFromTheStaticBandToADocument(t *testing.T) {
+	e := newPinEnv(t, pinClusters["IPv4"], "")
+	wantAllowed(t, e.mutate(reviewSpec{object: svc("web", selector)})) // 10.96.0.1 in static-band
+	fresh := `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: general
+pools:
+- name: general
+  addresses: {ipv4: ["10.96.2.0/24"]}
+`
+	_, resp := e.review("/validate", poolsReview("u1", "CREATE", "pools", fresh).JSON())
+	wantPoolsDenied(t, resp, "10.96.0.1")
+	kept := fresh + `- name: static-band
+  state: draining
+  addresses: {ipv4: ["10.96.0.1-10.96.1.0"]}
+`
+	_, resp = e.review("/validate", poolsReview("u2", "CREATE", "pools", kept).JSON())
+	wantAllowed(t, resp)
+}
