@@ -536,7 +536,7 @@ func TestRecreateUpgradeLoop(t *testing.T) {
 	ns := scoped(t, c, instPin, "reloop")
 	svcs := c.CoreV1().Services(ns)
 	var secondaries []string
-	for i := range 12 {
+	for i := range 20 {
 		primary := fmt.Sprintf("10.96.210.%d", i+1)
 		created, err := svcs.Create(ctx, newService("grid", withPolicy(corev1.IPFamilyPolicySingleStack), withClusterIPs(primary)), metav1.CreateOptions{})
 		if err != nil {
