@@ -50,6 +50,13 @@ type Options struct {
 	MaxAttempts int
 	// External vetoes addresses held outside our records.
 	External HolderFunc
+	// ConfirmExternal, when set, re-checks a *requested* address that
+	// External reports held by someone else against the source of truth
+	// (a live read of the apiserver's IPAddress object), so that a cache
+	// lagging behind a delete never denies an address the apiserver has
+	// already freed. An error keeps External's answer. Candidates of
+	// reserveNext are not re-checked: skipping one costs nothing.
+	ConfirmExternal func(ctx context.Context, ip netip.Addr) (owner string, held bool, err error)
 }
 
 // Allocator hands out, records and frees pinned clusterIPs. The choice is
@@ -276,8 +283,16 @@ func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Requ
 			}
 		}
 		if a.opts.External != nil {
-			if holder, held := a.opts.External(ip); held && holder != req.Owner.Namespace+"/"+req.Owner.Name {
-				return nil, nil, &ErrHeld{IP: ip, Owner: holder, State: "live"}
+			me := req.Owner.Namespace + "/" + req.Owner.Name
+			if holder, held := a.opts.External(ip); held && holder != me {
+				if a.opts.ConfirmExternal != nil {
+					if h, ok, err := a.opts.ConfirmExternal(ctx, ip); err == nil {
+						holder, held = h, ok
+					}
+				}
+				if held && holder != me {
+					return nil, nil, &ErrHeld{IP: ip, Owner: holder, State: "live"}
+				}
 			}
 		}
 		r := a.pending(req.Owner, poolName, ip)

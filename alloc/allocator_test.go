@@ -606,3 +606,34 @@ func TestApplyConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestConfirmExternalOverridesALaggingCache: a requested address the
+// caches still show held (a Service deleted a moment ago) is re-checked
+// against the source of truth; a confirmation error keeps the denial.
+func TestConfirmExternalOverridesALaggingCache(t *testing.T) {
+	ip := netip.MustParseAddr("10.96.9.9") // outside every pool
+	truth := map[netip.Addr]string{}
+	var fail error
+	f := newFixture(t, alloc.Options{ConfirmExternal: func(_ context.Context, a netip.Addr) (string, bool, error) {
+		if fail != nil {
+			return "", false, fail
+		}
+		o, ok := truth[a]
+		return o, ok, nil
+	}})
+	f.live[ip] = "old/deleted" // the cache lags the delete
+	req := alloc.Request{Owner: owner("new"), Requested: []netip.Addr{ip}}
+	if _, err := f.a.Reserve(bg, req); err != nil {
+		t.Fatalf("a freed address was refused on a stale cache: %v", err)
+	}
+	truth[ip] = "other/holder" // really held
+	var held *alloc.ErrHeld
+	if _, err := f.a.Reserve(bg, req); !errors.As(err, &held) || held.Owner != "other/holder" {
+		t.Fatalf("err = %v, want held by other/holder (the live answer)", err)
+	}
+	delete(truth, ip)
+	fail = errors.New("apiserver unreachable")
+	if _, err := f.a.Reserve(bg, req); !errors.As(err, &held) || held.Owner != "old/deleted" {
+		t.Fatalf("err = %v, want the cache's denial when the confirmation fails", err)
+	}
+}

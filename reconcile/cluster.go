@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 	"go.uber.org/zap"
@@ -238,4 +239,35 @@ func configKey(c *alloc.PoolConfig, cidrs []netip.Prefix) string {
 		s.WriteString("|" + p.String())
 	}
 	return s.String()
+}
+
+// liveReadTimeout bounds the confirmation read, well inside the webhook
+// timeouts (the chart's pinning webhook has 10 s).
+const liveReadTimeout = 2 * time.Second
+
+// LiveHolder is alloc.Options.ConfirmExternal: it reads the apiserver's
+// IPAddress object for ip (networking.k8s.io/v1, named by the address),
+// the record the apiserver keeps of every allocated Service address. No
+// object means nobody holds the address, whatever a lagging cache says.
+// It runs only when a Service asks for an address the caches show held, so
+// it costs one GET per such request.
+func LiveHolder(get func(ctx context.Context, name string) (*networkingv1.IPAddress, error)) func(ctx context.Context, ip netip.Addr) (string, bool, error) {
+	return func(ctx context.Context, ip netip.Addr) (string, bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, liveReadTimeout)
+		defer cancel()
+		a, err := get(ctx, ip.String())
+		if apierrors.IsNotFound(err) {
+			return "", false, nil
+		}
+		if err != nil {
+			return "", false, err
+		}
+		if p := a.Spec.ParentRef; p != nil {
+			if p.Resource == "services" && p.Group == "" {
+				return p.Namespace + "/" + p.Name, true, nil
+			}
+			return p.Resource + "/" + p.Namespace + "/" + p.Name, true, nil
+		}
+		return "IPAddress/" + a.Name, true, nil
+	}
 }

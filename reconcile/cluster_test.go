@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/dualstack-webhook/dualstack-webhook/alloc/memory"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	networkingv1listers "k8s.io/client-go/listers/networking/v1"
@@ -126,5 +128,35 @@ func TestPoolWatcherFollowsTheConfigMap(t *testing.T) {
 		t.Fatal(err)
 	} else if _, ok := p.Get(alloc.StaticBandPool); !ok {
 		t.Error("an unusable document at start should fall back to the static band")
+	}
+}
+
+func TestLiveHolderReadsTheIPAddressObject(t *testing.T) {
+	objs := map[string]*networkingv1.IPAddress{
+		"10.96.0.7": {ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.7"}, Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: "a", Name: "web"}}},
+	}
+	get := func(_ context.Context, name string) (*networkingv1.IPAddress, error) {
+		if name == "10.96.0.66" {
+			return nil, errors.New("connection refused")
+		}
+		if o, ok := objs[name]; ok {
+			return o, nil
+		}
+		return nil, apierrors.NewNotFound(networkingv1.Resource("ipaddresses"), name)
+	}
+	h := LiveHolder(get)
+	for ip, want := range map[string]struct {
+		owner string
+		held  bool
+		err   bool
+	}{
+		"10.96.0.7":  {"a/web", true, false},
+		"10.96.0.8":  {"", false, false},
+		"10.96.0.66": {"", false, true},
+	} {
+		owner, held, err := h(context.Background(), netip.MustParseAddr(ip))
+		if owner != want.owner || held != want.held || (err != nil) != want.err {
+			t.Errorf("LiveHolder(%s) = %q, %v, %v; want %q, %v, err %v", ip, owner, held, err, want.owner, want.held, want.err)
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
@@ -148,6 +149,12 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	}
 	opts := allocOptions(cfg, log)
 	opts.External = reconcile.Holder(caches.services.GetIndexer(), caches.ipaddrLister)
+	// A requested address the caches show held is re-read live, so a
+	// Service may take an address the moment the apiserver freed it.
+	ipaddrs := cs.NetworkingV1().IPAddresses()
+	opts.ConfirmExternal = reconcile.LiveHolder(func(ctx context.Context, name string) (*networkingv1.IPAddress, error) {
+		return ipaddrs.Get(ctx, name, metav1.GetOptions{})
+	})
 	a, err := alloc.New(st, pools, opts)
 	if err != nil {
 		return fail(err)
