@@ -46,7 +46,7 @@ K8S_BIN_DIR = $(shell e2e/bin/install.sh --print-dir)
 E2E_ENV = KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) E2E_WEBHOOK_BIN=$(CURDIR)/$(BIN)
 IP_FAMILY ?= dual
 
-.PHONY: e2e-bin e2e grid e2e-kind chart pinning
+.PHONY: e2e-bin e2e grid e2e-kind chart pinning ops-e2e
 
 chart: e2e-bin ## helm lint --strict, golden helm template (go test ./charts -update rewrites), invariants; helm required
 	E2E_REQUIRED=1 HELM=$(K8S_BIN_DIR)/helm $(GO) test -count=1 ./charts
@@ -65,6 +65,9 @@ e2e: e2e-bin build ## e2e suites against a real kube-apiserver + etcd (fail, nev
 
 pinning: e2e-bin build ## only the pinning e2e suite (contract cases + the 3-replica proof); `make e2e` runs it too
 	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -count=1 -timeout 15m -v ./pinning
+
+ops-e2e: e2e-bin build ## only the status/plan/apply e2e suite (docs/operations.md); `make e2e` runs it too
+	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -count=1 -timeout 15m -v ./ops
 
 grid: e2e-bin ## regenerate policy/testdata/*_grid.json from real apiservers (no webhook)
 	cd e2e && $(E2E_ENV) $(GO) test -count=1 -timeout 30m -run 'Grid' ./grid -update -v

@@ -249,9 +249,15 @@ func ApplyMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	a := &Applier{Client: cl, Namespace: f.namespace, PoolsConfigMap: f.poolsConfigMap, Out: stdout, Confirm: confirm, Timeout: timeout}
+	// With -o yaml|json stdout carries only the document; progress goes to
+	// stderr so that the output stays parseable.
+	progress := stdout
+	if f.output != OutputTable {
+		progress = stderr
+	}
+	a := &Applier{Client: cl, Namespace: f.namespace, PoolsConfigMap: f.poolsConfigMap, Out: progress, Confirm: confirm, Timeout: timeout}
 	if !confirm {
-		fmt.Fprintln(stdout, "dry run: nothing is changed; add --confirm to apply")
+		fmt.Fprintln(progress, "dry run: nothing is changed; add --confirm to apply")
 	}
 	outcomes, err := a.Apply(ctx, p)
 	if f.output != OutputTable {

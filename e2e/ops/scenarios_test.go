@@ -75,6 +75,14 @@ func TestExtend(t *testing.T) {
 	if s.Spec.ClusterIP != "10.1.0.5" {
 		t.Errorf("clusterIP %s", s.Spec.ClusterIP)
 	}
+	// -o json keeps stdout a document (progress goes to stderr).
+	js, progress := c.run(false, "apply", "extend", "--cidr", "10.1.0.0/24", "-o", "json")
+	var doc struct {
+		Plan ops.Plan `json:"plan"`
+	}
+	if err := json.Unmarshal([]byte(js), &doc); err != nil || doc.Plan.Scenario != ops.Extend || !strings.Contains(progress, "dry run") {
+		t.Errorf("apply -o json: %v\nstdout:\n%s\nstderr:\n%s", err, js, progress)
+	}
 	// Idempotent: the second run finds everything done.
 	if p := c.plan("extend", "--cidr", "10.1.0.0/24"); len(p.Steps) != 0 {
 		t.Errorf("plan after apply: %+v", p.Steps)
