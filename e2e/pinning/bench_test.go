@@ -42,7 +42,9 @@ const EnvBench = "E2E_PINNING_BENCH"
 // pool. It reports the ratio (goal ≥ 0.8×), the client-side create latency,
 // and the admission latency of the pinning path (/mutate, /validate) as
 // timed by the proxy and as the webhooks' own histogram
-// dualstack_webhook_http_request_duration_seconds says. Figures go to the
+// dualstack_webhook_http_request_duration_seconds says, and the CPU time
+// kube-apiserver, etcd and the webhooks spend per create (a ratio that does
+// not depend on what else the machine runs). Figures go to the
 // test log and e2e/_artifacts/pinning-bench-<time>.txt.
 func TestPinningBenchmark(t *testing.T) {
 	if os.Getenv(EnvBench) == "" {
@@ -81,6 +83,12 @@ func TestPinningBenchmark(t *testing.T) {
 		lat     []time.Duration
 		retries int
 		mutate  []time.Duration
+		cpuCP   time.Duration // kube-apiserver + etcd
+		cpuHook time.Duration // the webhook replicas
+	}
+	pr, err := findProcs(rs.env, rs.hooks)
+	if err != nil {
+		t.Fatalf("find the processes to charge CPU to: %v", err)
 	}
 	plain := &side{name: "no webhook", ns: plainNS}
 	pinned := &side{name: "pinned (lowest)", ns: lowestNS}
@@ -88,9 +96,11 @@ func TestPinningBenchmark(t *testing.T) {
 	sides := []*side{plain, pinned, hashed}
 	measure := func(s *side, prefix string, n int, record bool) {
 		rs.proxy.takeLatencies("/mutate")
+		cp0, hk0 := pr.sample()
 		start := time.Now()
 		outs := run(c, single(prefix, s.ns, n), workers, nil)
 		el := time.Since(start)
+		cp1, hk1 := pr.sample()
 		mut := rs.proxy.takeLatencies("/mutate")
 		for _, o := range outs {
 			if o.err != nil {
@@ -105,6 +115,8 @@ func TestPinningBenchmark(t *testing.T) {
 			s.elapsed += el
 			s.n += n
 			s.mutate = append(s.mutate, mut...)
+			s.cpuCP += cp1 - cp0
+			s.cpuHook += hk1 - hk0
 		}
 	}
 	// Warm up every path (connections, caches), then discard.
@@ -149,6 +161,20 @@ func TestPinningBenchmark(t *testing.T) {
 				percentile(s.mutate, 0.99).Round(100*time.Microsecond), len(s.mutate))
 		}
 		fmt.Fprintln(&b)
+	}
+	perCreate := func(d time.Duration, s *side) time.Duration { return d / time.Duration(s.n) }
+	for _, s := range sides {
+		fmt.Fprintf(&b, "%-16s CPU per create: kube-apiserver+etcd %s, webhooks %s, total %s\n", s.name,
+			perCreate(s.cpuCP, s).Round(10*time.Microsecond), perCreate(s.cpuHook, s).Round(10*time.Microsecond),
+			perCreate(s.cpuCP+s.cpuHook, s).Round(10*time.Microsecond))
+	}
+	// Two baselines: the no-webhook side with the replicas' own CPU (they
+	// watch every Service, served or not) and without it (a cluster where
+	// the webhook is not deployed at all).
+	for _, s := range sides[1:] {
+		pinnedPerCPU := float64(s.n) / (s.cpuCP + s.cpuHook).Seconds()
+		fmt.Fprintf(&b, "CPU-capacity ratio %s: %.2fx of the no-webhook namespace, %.2fx of a cluster without the webhook deployed (creates per CPU-second)\n",
+			s.name, pinnedPerCPU/(float64(plain.n)/(plain.cpuCP+plain.cpuHook).Seconds()), pinnedPerCPU/(float64(plain.n)/plain.cpuCP.Seconds()))
 	}
 	for _, s := range sides[1:] {
 		rr := roundRatios[s]
