@@ -416,6 +416,17 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 		if pick == nil {
 			return Reservation{}, nil, false, nil
 		}
+		if a.allocatedUpstream(ctx, pick.IP) {
+			// The apiserver still records the address as allocated (an
+			// IPAddress object, e.g. re-created for the deleted Service by
+			// its repair controller from a stale cache): it would refuse to
+			// allocate it again ("provided IP is already allocated"), so
+			// handing it back would turn an admissible request into an
+			// error. Leave the reservation as it is and pick another.
+			a.log.Info("address of this Service still allocated in the apiserver; allocating another",
+				zap.String("owner", req.Owner.String()), zap.Stringer("ip", pick.IP), zap.String("state", string(pick.State)))
+			return Reservation{}, nil, false, nil
+		}
 		if pick.State != StateSticky || req.DryRun {
 			return *pick, nil, true, nil
 		}
@@ -432,6 +443,27 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 		return saved, &undo{before: pick, after: saved}, true, nil
 	}
 	return Reservation{}, nil, false, fmt.Errorf("re-claiming the address of %s: %w", req.Owner, ErrContended)
+}
+
+// allocatedUpstream reports whether something outside our records (a live
+// Service, an IPAddress object) holds ip, whoever it names: reuse hands an
+// address out for a new allocation, which the apiserver refuses for any
+// address it still records. A positive cached answer is confirmed live
+// when ConfirmExternal is set (a cache lagging a delete must not cost a
+// re-created Service its sticky address); a failed confirmation counts as
+// held, which only costs stickiness, never an error.
+func (a *Allocator) allocatedUpstream(ctx context.Context, ip netip.Addr) bool {
+	if a.opts.External == nil {
+		return false
+	}
+	if _, held := a.opts.External(ip); !held {
+		return false
+	}
+	if a.opts.ConfirmExternal == nil {
+		return true
+	}
+	_, held, err := a.opts.ConfirmExternal(ctx, ip)
+	return err != nil || held
 }
 
 // Confirm records that the live Service owner (namespace, name, UID) holds

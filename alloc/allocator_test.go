@@ -637,3 +637,40 @@ func TestConfirmExternalOverridesALaggingCache(t *testing.T) {
 		t.Fatalf("err = %v, want the cache's denial when the confirmation fails", err)
 	}
 }
+
+// TestStickyAddressStillAllocatedUpstreamIsNotHandedBack: the apiserver
+// refuses to allocate an address it still records (an IPAddress object
+// leaked for the deleted Service), so a re-created Service gets another
+// one; a cache that merely lags the delete keeps stickiness.
+func TestStickyAddressStillAllocatedUpstreamIsNotHandedBack(t *testing.T) {
+	upstream := map[netip.Addr]bool{}
+	f := newFixture(t, alloc.Options{Retention: time.Hour, ConfirmExternal: func(_ context.Context, a netip.Addr) (string, bool, error) {
+		return "apps/web", upstream[a], nil
+	}})
+	ips := f.reserve(t, "web", "small", []corev1.IPFamily{corev1.IPv4Protocol})
+	s := ips[0]
+	if _, err := f.a.Confirm(bg, s, alloc.Owner{Namespace: "apps", Name: "web", UID: "u1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.Release(bg, s, alloc.Owner{Namespace: "apps", Name: "web", UID: "u1"}); err != nil {
+		t.Fatal(err)
+	}
+	f.live[s] = "apps/web" // the caches still show it held by the name
+
+	// Only the cache lags: the sticky address comes back.
+	if got := f.reserve(t, "web", "small", []corev1.IPFamily{corev1.IPv4Protocol}); got[0] != s {
+		t.Fatalf("re-create behind a lagging cache got %s, want the sticky %s", got[0], s)
+	}
+	// Back to sticky, now with the apiserver still recording the address.
+	if err := f.a.Release(bg, s, alloc.Owner{Namespace: "apps", Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	upstream[s] = true
+	got := f.reserve(t, "web", "small", []corev1.IPFamily{corev1.IPv4Protocol})
+	if got[0] == s {
+		t.Fatalf("re-create got %s, which the apiserver still records as allocated", s)
+	}
+	if r, ok := f.state(t, s); !ok || r.State != alloc.StateSticky {
+		t.Errorf("the leaked address' reservation is %+v (present %v), want it left sticky", r, ok)
+	}
+}
