@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,7 +63,7 @@ func newCluster(t *testing.T, name, cidrs string, kcm bool) *cluster {
 // stdout; a non-zero exit fails the test unless wantErr.
 func (c *cluster) run(wantErr bool, args ...string) (string, string) {
 	c.t.Helper()
-	args = append(args, "--kubeconfig", c.env.Kubeconfig, "--namespace", webhookNS)
+	args = slices.Concat(args, []string{"--kubeconfig", c.env.Kubeconfig, "--namespace", webhookNS})
 	cmd := exec.CommandContext(c.ctx, c.bin, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -77,7 +78,7 @@ func (c *cluster) run(wantErr bool, args ...string) (string, string) {
 // planJSON runs `plan` and decodes it.
 func (c *cluster) plan(args ...string) ops.Plan {
 	c.t.Helper()
-	out, _ := c.run(false, append([]string{"plan"}, append(args, "-o", "json")...)...)
+	out, _ := c.run(false, slices.Concat([]string{"plan"}, args, []string{"-o", "json"})...)
 	var p ops.Plan
 	if err := json.Unmarshal([]byte(out), &p); err != nil {
 		c.t.Fatalf("plan output: %v\n%s", err, out)

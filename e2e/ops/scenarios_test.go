@@ -2,6 +2,7 @@ package ops
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -248,9 +249,43 @@ func TestReplacePrimary(t *testing.T) {
 	// 1. extra range.
 	c.run(false, "apply", "extend", "--cidr", "10.97.0.0/24", "--cidr-name", "extra", "--confirm")
 	c.service(ns, "on-extra", corev1.IPFamilyPolicySingleStack, fv4, "10.97.0.33")
-	c.run(false, "apply", "replace-primary", "--old-cidr", "10.97.0.0/24", "--cidr", "10.98.0.0/24", "--cidr-name", "extra2", "--confirm")
+	// "stuck" carries a finalizer nobody removes: its deletion hangs, the
+	// first run gives up waiting (an interruption between delete and
+	// create), the journal keeps the Service, and the next run re-creates it.
+	stuck := c.service(ns, "stuck", corev1.IPFamilyPolicySingleStack, fv4, "10.97.0.44")
+	stuck.Finalizers = []string{"example.com/hold"}
+	if _, err := cl.CoreV1().Services(ns).Update(c.ctx, stuck, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	replaceExtra := []string{"apply", "replace-primary", "--old-cidr", "10.97.0.0/24", "--cidr", "10.98.0.0/24", "--cidr-name", "extra2", "--timeout", "15s", "--confirm"}
+	out, errOut := c.run(true, replaceExtra...)
+	if !strings.Contains(errOut, ns+"/stuck: waiting for the deletion") || !strings.Contains(out, ns+"/on-extra: done") {
+		t.Fatalf("interrupted run:\n%s\n%s", out, errOut)
+	}
+	if js, _ := cl.CoreV1().ConfigMaps(webhookNS).List(c.ctx, metav1.ListOptions{LabelSelector: ops.LabelOps}); len(js.Items) != 1 {
+		t.Fatalf("journal entries after the interruption: %d", len(js.Items))
+	}
+	if p := c.plan(replaceExtra[1 : len(replaceExtra)-3]...); len(p.Services) != 1 || !p.Services[0].Resume || p.Services[0].Name != "stuck" {
+		t.Errorf("plan after the interruption: %+v", p.Services)
+	}
+	s := c.get(ns, "stuck")
+	s.Finalizers = nil
+	if _, err := cl.CoreV1().Services(ns).Update(c.ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("stuck to be deleted", func() (bool, string) {
+		_, err := cl.CoreV1().Services(ns).Get(c.ctx, "stuck", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+	out, _ = c.run(false, replaceExtra...)
+	if !strings.Contains(out, ns+"/stuck: done [] -> [10.98.0.44] (resumed from the journal)") {
+		t.Errorf("resumed run:\n%s", out)
+	}
 	if s := c.get(ns, "on-extra"); s.Spec.ClusterIP != "10.98.0.33" {
 		t.Errorf("on-extra: %s, want 10.98.0.33", s.Spec.ClusterIP)
+	}
+	if s := c.get(ns, "stuck"); s.Spec.ClusterIP != "10.98.0.44" || s.Labels["app"] != "stuck" || len(s.Finalizers) != 0 {
+		t.Errorf("stuck: %s %v %v", s.Spec.ClusterIP, s.Labels, s.Finalizers)
 	}
 	c.waitFor("ServiceCIDR extra to be deleted", func() (bool, string) {
 		sc, err := cl.NetworkingV1().ServiceCIDRs().Get(c.ctx, "extra", metav1.GetOptions{})
@@ -305,7 +340,7 @@ func TestReplacePrimary(t *testing.T) {
 	if p.OldCIDR != "10.96.0.0/16" || !slices.Equal(p.Steps[0].ServiceCIDR.CIDRs, []string{"10.100.0.0/20", "fd00:10:96::/108"}) {
 		t.Fatalf("plan %+v", p)
 	}
-	out, _ := c.run(false, "apply", "replace-primary", "--cidr", "10.100.0.0/20", "--confirm")
+	out, _ = c.run(false, "apply", "replace-primary", "--cidr", "10.100.0.0/20", "--confirm")
 	for _, s := range []string{ns + "/far [10.96.200.1] -> [10.100.", "offset not kept: 10.96.200.1: its offset lies outside 10.100.0.0/20", "default/kubernetes: not touched", "resumed from the journal", "not yet: default/kubernetes still holds an address in 10.96.0.0/16"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("apply output lacks %q", s)
