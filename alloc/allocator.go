@@ -565,10 +565,20 @@ func (a *Allocator) Free(ctx context.Context, ip netip.Addr) error {
 
 // Collect frees pending reservations past their grace and sticky ones past
 // their retention, and returns what it freed. A pending reservation that a
-// live Service of the same name already holds is left for Confirm. Run it
-// from the (single, leader-elected) reconciler; concurrent runs are safe
-// because deletes carry the version read.
+// live Service of the same name already holds (per Options.External) is
+// left for Confirm. Run it from the (single, leader-elected) reconciler;
+// concurrent runs are safe because deletes carry the version read.
 func (a *Allocator) Collect(ctx context.Context) ([]Reservation, error) {
+	return a.CollectWith(ctx, a.opts.External)
+}
+
+// CollectWith is Collect with the caller's view of who holds an address
+// (nil: nobody). The reconciler passes the live Services it has just
+// confirmed, and not the IPAddress objects: an IPAddress the apiserver's
+// repair controller leaks for a deleted Service names that Service, and
+// must not keep its pending reservation alive (the address stays off
+// limits through Options.External anyway).
+func (a *Allocator) CollectWith(ctx context.Context, held HolderFunc) ([]Reservation, error) {
 	rs, err := a.store.List(ctx)
 	if err != nil {
 		return nil, err
@@ -579,8 +589,8 @@ func (a *Allocator) Collect(ctx context.Context) ([]Reservation, error) {
 		if !r.Expired(now) {
 			continue
 		}
-		if r.State == StatePending && a.opts.External != nil {
-			if holder, held := a.opts.External(r.IP); held && holder == r.Owner.Namespace+"/"+r.Owner.Name {
+		if r.State == StatePending && held != nil {
+			if holder, ok := held(r.IP); ok && holder == r.Owner.Namespace+"/"+r.Owner.Name {
 				continue
 			}
 		}

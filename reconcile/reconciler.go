@@ -43,7 +43,7 @@ type Allocator interface {
 	Confirm(ctx context.Context, ip netip.Addr, owner alloc.Owner) (alloc.Reservation, error)
 	Release(ctx context.Context, ip netip.Addr, owner alloc.Owner) error
 	Free(ctx context.Context, ip netip.Addr) error
-	Collect(ctx context.Context) ([]alloc.Reservation, error)
+	CollectWith(ctx context.Context, held alloc.HolderFunc) ([]alloc.Reservation, error)
 }
 
 var _ Allocator = (*alloc.Allocator)(nil)
@@ -273,7 +273,15 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 	}
 
 	// 3. Collect expired pending and sticky reservations.
-	freed, err := r.o.Allocator.Collect(ctx)
+	// Only live Services keep an expired pending reservation (for Confirm
+	// in the next pass); a leaked IPAddress object does not.
+	liveHolder := func(ip netip.Addr) (string, bool) {
+		if s, ok := holder[ip]; ok {
+			return s.Namespace + "/" + s.Name, true
+		}
+		return "", false
+	}
+	freed, err := r.o.Allocator.CollectWith(ctx, liveHolder)
 	for _, x := range freed {
 		r.count(func(m *Metrics) { m.Collected.Inc() })
 		if x.State == alloc.StateSticky {

@@ -12,9 +12,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corev1listers "k8s.io/client-go/listers/core/v1"
+	networkingv1listers "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -46,6 +48,7 @@ type env struct {
 	store    *memory.Store
 	alloc    *alloc.Allocator
 	services cache.Indexer
+	ipaddrs  cache.Indexer // IPAddress objects (networking.k8s.io/v1)
 	events   *record.FakeRecorder
 	metrics  *Metrics
 	reg      *prometheus.Registry
@@ -72,9 +75,10 @@ func newEnv(t *testing.T, cidrs []string) *env {
 	e.clock = clocktesting.NewFakeClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	e.store = memory.New()
 	e.services = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{IPIndex: IndexByClusterIP})
+	e.ipaddrs = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	e.alloc, err = alloc.New(e.store, pools, alloc.Options{
 		Clock: e.clock, PendingGrace: grace, Retention: retention,
-		External: Holder(e.services, nil),
+		External: Holder(e.services, networkingv1listers.NewIPAddressLister(e.ipaddrs)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -488,4 +492,22 @@ func counterValue(c prometheus.Counter) float64 {
 		return -1
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestLeakedIPAddressDoesNotKeepAPendingReservation: kube-apiserver's repair
+// controller can leave an IPAddress naming a Service that never got
+// persisted; only a live Service keeps an expired pending reservation.
+func TestLeakedIPAddressDoesNotKeepAPendingReservation(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "gone", RequestUID: "r1"}, e.fams[0])
+		_ = e.ipaddrs.Add(&networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: ips[0]},
+			Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{Resource: "services", Namespace: "demo", Name: "gone"}}})
+		e.clock.Step(grace)
+		e.sync()
+		e.wantFree(ips[0])
+		// Still never handed out while the IPAddress exists.
+		if got := e.admit(alloc.Owner{Namespace: "demo", Name: "next"}, e.fams[0]); got[0] == ips[0] {
+			t.Fatalf("%s handed out while the apiserver records it", ips[0])
+		}
+	})
 }
