@@ -51,6 +51,11 @@ func (c *common) client() (kubernetes.Interface, error) {
 func StatusOf(s *Snapshot) (Status, error) {
 	pools, err := s.Pools()
 	if err != nil {
+		if strings.Contains(err.Error(), "outside every ServiceCIDR") {
+			// The usual cause: a replaced range's ServiceCIDR went away
+			// before its pool entries were pruned.
+			err = fmt.Errorf("%w\n(a ServiceCIDR was removed under a pool? `dualstack-webhook apply replace-primary --old-cidr <removed range> --cidr <its replacement> --confirm` prunes it)", err)
+		}
 		return Status{}, err
 	}
 	st := ComputeStatus(pools, s.Reservations, s.Services)
