@@ -3,9 +3,11 @@ package ops
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 )
@@ -137,5 +139,25 @@ pools:
 func TestComputeStatusNilPools(t *testing.T) {
 	if st := ComputeStatus(nil, nil, []corev1.Service{svc("a", "b", v4, "10.0.0.1")}); len(st.Pools)+len(st.Outside) != 0 {
 		t.Fatalf("nil pools: %+v", st)
+	}
+}
+
+// A pool left over a removed ServiceCIDR makes status fail with a pointer to
+// the prune step rather than a bare compile error.
+func TestStatusOfOrphanedPool(t *testing.T) {
+	s := snapshot(t, `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+pools:
+- name: gone
+  addresses: {ipv4: ["10.97.0.1-10.97.0.16"]}
+`, []networkingv1.ServiceCIDR{scidr("kubernetes", "10.96.0.0/16")})
+	_, err := StatusOf(s)
+	if err == nil || !strings.Contains(err.Error(), "10.97.0.1 is outside every ServiceCIDR") || !strings.Contains(err.Error(), "apply replace-primary --old-cidr") {
+		t.Fatalf("got %v", err)
+	}
+	s.Config = parseDoc(t, "")
+	st, err := StatusOf(s)
+	if err != nil || len(st.Pools) != 1 || st.ServiceCIDRs[0].Name != "kubernetes" {
+		t.Fatalf("implicit pools: %+v %v", st, err)
 	}
 }
