@@ -284,8 +284,9 @@ func newer(a, b string) bool {
 // observe applies one informer event to the index and settles the
 // expectations it satisfies.
 func (s *Store) observe(obj any, deleted bool) {
+	tombstone := false
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj, deleted = t.Obj, true
+		obj, deleted, tombstone = t.Obj, true, true
 	}
 	if deleted && s.onDelete != nil {
 		defer s.onDelete()
@@ -314,8 +315,13 @@ func (s *Store) observe(obj any, deleted bool) {
 			delete(s.expect, cm.Name)
 		case !deleted && e.gone && cm.ResourceVersion != e.rv && newer(cm.ResourceVersion, e.rv):
 			delete(s.expect, cm.Name) // re-created after our delete: the delete is behind us
-		case deleted && !e.gone:
-			// Deleted by someone else after our write: our write is behind us.
+		case deleted && !e.gone && (tombstone || newer(cm.ResourceVersion, e.rv)):
+			// Deleted by someone else after our write: our write is behind
+			// us. A watch DELETED event carries the revision of the delete,
+			// so the delete of an older incarnation (delete, then our
+			// re-create, events still in flight) is told apart and does not
+			// settle the create; a relist tombstone means the object was
+			// gone when the list ran, after our write returned.
 			delete(s.expect, cm.Name)
 		}
 	}

@@ -339,3 +339,40 @@ func TestOnDeleteFiresForDeletionsByAnyone(t *testing.T) {
 		t.Errorf("after OnDelete, Get = %v, %v; want gone", ok, err)
 	}
 }
+
+// A delete of an older incarnation must not settle the wait for our
+// re-create: delete(rv 1) then create(rv 3), with the watch still to
+// deliver DELETED(rv 2) and ADDED(rv 3). Found as a flake of the contract
+// suite on the real apiserver (Get after re-create saw nothing).
+func TestStaleDeleteDoesNotSettleRecreate(t *testing.T) {
+	s := startStore(t, fakeAPI(t))
+	ip := netip.MustParseAddr("fd00:10:96::a:0")
+	cm := func(rv string) *corev1.ConfigMap {
+		c := encode(testNS, alloc.Reservation{IP: ip, Pool: "p", State: alloc.StateBound,
+			Owner: alloc.Owner{Namespace: "n", Name: "s"}})
+		c.ResourceVersion = rv
+		return c
+	}
+	s.observe(cm("1"), false)
+	s.expectWrite(ip, "1", true)  // our delete of rv 1
+	s.expectWrite(ip, "3", false) // our re-create answered rv 3
+	s.observe(cm("2"), true)      // DELETED of the old incarnation, at rv 2
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, ok, err := s.Get(ctx, ip); err == nil {
+		t.Fatalf("Get answered (ok=%v) before the cache showed the re-create", ok)
+	}
+	s.observe(cm("3"), false)
+	r, ok, err := s.Get(context.Background(), ip)
+	if err != nil || !ok || r.Version != "3" {
+		t.Fatalf("Get after the re-create arrived = %+v %v %v, want version 3", r, ok, err)
+	}
+
+	// Someone else deleting our object after our write does settle it.
+	s.expectWrite(ip, "5", false)
+	s.observe(cm("6"), true)
+	if _, ok, err := s.Get(context.Background(), ip); err != nil || ok {
+		t.Fatalf("Get after a later foreign delete = ok %v err %v, want absent", ok, err)
+	}
+}
