@@ -53,7 +53,7 @@ func TestRenderHelpers(t *testing.T) {
 		paths[w.Name] = *w.ClientConfig.URL
 	}
 	want := map[string]string{
-		"defaulting.dualstack-webhook.io": "https://127.0.0.1:9443/mutate",
+		"defaulting.dualstack-webhook.io": "https://127.0.0.1:9443/default",
 		"pinning.dualstack-webhook.io":    "https://127.0.0.1:9443/mutate",
 		"validating.dualstack-webhook.io": "https://127.0.0.1:9443/validate",
 		"pools.dualstack-webhook.io":      "https://127.0.0.1:9443/validate",
