@@ -487,3 +487,21 @@ func (s *IPSet) firstNotIn(f corev1.IPFamily, v u128) (u128, bool) {
 	}
 	return v, true
 }
+
+// KubernetesServiceHolder stands in, where there is no cluster to ask
+// (serve --dev, tests), for the Service every apiserver has:
+// default/kubernetes holds the first address of the primary range
+// (GetIndexedIP(range, 1)). Without it the first pinned Service would get an
+// address no cluster could give it. cidrs are primary first; nil if empty.
+func KubernetesServiceHolder(cidrs []netip.Prefix) HolderFunc {
+	if len(cidrs) == 0 {
+		return nil
+	}
+	first := cidrs[0].Masked().Addr().Next()
+	return func(ip netip.Addr) (string, bool) {
+		if ip == first {
+			return "default/kubernetes", true
+		}
+		return "", false
+	}
+}

@@ -35,12 +35,14 @@ func TestExamplesREADME(t *testing.T) {
 	}
 	answer := func(file, path string) []byte {
 		// A fresh `serve --dev` per example: pinning on, memory store, the
-		// static band of the dev CIDRs, nothing reserved yet.
-		pools, err := alloc.Compile(nil, []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("fd00:10:96::/108")})
+		// static band of the dev CIDRs, nothing reserved yet but the address
+		// default/kubernetes holds on every cluster.
+		cidrs := []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("fd00:10:96::/108")}
+		pools, err := alloc.Compile(nil, cidrs)
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := alloc.New(memory.New(), pools, alloc.Options{})
+		a, err := alloc.New(memory.New(), pools, alloc.Options{External: alloc.KubernetesServiceHolder(cidrs)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -67,7 +67,9 @@ func startDevPinning(cfg *Config, log *zap.Logger, reg prometheus.Registerer) (*
 		return nil, err
 	}
 	st := memory.New()
-	a, err := alloc.New(st, pools, allocOptions(cfg, log))
+	opts := allocOptions(cfg, log)
+	opts.External = alloc.KubernetesServiceHolder(cfg.ServiceCIDRs)
+	a, err := alloc.New(st, pools, opts)
 	if err != nil {
 		return nil, err
 	}
