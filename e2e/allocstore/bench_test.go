@@ -36,7 +36,7 @@ pools:
 // plain ClusterIP Services (its own allocation: one IPAddress + one Service
 // write) at the same concurrency.
 func BenchmarkReservations(b *testing.B) {
-	need(b)
+	suite.Need(b)
 	for _, n := range []int{1, 3} {
 		b.Run(fmt.Sprintf("service-create/clients=%d", n), func(b *testing.B) { benchServices(b, n) })
 		b.Run(fmt.Sprintf("configmap/allocators=%d", n), func(b *testing.B) { benchConfigMaps(b, n) })
@@ -77,7 +77,7 @@ func benchServices(b *testing.B, n int) {
 	ns := namespace(b, "bench-svc")
 	clients := make([]kubernetes.Interface, n)
 	for i := range clients {
-		cfg := configmap.RaiseRateLimits(cp.Config)
+		cfg := configmap.RaiseRateLimits(suite.CP.Config)
 		c, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
 			b.Fatal(err)

@@ -28,7 +28,7 @@ const (
 // handed out must be unique, and the ConfigMap of each must name the Service
 // it was handed to.
 func TestReplicasNeverDuplicate(t *testing.T) {
-	need(t)
+	suite.Need(t)
 	for _, strategy := range []alloc.Strategy{alloc.StrategyLowest, alloc.StrategyHash} {
 		t.Run(string(strategy), func(t *testing.T) {
 			ns := namespace(t, "replicas-"+string(strategy))
@@ -109,7 +109,7 @@ pools:
 				}
 			}
 			// Ground truth from the apiserver, not from any cache.
-			list, err := cp.Client.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{LabelSelector: configmap.Selector})
+			list, err := suite.CP.Client.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{LabelSelector: configmap.Selector})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,6 +10,6 @@ import (
 // TestContract runs the same contract as the memory store, against the
 // ConfigMap store on a real kube-apiserver.
 func TestContract(t *testing.T) {
-	need(t)
+	suite.Need(t)
 	storetest.Run(t, func(t *testing.T) alloc.Store { return newStore(t, namespace(t, "contract")) })
 }

@@ -20,7 +20,7 @@ import (
 // human would see with `kubectl get cm -l dualstack-webhook.io/pool`,
 // in every family order. The clock is injected: nothing sleeps.
 func TestLifecycleOnConfigMaps(t *testing.T) {
-	need(t)
+	suite.Need(t)
 	pools := compile(t, `
 apiVersion: dualstack-webhook.io/v1alpha1
 kind: PoolConfig
@@ -48,7 +48,7 @@ pools:
 			ctx := context.Background()
 			states := func() map[string]string {
 				t.Helper()
-				list, err := cp.Client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: configmap.LabelPool + "=web"})
+				list, err := suite.CP.Client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: configmap.LabelPool + "=web"})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -2,11 +2,9 @@ package allocstore
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"os"
 	"testing"
-	"time"
 
 	"k8s.io/client-go/rest"
 
@@ -16,44 +14,20 @@ import (
 )
 
 var (
-	cp        *framework.ControlPlane
-	prereqErr error
-	setupErr  error
-	cidrs     = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("fd00:10:96::/108")}
+	suite = &framework.Suite{
+		Name:                 "allocstore",
+		NeedsOwnControlPlane: "allocstore needs its own control plane",
+		Options:              framework.ControlPlaneOptions{ServiceCIDRs: framework.DualStackCIDRs},
+	}
+	cidrs = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("fd00:10:96::/108")}
 )
 
-func TestMain(m *testing.M) {
-	prereqErr = framework.Prereq()
-	if prereqErr == nil && framework.UseExistingCluster() {
-		prereqErr = fmt.Errorf("%w: allocstore needs its own control plane", framework.ErrPrereq)
-	}
-	if prereqErr == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		cp, setupErr = framework.StartControlPlane(ctx, framework.ControlPlaneOptions{ServiceCIDRs: framework.DualStackCIDRs})
-		cancel()
-	}
-	code := m.Run()
-	if cp != nil {
-		if err := cp.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "allocstore: stopping control plane:", err)
-		}
-	}
-	os.Exit(code)
-}
-
-// need skips or fails (E2E_REQUIRED) when there is no control plane.
-func need(tb testing.TB) {
-	tb.Helper()
-	framework.NeedPrereq(tb, prereqErr)
-	if setupErr != nil {
-		tb.Fatalf("control plane: %v", setupErr)
-	}
-}
+func TestMain(m *testing.M) { os.Exit(suite.Main(m)) }
 
 // namespace makes a fresh namespace: every store of a test gets clean state.
 func namespace(tb testing.TB, prefix string) string {
 	tb.Helper()
-	ns, err := framework.Namespace(context.Background(), cp.Client, prefix, nil, nil)
+	ns, err := framework.Namespace(context.Background(), suite.CP.Client, prefix, nil, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -64,7 +38,7 @@ func namespace(tb testing.TB, prefix string) string {
 // a separate webhook replica would have.
 func newStore(tb testing.TB, ns string) *configmap.Store {
 	tb.Helper()
-	cfg := rest.CopyConfig(cp.Config)
+	cfg := rest.CopyConfig(suite.CP.Config)
 	cfg.QPS, cfg.Burst = 0, 0 // start from client-go's defaults: NewForConfig must raise them
 	s, err := configmap.NewForConfig(cfg, configmap.Options{Namespace: ns})
 	if err != nil {

@@ -160,7 +160,7 @@ func dryRunService(ctx context.Context, c kubernetes.Interface, ns string) error
 // certificate at each moment, which is what keeping the old CA beside the
 // new one in caBundle is for.
 func TestBootstrapRotationWithRealAPIServer(t *testing.T) {
-	need(t)
+	suite.Need(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	name := "certs-rotation-" + rand.String(5)
@@ -168,7 +168,7 @@ func TestBootstrapRotationWithRealAPIServer(t *testing.T) {
 	target := namespace(t, "certs-target", map[string]string{framework.ScopeLabel: name})
 
 	boot, err := certs.NewBootstrap(certs.BootstrapConfig{
-		Client:                          cp.Client,
+		Client:                          suite.CP.Client,
 		Namespace:                       ns,
 		SecretName:                      "dualstack-webhook-ca",
 		DNSNames:                        certs.ServiceDNSNames("dualstack-webhook", ns),
@@ -187,7 +187,7 @@ func TestBootstrapRotationWithRealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := startAllowServer(t, boot)
-	register(t, cp.Client, name, srv.url)
+	register(t, suite.CP.Client, name, srv.url)
 
 	bootDone := make(chan error, 1)
 	go func() { bootDone <- boot.Start(ctx) }()
@@ -201,11 +201,11 @@ func TestBootstrapRotationWithRealAPIServer(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	sec, err := cp.Client.CoreV1().Secrets(ns).Get(ctx, "dualstack-webhook-ca", metav1.GetOptions{})
+	sec, err := suite.CP.Client.CoreV1().Secrets(ns).Get(ctx, "dualstack-webhook-ca", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, b := range caBundles(t, cp.Client, name) {
+	for i, b := range caBundles(t, suite.CP.Client, name) {
 		if string(b) != string(sec.Data[certs.SecretKeyBundle]) {
 			t.Fatalf("webhook %d: caBundle is not the Secret's bundle", i)
 		}
@@ -215,9 +215,9 @@ func TestBootstrapRotationWithRealAPIServer(t *testing.T) {
 	deadline = time.Now().Add(30 * time.Second)
 	for srv.calls.Load() == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the apiserver never called the webhook: %v", dryRunService(ctx, cp.Client, target))
+			t.Fatalf("the apiserver never called the webhook: %v", dryRunService(ctx, suite.CP.Client, target))
 		}
-		_ = dryRunService(ctx, cp.Client, target)
+		_ = dryRunService(ctx, suite.CP.Client, target)
 		time.Sleep(100 * time.Millisecond)
 	}
 
@@ -240,7 +240,7 @@ func TestBootstrapRotationWithRealAPIServer(t *testing.T) {
 				default:
 				}
 				creates.Add(1)
-				if err := dryRunService(ctx, cp.Client, target); err != nil {
+				if err := dryRunService(ctx, suite.CP.Client, target); err != nil {
 					failures.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 				}
@@ -256,7 +256,7 @@ func TestBootstrapRotationWithRealAPIServer(t *testing.T) {
 				return
 			case <-time.After(200 * time.Millisecond):
 			}
-			for _, b := range caBundles(t, cp.Client, name) {
+			for _, b := range caBundles(t, suite.CP.Client, name) {
 				if n := int64(countCerts(b)); n > maxBundle.Load() {
 					maxBundle.Store(n)
 				}
@@ -288,20 +288,20 @@ func TestBootstrapRotationWithRealAPIServer(t *testing.T) {
 // apiserver's AlreadyExists decides the race) and each serving certificate
 // must verify against the caBundle the apiserver holds.
 func TestBootstrapReplicasConverge(t *testing.T) {
-	need(t)
+	suite.Need(t)
 	ctx := context.Background()
 	for round := range 5 {
 		t.Run(fmt.Sprintf("round-%d", round), func(t *testing.T) {
 			name := "certs-converge-" + rand.String(5)
 			ns := namespace(t, "certs-converge", nil)
-			register(t, cp.Client, name, "https://127.0.0.1:1")
+			register(t, suite.CP.Client, name, "https://127.0.0.1:1")
 
 			const replicas = 3
 			boots := make([]*certs.Bootstrap, replicas)
 			for i := range boots {
 				var err error
 				boots[i], err = certs.NewBootstrap(certs.BootstrapConfig{
-					Client:                          cp.Client,
+					Client:                          suite.CP.Client,
 					Namespace:                       ns,
 					SecretName:                      "ca",
 					DNSNames:                        certs.ServiceDNSNames("dualstack-webhook", ns),
@@ -334,14 +334,14 @@ func TestBootstrapReplicasConverge(t *testing.T) {
 					t.Fatalf("replica %d not ready: %v", i, err)
 				}
 			}
-			sec, err := cp.Client.CoreV1().Secrets(ns).Get(ctx, "ca", metav1.GetOptions{})
+			sec, err := suite.CP.Client.CoreV1().Secrets(ns).Get(ctx, "ca", metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if n := countCerts(sec.Data[certs.SecretKeyBundle]); n != 1 {
 				t.Fatalf("Secret bundle holds %d CAs, want 1", n)
 			}
-			for w, bundle := range caBundles(t, cp.Client, name) {
+			for w, bundle := range caBundles(t, suite.CP.Client, name) {
 				if string(bundle) != string(sec.Data[certs.SecretKeyBundle]) {
 					t.Fatalf("webhook %d caBundle differs from the Secret's", w)
 				}

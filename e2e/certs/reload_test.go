@@ -82,7 +82,7 @@ func (ca *testCA) leaf(t *testing.T, serial int64) (certPEM, keyPEM []byte) {
 // half by rename. The registration trusts both the harness CA and ours, so a
 // request can only fail if the binary served a broken pair or restarted.
 func TestBinaryReloadsRotatedFiles(t *testing.T) {
-	need(t)
+	suite.Need(t)
 	ctx := context.Background()
 	bin, err := framework.BuildWebhook(t.TempDir())
 	if err != nil {
@@ -91,7 +91,7 @@ func TestBinaryReloadsRotatedFiles(t *testing.T) {
 	stateNS := namespace(t, "certs-reload-state", nil)
 	dir := t.TempDir()
 	w, err := framework.StartWebhook(ctx, framework.WebhookOptions{
-		Binary: bin, Name: "reload", Dir: dir, Kubeconfig: cp.KubeconfigPath,
+		Binary: bin, Name: "reload", Dir: dir, Kubeconfig: suite.CP.KubeconfigPath,
 		ServiceCIDRs: framework.DualStackCIDRs, Namespace: stateNS,
 	})
 	if err != nil {
@@ -110,12 +110,12 @@ func TestBinaryReloadsRotatedFiles(t *testing.T) {
 
 	name := "reload-" + utilrand.String(5)
 	reg := framework.Registration{Name: name, URL: w.URL, CABundle: append(append([]byte{}, w.CABundle...), ca.pem...)}
-	if err := framework.Register(ctx, cp.Client, reg); err != nil {
+	if err := framework.Register(ctx, suite.CP.Client, reg); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = framework.Unregister(context.Background(), cp.Client, reg) })
+	t.Cleanup(func() { _ = framework.Unregister(context.Background(), suite.CP.Client, reg) })
 	target := namespace(t, "certs-reload", map[string]string{framework.ScopeLabel: name})
-	if err := framework.WaitEffective(ctx, cp.Client, target, reg.MutatingName(), 30*time.Second); err != nil {
+	if err := framework.WaitEffective(ctx, suite.CP.Client, target, reg.MutatingName(), 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 
@@ -140,7 +140,7 @@ func TestBinaryReloadsRotatedFiles(t *testing.T) {
 				default:
 				}
 				creates.Add(1)
-				if err := dryRunService(ctx, cp.Client, target); err != nil {
+				if err := dryRunService(ctx, suite.CP.Client, target); err != nil {
 					failures.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 				}

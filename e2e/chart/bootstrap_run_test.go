@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dualstack-webhook/dualstack-webhook/certs"
@@ -32,7 +30,7 @@ import (
 // (The apiserver itself cannot call them here: their certificates name the
 // Service, not 127.0.0.1; e2e/certs covers the apiserver's side.)
 func TestChartSelfBootstrapWithBinary(t *testing.T) {
-	need(t)
+	suite.Need(t)
 	ctx := context.Background()
 	bin, err := framework.BuildWebhook(t.TempDir())
 	if err != nil {
@@ -46,22 +44,7 @@ func TestChartSelfBootstrapWithBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	typed, _, err := Objects(manifest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sa string
-	for _, o := range typed {
-		if err := createRBAC(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-		if s, ok := o.(*corev1.ServiceAccount); ok {
-			sa = "system:serviceaccount:" + ns + ":" + s.Name
-		}
-	}
+	sa := chartIdentity(ctx, t, manifest, ns)
 	// The chart's configurations, scoped to no namespace: only their
 	// caBundle matters here, and nothing could answer their calls.
 	m, v, err := URLWebhooks(manifest, "https://127.0.0.1:1", nil)
@@ -75,7 +58,7 @@ func TestChartSelfBootstrapWithBinary(t *testing.T) {
 	for i := range v.Webhooks {
 		v.Webhooks[i].NamespaceSelector = nowhere
 	}
-	ar := cp.Client.AdmissionregistrationV1()
+	ar := suite.CP.Client.AdmissionregistrationV1()
 	if _, err := ar.MutatingWebhookConfigurations().Create(ctx, m, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +99,7 @@ func TestChartSelfBootstrapWithBinary(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	sec, err := cp.Client.CoreV1().Secrets(ns).Get(ctx, flagValue(chartArgs, "tls-bootstrap-secret"), metav1.GetOptions{})
+	sec, err := suite.CP.Client.CoreV1().Secrets(ns).Get(ctx, flagValue(chartArgs, "tls-bootstrap-secret"), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +118,7 @@ func TestChartSelfBootstrapWithBinary(t *testing.T) {
 func webhookBundles(t *testing.T, name string) [][]byte {
 	t.Helper()
 	ctx := context.Background()
-	ar := cp.Client.AdmissionregistrationV1()
+	ar := suite.CP.Client.AdmissionregistrationV1()
 	m, err := ar.MutatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +141,7 @@ func webhookBundles(t *testing.T, name string) [][]byte {
 // MutatingWebhookConfiguration holds and checking the name the apiserver
 // would dial.
 func readyAgainstBundle(ctx context.Context, url, config, serverName string) error {
-	m, err := cp.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, config, metav1.GetOptions{})
+	m, err := suite.CP.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, config, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}

@@ -26,46 +26,15 @@ import (
 	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
 )
 
-var (
-	cp        *framework.ControlPlane
-	prereqErr error
-	setupErr  error
-)
-
-func TestMain(m *testing.M) {
-	prereqErr = framework.Prereq()
-	if prereqErr == nil {
-		if _, err := Helm(); err != nil {
-			prereqErr = fmt.Errorf("%w: %v", framework.ErrPrereq, err)
-		}
-	}
-	if prereqErr == nil && framework.UseExistingCluster() {
-		prereqErr = fmt.Errorf("%w: the chart suite installs and uninstalls releases in its own control plane", framework.ErrPrereq)
-	}
-	if prereqErr == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		cp, setupErr = framework.StartControlPlane(ctx, framework.ControlPlaneOptions{ServiceCIDRs: framework.DualStackCIDRs})
-		if setupErr == nil {
-			setupErr = installCertManagerCRDs(cp.Config)
-		}
-		cancel()
-	}
-	code := m.Run()
-	if cp != nil {
-		if err := cp.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "chart e2e: stopping control plane:", err)
-		}
-	}
-	os.Exit(code)
+var suite = &framework.Suite{
+	Name:                 "chart e2e",
+	NeedsOwnControlPlane: "the chart suite installs and uninstalls releases in its own control plane",
+	Options:              framework.ControlPlaneOptions{ServiceCIDRs: framework.DualStackCIDRs},
+	Prereq:               func() error { _, err := Helm(); return err },
+	Setup:                func(cp *framework.ControlPlane) error { return installCertManagerCRDs(cp.Config) },
 }
 
-func need(tb testing.TB) {
-	tb.Helper()
-	framework.NeedPrereq(tb, prereqErr)
-	if setupErr != nil {
-		tb.Fatalf("control plane: %v", setupErr)
-	}
-}
+func TestMain(m *testing.M) { os.Exit(suite.Main(m)) }
 
 // certManagerCRDs is deploy/crds of the cert-manager module this module
 // requires (the version the typed checks below compile against).
@@ -100,7 +69,7 @@ func run(t *testing.T, stdin []byte, bin string, args ...string) (string, error)
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(),
-		"KUBECONFIG="+cp.KubeconfigPath,
+		"KUBECONFIG="+suite.CP.KubeconfigPath,
 		"HELM_CACHE_HOME="+filepath.Join(t.TempDir(), "cache"),
 		"HELM_CONFIG_HOME="+filepath.Join(t.TempDir(), "config"),
 		"HELM_DATA_HOME="+filepath.Join(t.TempDir(), "data"),
@@ -133,7 +102,7 @@ const release = "dsw"
 // a release's fail-closed pinning webhook (whose pods cannot run here) would
 // reject the next release's Service.
 func TestHelmInstall(t *testing.T) {
-	need(t)
+	suite.Need(t)
 	helm, _ := Helm()
 	kubectl, err := framework.Binary("kubectl")
 	if err != nil {
@@ -158,7 +127,7 @@ func TestHelmInstall(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			ns := "dsw-" + tc.name
-			if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			if _, err := suite.CP.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			manifest, err := Template(ctx, release, ns, tc.args...)
@@ -275,7 +244,7 @@ func checkCAPattern(t *testing.T, manifest []byte) {
 func checkRegistrationScope(t *testing.T, releaseNS string) {
 	t.Helper()
 	ctx := context.Background()
-	c := cp.Client
+	c := suite.CP.Client
 	mk := func(labels map[string]string) string {
 		ns, err := framework.Namespace(ctx, c, "scope", labels, nil)
 		if err != nil {
@@ -349,7 +318,7 @@ func checkRegistrationScope(t *testing.T, releaseNS string) {
 func checkUpgradeKeepsCABundle(t *testing.T, helm, chartDir, ns, mode string, installArgs []string) {
 	t.Helper()
 	ctx := context.Background()
-	ar := cp.Client.AdmissionregistrationV1()
+	ar := suite.CP.Client.AdmissionregistrationV1()
 	name := release + "-dualstack-webhook"
 	bundle := []byte("-----BEGIN CERTIFICATE-----\ninjected\n-----END CERTIFICATE-----\n")
 	if mode == "certManager" {
@@ -428,7 +397,7 @@ func checkSelfBootstrapRBAC(t *testing.T, manifest []byte, ns string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := rest.CopyConfig(cp.Config)
+	cfg := rest.CopyConfig(suite.CP.Config)
 	sa := "system:serviceaccount:" + ns + ":" + release + "-dualstack-webhook"
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: sa}
 	client, err := kubernetes.NewForConfig(cfg)
@@ -457,7 +426,7 @@ func checkSelfBootstrapRBAC(t *testing.T, manifest []byte, ns string) {
 	if err := boot.Sync(ctx); err != nil {
 		t.Fatalf("Bootstrap as %s with the chart's RBAC: %v", sa, err)
 	}
-	m, err := cp.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, release+"-dualstack-webhook", metav1.GetOptions{})
+	m, err := suite.CP.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, release+"-dualstack-webhook", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,13 +41,13 @@ func HostArgs(chartArgs []string) []string {
 // exactly that identity's RBAC.
 func impersonatingKubeconfig(t *testing.T, user string) string {
 	t.Helper()
-	cfg, err := clientcmd.LoadFromFile(cp.KubeconfigPath)
+	cfg, err := clientcmd.LoadFromFile(suite.CP.KubeconfigPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := cfg.Contexts[cfg.CurrentContext]
 	if ctx == nil {
-		t.Fatalf("kubeconfig %s has no current context", cp.KubeconfigPath)
+		t.Fatalf("kubeconfig %s has no current context", suite.CP.KubeconfigPath)
 	}
 	cfg.AuthInfos[ctx.AuthInfo].Impersonate = user
 	path := filepath.Join(t.TempDir(), "kubeconfig-as-sa")
@@ -65,32 +65,17 @@ func impersonatingKubeconfig(t *testing.T, user string) string {
 // grants, the registration routes Services to it, and the chart's
 // --default-ip-family-policy reaches the Services it admits.
 func TestChartRegistrationWithBinary(t *testing.T) {
-	need(t)
+	suite.Need(t)
 	ctx := context.Background()
 	const rel, ns = "run", "dsw-run"
 	manifest, err := Template(ctx, rel, ns, "--set", "config.defaultIPFamilyPolicy=PreferDualStack")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
 
 	// The chart's identity: ServiceAccount and RBAC only (no Deployment or
 	// Service-backed registration: nothing could run or route here).
-	typed, _, err := Objects(manifest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sa string
-	for _, o := range typed {
-		if err := createRBAC(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-		if s, ok := o.(*corev1.ServiceAccount); ok {
-			sa = "system:serviceaccount:" + ns + ":" + s.Name
-		}
-	}
+	sa := chartIdentity(ctx, t, manifest, ns)
 	if sa == "" {
 		t.Fatal("the chart renders no ServiceAccount")
 	}
@@ -128,7 +113,7 @@ func TestChartRegistrationWithBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ar := cp.Client.AdmissionregistrationV1()
+	ar := suite.CP.Client.AdmissionregistrationV1()
 	if _, err := ar.MutatingWebhookConfigurations().Create(ctx, m, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -140,18 +125,18 @@ func TestChartRegistrationWithBinary(t *testing.T) {
 		_ = ar.ValidatingWebhookConfigurations().Delete(context.Background(), v.Name, metav1.DeleteOptions{})
 	})
 
-	target, err := framework.Namespace(ctx, cp.Client, "chart-run", nil, nil)
+	target, err := framework.Namespace(ctx, suite.CP.Client, "chart-run", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The apiserver picks up new configurations asynchronously.
-	if err := framework.WaitEffective(ctx, cp.Client, target, "", 30*time.Second); err != nil {
+	if err := framework.WaitEffective(ctx, suite.CP.Client, target, "", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 
 	mk := func(name string, labels map[string]string) *corev1.Service {
 		t.Helper()
-		s, err := cp.Client.CoreV1().Services(target).Create(ctx, &corev1.Service{
+		s, err := suite.CP.Client.CoreV1().Services(target).Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
 		}, metav1.CreateOptions{})
@@ -174,20 +159,44 @@ func TestChartRegistrationWithBinary(t *testing.T) {
 	}
 }
 
+// chartIdentity creates namespace ns and the ServiceAccount and RBAC objects
+// of manifest (a release in ns), and returns the ServiceAccount's user name
+// ("" when the chart renders none).
+func chartIdentity(ctx context.Context, t *testing.T, manifest []byte, ns string) string {
+	t.Helper()
+	if _, err := suite.CP.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	typed, _, err := Objects(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sa string
+	for _, o := range typed {
+		if err := createRBAC(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		if s, ok := o.(*corev1.ServiceAccount); ok {
+			sa = "system:serviceaccount:" + ns + ":" + s.Name
+		}
+	}
+	return sa
+}
+
 // createRBAC creates the chart's ServiceAccount and RBAC objects.
 func createRBAC(ctx context.Context, o runtime.Object) error {
 	var err error
 	switch x := o.(type) {
 	case *corev1.ServiceAccount:
-		_, err = cp.Client.CoreV1().ServiceAccounts(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
+		_, err = suite.CP.Client.CoreV1().ServiceAccounts(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
 	case *rbacv1.ClusterRole:
-		_, err = cp.Client.RbacV1().ClusterRoles().Create(ctx, x, metav1.CreateOptions{})
+		_, err = suite.CP.Client.RbacV1().ClusterRoles().Create(ctx, x, metav1.CreateOptions{})
 	case *rbacv1.ClusterRoleBinding:
-		_, err = cp.Client.RbacV1().ClusterRoleBindings().Create(ctx, x, metav1.CreateOptions{})
+		_, err = suite.CP.Client.RbacV1().ClusterRoleBindings().Create(ctx, x, metav1.CreateOptions{})
 	case *rbacv1.Role:
-		_, err = cp.Client.RbacV1().Roles(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
+		_, err = suite.CP.Client.RbacV1().Roles(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
 	case *rbacv1.RoleBinding:
-		_, err = cp.Client.RbacV1().RoleBindings(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
+		_, err = suite.CP.Client.RbacV1().RoleBindings(x.Namespace).Create(ctx, x, metav1.CreateOptions{})
 	}
 	if apierrors.IsAlreadyExists(err) {
 		return nil

@@ -34,11 +34,11 @@ func TestSeedExamples(t *testing.T) {
 		families []corev1.IPFamily
 	}{
 		{"no policy", newService("my-service"), corev1.IPFamilyPolicySingleStack, []corev1.IPFamily{v4}},
-		{"ipFamilies IPv6", newService("my-service", withFamilies(v6)), corev1.IPFamilyPolicySingleStack, []corev1.IPFamily{v6}},
-		{"PreferDualStack", newService("my-service", withPolicy(corev1.IPFamilyPolicyPreferDualStack)),
+		{"ipFamilies IPv6", newService("my-service", framework.WithFamilies(v6)), corev1.IPFamilyPolicySingleStack, []corev1.IPFamily{v6}},
+		{"PreferDualStack", newService("my-service", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack)),
 			corev1.IPFamilyPolicyPreferDualStack, []corev1.IPFamily{v4, v6}},
-		{"LoadBalancer PreferDualStack IPv6 first", newService("my-service", withPolicy(corev1.IPFamilyPolicyPreferDualStack),
-			withFamilies(v6), func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeLoadBalancer }),
+		{"LoadBalancer PreferDualStack IPv6 first", newService("my-service", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack),
+			framework.WithFamilies(v6), func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeLoadBalancer }),
 			corev1.IPFamilyPolicyPreferDualStack, []corev1.IPFamily{v6, v4}},
 	}
 	for _, tc := range cases {
@@ -85,7 +85,7 @@ func TestRequestedAddresses(t *testing.T) {
 		t.Run(string(f), func(t *testing.T) {
 			h := highestFree(ctx, t, c, pinState, f)
 			name := "byhand-" + lower(f)
-			got, err := c.CoreV1().Services(ns).Create(ctx, newService(name, withFamilies(f), withClusterIPs(h.String())), metav1.CreateOptions{})
+			got, err := c.CoreV1().Services(ns).Create(ctx, newService(name, framework.WithFamilies(f), framework.WithClusterIPs(h.String())), metav1.CreateOptions{})
 			if err != nil {
 				t.Fatalf("create %s asking for free static-band %s: %v", name, h, err)
 			}
@@ -95,7 +95,7 @@ func TestRequestedAddresses(t *testing.T) {
 			waitBound(t, c, pinState, h, ns, name)
 
 			holder := "held by " + ns + "/" + name
-			thief := newService("thief-"+lower(f), withFamilies(f), withClusterIPs(h.String()))
+			thief := newService("thief-"+lower(f), framework.WithFamilies(f), framework.WithClusterIPs(h.String()))
 			_, err = c.CoreV1().Services(other).Create(ctx, thief, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			wantDenied(t, "dry-run create asking for a held address", err, holder)
 			_, err = c.CoreV1().Services(other).Create(ctx, thief, metav1.CreateOptions{})
@@ -108,7 +108,7 @@ func TestRequestedAddresses(t *testing.T) {
 	t.Run("outside every ServiceCIDR", func(t *testing.T) {
 		for _, ip := range []string{"10.97.0.5", "fd00:10:97::5"} {
 			a := netip.MustParseAddr(ip)
-			_, err := c.CoreV1().Services(ns).Create(ctx, newService("outside-"+lower(familyOf(a)), withFamilies(familyOf(a)), withClusterIPs(ip)), metav1.CreateOptions{})
+			_, err := c.CoreV1().Services(ns).Create(ctx, newService("outside-"+lower(familyOf(a)), framework.WithFamilies(familyOf(a)), framework.WithClusterIPs(ip)), metav1.CreateOptions{})
 			wantDenied(t, "create asking for "+ip, err, "failed to allocate IP "+ip+": the provided network does not match the current range")
 			if r, ok := reservationOf(ctx, t, c, pinState, a); ok {
 				t.Errorf("a reservation exists for the refused %s: %v", ip, r)
@@ -117,7 +117,7 @@ func TestRequestedAddresses(t *testing.T) {
 	})
 	t.Run("inside the ServiceCIDR outside every pool", func(t *testing.T) {
 		ip := "10.96.200.7"
-		got, err := c.CoreV1().Services(ns).Create(ctx, newService("unpooled", withClusterIPs(ip)), metav1.CreateOptions{})
+		got, err := c.CoreV1().Services(ns).Create(ctx, newService("unpooled", framework.WithClusterIPs(ip)), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("create asking for free %s (the apiserver accepts it): %v", ip, err)
 		}
@@ -139,7 +139,7 @@ func TestDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sv := newService("dry", withPolicy(corev1.IPFamilyPolicyPreferDualStack))
+	sv := newService("dry", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack))
 	ans, err := c.CoreV1().Services(ns).Create(ctx, sv, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	if err != nil {
 		t.Fatalf("dry-run create: %v", err)
@@ -175,7 +175,7 @@ func TestDryRun(t *testing.T) {
 	if ips := addrs(t, got); !slices.Equal(ips, want) {
 		t.Errorf("real create got %v, dry run answered %v: not the same answer", ips, want)
 	}
-	_, err = c.CoreV1().Services(ns).Create(ctx, newService("dry-thief", withClusterIPs(want[0].String())), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	_, err = c.CoreV1().Services(ns).Create(ctx, newService("dry-thief", framework.WithClusterIPs(want[0].String())), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	wantDenied(t, "dry-run create asking for the now-held "+want[0].String(), err, "held by "+ns+"/dry")
 }
 
@@ -187,7 +187,7 @@ func TestGenerateName(t *testing.T) {
 	ctx := context.Background()
 	ns := scoped(t, c, instPin, "genname")
 	want := []netip.Addr{lowestFree(ctx, t, c, pinState, v4), lowestFree(ctx, t, c, pinState, v6)}
-	sv := newService("", withPolicy(corev1.IPFamilyPolicyRequireDualStack))
+	sv := newService("", framework.WithPolicy(corev1.IPFamilyPolicyRequireDualStack))
 	sv.GenerateName = "gen-"
 	got, err := c.CoreV1().Services(ns).Create(ctx, sv, metav1.CreateOptions{})
 	if err != nil {
@@ -256,7 +256,7 @@ func TestStickyRecreate(t *testing.T) {
 	c := env.Client
 	ctx := context.Background()
 	ns := scoped(t, c, instPin, "sticky")
-	first, err := c.CoreV1().Services(ns).Create(ctx, newService("sticky", withPolicy(corev1.IPFamilyPolicyPreferDualStack)), metav1.CreateOptions{})
+	first, err := c.CoreV1().Services(ns).Create(ctx, newService("sticky", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack)), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func TestStickyRecreate(t *testing.T) {
 			return r.State == "sticky" && r.owner() == ns+"/sticky", r.String()
 		})
 	}
-	other, err := c.CoreV1().Services(ns).Create(ctx, newService("other", withPolicy(corev1.IPFamilyPolicyPreferDualStack)), metav1.CreateOptions{})
+	other, err := c.CoreV1().Services(ns).Create(ctx, newService("other", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack)), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +288,7 @@ func TestStickyRecreate(t *testing.T) {
 			t.Errorf("another Service got %s, sticky to %s/sticky", ip, ns)
 		}
 	}
-	again, err := c.CoreV1().Services(ns).Create(ctx, newService("sticky", withPolicy(corev1.IPFamilyPolicyPreferDualStack)), metav1.CreateOptions{})
+	again, err := c.CoreV1().Services(ns).Create(ctx, newService("sticky", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack)), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("re-create: %v", err)
 	}
@@ -313,7 +313,7 @@ func TestUpgradeDowngrade(t *testing.T) {
 		name := "updown-" + lower(order[0])
 		t.Run(name, func(t *testing.T) {
 			created, err := c.CoreV1().Services(ns).Create(ctx, newService(name,
-				withPolicy(corev1.IPFamilyPolicySingleStack), withFamilies(order[0])), metav1.CreateOptions{})
+				framework.WithPolicy(corev1.IPFamilyPolicySingleStack), framework.WithFamilies(order[0])), metav1.CreateOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -428,7 +428,7 @@ func TestForeignPinsAndExclusions(t *testing.T) {
 	}
 	ns := scoped(t, c, instPin, "foreign")
 	ip := lowestFree(ctx, t, c, pinState, v4)
-	if _, err := c.CoreV1().Services(foreignNS).Create(ctx, newService("foreign", withClusterIPs(ip.String())), metav1.CreateOptions{}); err != nil {
+	if _, err := c.CoreV1().Services(foreignNS).Create(ctx, newService("foreign", framework.WithClusterIPs(ip.String())), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create %s/foreign with %s (no webhook): %v", foreignNS, ip, err)
 	}
 	waitBound(t, c, pinState, ip, foreignNS, "foreign")
@@ -439,15 +439,15 @@ func TestForeignPinsAndExclusions(t *testing.T) {
 	if got.Spec.ClusterIP == ip.String() {
 		t.Errorf("the webhook handed out %s, held by the imported %s/foreign", ip, foreignNS)
 	}
-	_, err = c.CoreV1().Services(ns).Create(ctx, newService("thief", withClusterIPs(ip.String())), metav1.CreateOptions{})
+	_, err = c.CoreV1().Services(ns).Create(ctx, newService("thief", framework.WithClusterIPs(ip.String())), metav1.CreateOptions{})
 	wantDenied(t, "create asking for the imported "+ip.String(), err, "held by "+foreignNS+"/foreign")
 
 	before, err := reservations(ctx, c, pinState)
 	if err != nil {
 		t.Fatal(err)
 	}
-	headless, err := c.CoreV1().Services(ns).Create(ctx, newService("headless", withClusterIPs(corev1.ClusterIPNone),
-		withPolicy(corev1.IPFamilyPolicyPreferDualStack)), metav1.CreateOptions{})
+	headless, err := c.CoreV1().Services(ns).Create(ctx, newService("headless", framework.WithClusterIPs(corev1.ClusterIPNone),
+		framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack)), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create headless: %v", err)
 	}
@@ -538,7 +538,7 @@ func TestRecreateUpgradeLoop(t *testing.T) {
 	var secondaries []string
 	for i := range 20 {
 		primary := fmt.Sprintf("10.96.210.%d", i+1)
-		created, err := svcs.Create(ctx, newService("grid", withPolicy(corev1.IPFamilyPolicySingleStack), withClusterIPs(primary)), metav1.CreateOptions{})
+		created, err := svcs.Create(ctx, newService("grid", framework.WithPolicy(corev1.IPFamilyPolicySingleStack), framework.WithClusterIPs(primary)), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("round %d: create: %v", i, err)
 		}

@@ -64,7 +64,7 @@ func TestPoolsGuard(t *testing.T) {
 
 	// A Service of the guard instance takes the lowest address of its pool.
 	ns := scoped(t, c, instGuard, "guarded")
-	sv, err := c.CoreV1().Services(ns).Create(ctx, newService("holder", withPolicy("RequireDualStack")), metav1.CreateOptions{})
+	sv, err := c.CoreV1().Services(ns).Create(ctx, newService("holder", framework.WithPolicy("RequireDualStack")), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

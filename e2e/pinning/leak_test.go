@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
 )
 
 // TestLeakedIPAddressNotPinned: an IPAddress object whose Service is gone
@@ -53,19 +55,19 @@ func TestLeakedIPAddressNotPinned(t *testing.T) {
 		}
 	}
 	svcs := c.CoreV1().Services(ns)
-	grid, err := svcs.Create(ctx, newService("grid", withPolicy(corev1.IPFamilyPolicySingleStack)), metav1.CreateOptions{})
+	grid, err := svcs.Create(ctx, newService("grid", framework.WithPolicy(corev1.IPFamilyPolicySingleStack)), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	grid.Spec.IPFamilyPolicy = ptrTo(corev1.IPFamilyPolicyRequireDualStack)
 	up, err := svcs.Update(ctx, grid, metav1.UpdateOptions{})
 	notLeak("single → dual upgrade of "+ns+"/grid (the name the leak names)", up, err)
-	dual, err := svcs.Create(ctx, newService("dual", withPolicy(corev1.IPFamilyPolicyRequireDualStack), withFamilies(v6, v4)), metav1.CreateOptions{})
+	dual, err := svcs.Create(ctx, newService("dual", framework.WithPolicy(corev1.IPFamilyPolicyRequireDualStack), framework.WithFamilies(v6, v4)), metav1.CreateOptions{})
 	notLeak("create of another dual-stack Service", dual, err)
 	if err := svcs.Delete(ctx, "grid", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	again, err := svcs.Create(ctx, newService("grid", withPolicy(corev1.IPFamilyPolicyRequireDualStack)), metav1.CreateOptions{})
+	again, err := svcs.Create(ctx, newService("grid", framework.WithPolicy(corev1.IPFamilyPolicyRequireDualStack)), metav1.CreateOptions{})
 	notLeak("re-create of "+ns+"/grid as dual-stack", again, err)
 }
 
@@ -85,7 +87,7 @@ func TestLeakedStickyAddressNotRepinned(t *testing.T) {
 	svcs := c.CoreV1().Services(ns)
 	upgrade := func() (*corev1.Service, error) {
 		t.Helper()
-		sv, err := svcs.Create(ctx, newService("grid", withPolicy(corev1.IPFamilyPolicySingleStack)), metav1.CreateOptions{})
+		sv, err := svcs.Create(ctx, newService("grid", framework.WithPolicy(corev1.IPFamilyPolicySingleStack)), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -55,10 +55,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	prereqErr = framework.Prereq()
-	if prereqErr == nil && framework.UseExistingCluster() {
-		prereqErr = fmt.Errorf("%w: the pinning suite runs its own control planes and webhook processes", framework.ErrPrereq)
-	}
+	prereqErr = framework.PrereqOwnControlPlane("the pinning suite runs its own control planes and webhook processes")
 	code := m.Run()
 	for i := len(sh.cleanup) - 1; i >= 0; i-- {
 		sh.cleanup[i]()
@@ -142,34 +139,7 @@ func scoped(t *testing.T, c kubernetes.Interface, inst, prefix string) string {
 // newService is the seed documents' Service (selector app=MyApp, TCP 80) with
 // mutations applied.
 func newService(name string, mut ...func(*corev1.Service)) *corev1.Service {
-	sv := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "MyApp"}},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "MyApp"},
-			Ports:    []corev1.ServicePort{{Protocol: corev1.ProtocolTCP, Port: 80}},
-		},
-	}
-	for _, m := range mut {
-		m(sv)
-	}
-	return sv
-}
-
-func withPolicy(p corev1.IPFamilyPolicy) func(*corev1.Service) {
-	return func(s *corev1.Service) { s.Spec.IPFamilyPolicy = &p }
-}
-
-func withFamilies(fs ...corev1.IPFamily) func(*corev1.Service) {
-	return func(s *corev1.Service) { s.Spec.IPFamilies = fs }
-}
-
-func withClusterIPs(ips ...string) func(*corev1.Service) {
-	return func(s *corev1.Service) {
-		if len(ips) > 0 {
-			s.Spec.ClusterIP = ips[0]
-		}
-		s.Spec.ClusterIPs = ips
-	}
+	return framework.NewService(name, map[string]string{"app": "MyApp"}, mut...)
 }
 
 func withLabel(k, v string) func(*corev1.Service) {

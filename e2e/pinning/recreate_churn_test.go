@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
 )
 
 // TestCreateDeleteChurnThenUpgrade: one name created and deleted at once in
@@ -29,7 +31,7 @@ func TestCreateDeleteChurnThenUpgrade(t *testing.T) {
 	created := 0
 	for _, p := range policies {
 		for _, fs := range families {
-			sv := newService("diff", withFamilies(fs...))
+			sv := newService("diff", framework.WithFamilies(fs...))
 			if p != "" {
 				sv.Spec.IPFamilyPolicy = ptrTo(p)
 			}
@@ -45,7 +47,7 @@ func TestCreateDeleteChurnThenUpgrade(t *testing.T) {
 	var allocated []string
 	for i := range 10 {
 		name := fmt.Sprintf("up-%d", i)
-		sv, err := svcs.Create(ctx, newService(name, withPolicy(corev1.IPFamilyPolicySingleStack), withClusterIPs(fmt.Sprintf("10.96.220.%d", i+1))), metav1.CreateOptions{})
+		sv, err := svcs.Create(ctx, newService(name, framework.WithPolicy(corev1.IPFamilyPolicySingleStack), framework.WithClusterIPs(fmt.Sprintf("10.96.220.%d", i+1))), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -135,11 +135,11 @@ type outcome struct {
 func mixed(name string, i int) *corev1.Service {
 	switch i % 6 {
 	case 0:
-		return newService(name, withPolicy(corev1.IPFamilyPolicyRequireDualStack), withFamilies(v6, v4))
+		return newService(name, framework.WithPolicy(corev1.IPFamilyPolicyRequireDualStack), framework.WithFamilies(v6, v4))
 	case 1:
-		return newService(name, withPolicy(corev1.IPFamilyPolicyPreferDualStack))
+		return newService(name, framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack))
 	case 2:
-		return newService(name, withFamilies(v6))
+		return newService(name, framework.WithFamilies(v6))
 	}
 	return newService(name)
 }

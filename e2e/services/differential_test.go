@@ -43,7 +43,7 @@ var (
 func (c diffCase) build(t *testing.T, n uint64) *corev1.Service {
 	sv := svc("diff")
 	if c.policy != "" {
-		withPolicy(corev1.IPFamilyPolicy(c.policy))(sv)
+		framework.WithPolicy(corev1.IPFamilyPolicy(c.policy))(sv)
 	}
 	for _, f := range c.families {
 		sv.Spec.IPFamilies = append(sv.Spec.IPFamilies, corev1.IPFamily(f))
@@ -52,17 +52,17 @@ func (c diffCase) build(t *testing.T, n uint64) *corev1.Service {
 	v6 := func() string { return pinnedIP(t, corev1.IPv6Protocol, n) }
 	switch c.ips {
 	case "v4":
-		withClusterIPs(v4())(sv)
+		framework.WithClusterIPs(v4())(sv)
 	case "v6":
-		withClusterIPs(v6())(sv)
+		framework.WithClusterIPs(v6())(sv)
 	case "v4+v6":
-		withClusterIPs(v4(), v6())(sv)
+		framework.WithClusterIPs(v4(), v6())(sv)
 	case "v6+v4":
-		withClusterIPs(v6(), v4())(sv)
+		framework.WithClusterIPs(v6(), v4())(sv)
 	case "None+selector":
-		withClusterIPs(corev1.ClusterIPNone)(sv)
+		framework.WithClusterIPs(corev1.ClusterIPNone)(sv)
 	case "None-selector":
-		withClusterIPs(corev1.ClusterIPNone)(sv)
+		framework.WithClusterIPs(corev1.ClusterIPNone)(sv)
 		sv.Spec.Selector = nil
 	}
 	return sv

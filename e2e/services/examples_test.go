@@ -86,18 +86,18 @@ func TestDocExamples(t *testing.T) {
 		},
 		{
 			name: "ipFamilies IPv6: SingleStack IPv6",
-			svc:  svc("my-service-v6", withFamilies(corev1.IPv6Protocol)),
+			svc:  svc("my-service-v6", framework.WithFamilies(corev1.IPv6Protocol)),
 			want: want{corev1.IPFamilyPolicySingleStack, []corev1.IPFamily{corev1.IPv6Protocol}},
 		},
 		{
 			name: "PreferDualStack: two IPs, clusterIP of the first family",
-			svc:  svc("my-service-dual", withPolicy(corev1.IPFamilyPolicyPreferDualStack)),
+			svc:  svc("my-service-dual", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack)),
 			want: want{corev1.IPFamilyPolicyPreferDualStack, []corev1.IPFamily{primary, secondary}},
 		},
 		{
 			name: "LoadBalancer PreferDualStack IPv6 first",
-			svc: svc("my-service-lb", withPolicy(corev1.IPFamilyPolicyPreferDualStack),
-				withFamilies(corev1.IPv6Protocol), func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeLoadBalancer }),
+			svc: svc("my-service-lb", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack),
+				framework.WithFamilies(corev1.IPv6Protocol), func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeLoadBalancer }),
 			want: want{corev1.IPFamilyPolicyPreferDualStack, []corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol}},
 		},
 	}

@@ -33,52 +33,52 @@ func TestInvalidRejectedLikeTheAPIServer(t *testing.T) {
 	}
 	tests := []tc{
 		{"SingleStack with two families", func(uint64) *corev1.Service {
-			return svc("s", withPolicy(corev1.IPFamilyPolicySingleStack), withFamilies(primary, other))
+			return svc("s", framework.WithPolicy(corev1.IPFamilyPolicySingleStack), framework.WithFamilies(primary, other))
 		}, true},
 		{"duplicate family", func(uint64) *corev1.Service {
-			return svc("s", withPolicy(corev1.IPFamilyPolicyPreferDualStack), withFamilies(primary, primary))
+			return svc("s", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack), framework.WithFamilies(primary, primary))
 		}, true},
-		{"unsupported family", func(uint64) *corev1.Service { return svc("s", withFamilies("IPv5")) }, true},
-		{"unsupported policy", func(uint64) *corev1.Service { return svc("s", withPolicy("garbage")) }, true},
+		{"unsupported family", func(uint64) *corev1.Service { return svc("s", framework.WithFamilies("IPv5")) }, true},
+		{"unsupported policy", func(uint64) *corev1.Service { return svc("s", framework.WithPolicy("garbage")) }, true},
 		{"three families", func(uint64) *corev1.Service {
-			return svc("s", withPolicy(corev1.IPFamilyPolicyRequireDualStack), withFamilies(primary, other, primary))
+			return svc("s", framework.WithPolicy(corev1.IPFamilyPolicyRequireDualStack), framework.WithFamilies(primary, other, primary))
 		}, true},
-		{"malformed clusterIP", func(uint64) *corev1.Service { return svc("s", withClusterIPs("10.96.300.1")) }, true},
+		{"malformed clusterIP", func(uint64) *corev1.Service { return svc("s", framework.WithClusterIPs("10.96.300.1")) }, true},
 		{"two clusterIPs of one family", func(n uint64) *corev1.Service {
-			return svc("s", withPolicy(corev1.IPFamilyPolicyPreferDualStack),
-				withClusterIPs(pinnedIP(t, primary, n), pinnedIP(t, primary, n+1)))
+			return svc("s", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack),
+				framework.WithClusterIPs(pinnedIP(t, primary, n), pinnedIP(t, primary, n+1)))
 		}, true},
 		{"clusterIP differs from clusterIPs[0]", func(n uint64) *corev1.Service {
-			s := svc("s", withClusterIPs(pinnedIP(t, primary, n)))
+			s := svc("s", framework.WithClusterIPs(pinnedIP(t, primary, n)))
 			s.Spec.ClusterIP = pinnedIP(t, primary, n+1)
 			return s
 		}, true},
 		{"clusterIPs without clusterIP", func(n uint64) *corev1.Service {
-			s := svc("s", withClusterIPs(pinnedIP(t, primary, n)))
+			s := svc("s", framework.WithClusterIPs(pinnedIP(t, primary, n)))
 			s.Spec.ClusterIP = ""
 			return s
 		}, true},
 		{"family does not match clusterIP", func(n uint64) *corev1.Service {
-			return svc("s", withFamilies(other), withClusterIPs(pinnedIP(t, primary, n)))
+			return svc("s", framework.WithFamilies(other), framework.WithClusterIPs(pinnedIP(t, primary, n)))
 		}, true},
 		{"None not alone", func(n uint64) *corev1.Service {
-			return svc("s", withClusterIPs(corev1.ClusterIPNone, pinnedIP(t, primary, n)))
+			return svc("s", framework.WithClusterIPs(corev1.ClusterIPNone, pinnedIP(t, primary, n)))
 		}, true},
 		{"SingleStack with two clusterIPs", func(n uint64) *corev1.Service {
-			return svc("s", withPolicy(corev1.IPFamilyPolicySingleStack),
-				withClusterIPs(pinnedIP(t, primary, n), pinnedIP(t, other, n)))
+			return svc("s", framework.WithPolicy(corev1.IPFamilyPolicySingleStack),
+				framework.WithClusterIPs(pinnedIP(t, primary, n), pinnedIP(t, other, n)))
 		}, true},
 		{"ExternalName with ipFamilyPolicy", func(uint64) *corev1.Service {
-			s := svc("s", withPolicy(corev1.IPFamilyPolicySingleStack))
+			s := svc("s", framework.WithPolicy(corev1.IPFamilyPolicySingleStack))
 			s.Spec.Type, s.Spec.ExternalName, s.Spec.Selector = corev1.ServiceTypeExternalName, "example.com", nil
 			return s
 		}, false},
 	}
 	if len(fams) == 1 {
 		tests = append(tests,
-			tc{"family not configured", func(uint64) *corev1.Service { return svc("s", withFamilies(other)) }, true},
+			tc{"family not configured", func(uint64) *corev1.Service { return svc("s", framework.WithFamilies(other)) }, true},
 			tc{"RequireDualStack on a single-stack cluster", func(uint64) *corev1.Service {
-				return svc("s", withPolicy(corev1.IPFamilyPolicyRequireDualStack))
+				return svc("s", framework.WithPolicy(corev1.IPFamilyPolicyRequireDualStack))
 			}, true},
 		)
 	}

@@ -237,34 +237,7 @@ func pinnedIP(t *testing.T, f corev1.IPFamily, n uint64) string {
 }
 
 func svc(name string, mut ...func(*corev1.Service)) *corev1.Service {
-	sv := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "MyApp"},
-			Ports:    []corev1.ServicePort{{Protocol: corev1.ProtocolTCP, Port: 80}},
-		},
-	}
-	for _, m := range mut {
-		m(sv)
-	}
-	return sv
-}
-
-func withPolicy(p corev1.IPFamilyPolicy) func(*corev1.Service) {
-	return func(s *corev1.Service) { s.Spec.IPFamilyPolicy = &p }
-}
-
-func withFamilies(fs ...corev1.IPFamily) func(*corev1.Service) {
-	return func(s *corev1.Service) { s.Spec.IPFamilies = fs }
-}
-
-func withClusterIPs(ips ...string) func(*corev1.Service) {
-	return func(s *corev1.Service) {
-		if len(ips) > 0 {
-			s.Spec.ClusterIP = ips[0]
-		}
-		s.Spec.ClusterIPs = ips
-	}
+	return framework.NewService(name, nil, mut...)
 }
 
 func create(t *testing.T, ns string, sv *corev1.Service) (*corev1.Service, error) {

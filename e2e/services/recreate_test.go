@@ -8,6 +8,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
 )
 
 // TestRecreateAfterDelete: once a Service is deleted, another Service may ask
@@ -27,11 +29,11 @@ func TestRecreateAfterDelete(t *testing.T) {
 	immediateDenials := 0
 	for i := uint64(0); i < rounds; i++ {
 		ip := pinnedIP(t, fams[0], 5000+i)
-		a := mustCreate(t, nsA, svc(fmt.Sprintf("a%d", i), withClusterIPs(ip)))
+		a := mustCreate(t, nsA, svc(fmt.Sprintf("a%d", i), framework.WithClusterIPs(ip)))
 		if err := env.Client.CoreV1().Services(nsA).Delete(ctx, a.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		b := svc(fmt.Sprintf("b%d", i), withClusterIPs(ip))
+		b := svc(fmt.Sprintf("b%d", i), framework.WithClusterIPs(ip))
 		// Free the address again at the end of the round (a rerun with
 		// -count reuses the same ones).
 		t.Cleanup(func() {
