@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 )
 
 // Exit codes of `dualstack-webhook convert` (docs/convert.md).
@@ -157,34 +158,15 @@ func newConverter(cidrs string, dropOnly bool) (*Converter, error) {
 }
 
 // parseFamilies reads --service-cidrs with the rules of `serve`
-// (kube-apiserver's --service-cluster-ip-range): one or two network
-// addresses, of different families, primary first.
+// (alloc.ParseServiceCIDRs) and keeps the families, primary first.
 func parseFamilies(s string) ([]corev1.IPFamily, error) {
-	parts := strings.Split(s, ",")
-	if len(parts) > 2 {
-		return nil, fmt.Errorf("%q: at most two CIDRs (one per family), got %d", s, len(parts))
+	cidrs, err := alloc.ParseServiceCIDRs(s)
+	if err != nil {
+		return nil, err
 	}
-	var fams []corev1.IPFamily
-	for _, part := range parts {
-		part = strings.TrimSpace(part)
-		p, err := netip.ParsePrefix(part)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a CIDR: %w", part, err)
-		}
-		if p.Addr().Is4In6() || p.Addr().Zone() != "" {
-			return nil, fmt.Errorf("%q: IPv4-mapped or zoned addresses are not service CIDRs", part)
-		}
-		if m := p.Masked(); m != p {
-			return nil, fmt.Errorf("%q is not a network address (did you mean %s?)", part, m)
-		}
-		f := corev1.IPv6Protocol
-		if p.Addr().Is4() {
-			f = corev1.IPv4Protocol
-		}
-		if len(fams) == 1 && fams[0] == f {
-			return nil, fmt.Errorf("%q: two CIDRs of the same family (%s)", s, f)
-		}
-		fams = append(fams, f)
+	fams := make([]corev1.IPFamily, len(cidrs))
+	for i, p := range cidrs {
+		fams[i] = alloc.FamilyOf(p.Addr())
 	}
 	return fams, nil
 }

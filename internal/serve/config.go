@@ -230,33 +230,5 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	return &c, nil
 }
 
-// ParseServiceCIDRs parses a comma-separated list of one or two service
-// CIDRs, primary first, as kube-apiserver's --service-cluster-ip-range:
-// two CIDRs must be of different families, and each must be a network
-// address (10.96.0.0/16, not 10.96.0.1/16) so that a typo is not silently
-// reinterpreted.
-func ParseServiceCIDRs(s string) ([]netip.Prefix, error) {
-	parts := strings.Split(s, ",")
-	if len(parts) > 2 {
-		return nil, fmt.Errorf("%q: at most two CIDRs (one per family), got %d", s, len(parts))
-	}
-	out := make([]netip.Prefix, 0, len(parts))
-	for _, part := range parts {
-		part = strings.TrimSpace(part)
-		p, err := netip.ParsePrefix(part)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a CIDR: %w", part, err)
-		}
-		if p.Addr().Is4In6() || p.Addr().Zone() != "" {
-			return nil, fmt.Errorf("%q: IPv4-mapped or zoned addresses are not service CIDRs", part)
-		}
-		if m := p.Masked(); m != p {
-			return nil, fmt.Errorf("%q is not a network address (did you mean %s?)", part, m)
-		}
-		out = append(out, p)
-	}
-	if len(out) == 2 && out[0].Addr().Is4() == out[1].Addr().Is4() {
-		return nil, fmt.Errorf("%q: two CIDRs must be one IPv4 and one IPv6", s)
-	}
-	return out, nil
-}
+// ParseServiceCIDRs parses --service-cidrs: see alloc.ParseServiceCIDRs.
+func ParseServiceCIDRs(s string) ([]netip.Prefix, error) { return alloc.ParseServiceCIDRs(s) }
