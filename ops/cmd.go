@@ -206,21 +206,28 @@ func parseScenarioArgs(cmd, what string, args []string, stdout io.Writer, extra 
 	return sc, o, f, err
 }
 
+// plan reads the live state and plans the scenario on it: the shared first
+// half of `plan` and `apply`, so that both always show the same plan.
+func (f *scenarioFlags) plan(ctx context.Context, sc Scenario, o Options) (kubernetes.Interface, *Plan, error) {
+	cl, err := f.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	snap, err := Load(ctx, cl, f.namespace, f.poolsConfigMap)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := BuildPlan(snap, sc, o)
+	return cl, p, err
+}
+
 // PlanMain is `dualstack-webhook plan <scenario>`: read-only.
 func PlanMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sc, o, f, err := parseScenarioArgs("plan", "Prints the steps and the affected Services of a ServiceCIDR reconfiguration\n(read-only; `apply` with the same flags performs them).", args, stdout, nil)
 	if err != nil {
 		return err
 	}
-	cl, err := f.client()
-	if err != nil {
-		return err
-	}
-	snap, err := Load(ctx, cl, f.namespace, f.poolsConfigMap)
-	if err != nil {
-		return err
-	}
-	p, err := BuildPlan(snap, sc, o)
+	_, p, err := f.plan(ctx, sc, o)
 	if err != nil {
 		return err
 	}
@@ -242,15 +249,7 @@ func ApplyMain(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	cl, err := f.client()
-	if err != nil {
-		return err
-	}
-	snap, err := Load(ctx, cl, f.namespace, f.poolsConfigMap)
-	if err != nil {
-		return err
-	}
-	p, err := BuildPlan(snap, sc, o)
+	cl, p, err := f.plan(ctx, sc, o)
 	if err != nil {
 		return err
 	}
