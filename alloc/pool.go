@@ -26,7 +26,7 @@ const (
 	// namespace) that holds the document.
 	ConfigMapKey = "pools.yaml"
 	// PoolAnnotation on a Service names the pool to allocate from
-	// (DESIGN.md §3.3, a contract).
+	// (a documented contract: docs/architecture.md#names).
 	PoolAnnotation = "dualstack-webhook.io/pool"
 	// StaticBandPool is the name of the implicit pool used when the document
 	// defines none: the KEP-3070 static band of every ServiceCIDR.

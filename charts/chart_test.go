@@ -1,7 +1,7 @@
 // Package charts tests the Helm chart in dualstack-webhook/: `helm lint
 // --strict`, golden `helm template` output for the main value combinations
 // (regenerate with `go test ./charts -update`), and invariants every
-// rendering must keep (DESIGN.md §5 registration, least-privilege RBAC, the
+// rendering must keep (the registration layout of docs/architecture.md, least-privilege RBAC, the
 // restricted pod security profile), checked on the decoded objects so that a
 // golden update cannot silently bless a regression.
 //
@@ -211,7 +211,7 @@ func one[T runtime.Object](t *testing.T, r rendered) T {
 	return all[0]
 }
 
-// TestInvariants checks, for every case, what DESIGN.md §5 and the issue
+// TestInvariants checks, for every case, what the registration layout (docs/architecture.md) and the chart README
 // require of the rendered objects.
 func TestInvariants(t *testing.T) {
 	for name, mode := range cases {

@@ -9,7 +9,7 @@
 // v1.Service before any admission webhook runs, so spec.ipFamily is either
 // rejected (strict field validation, kubectl's default: HTTP 400) or
 // silently dropped (warn/ignore) before the webhook could translate it
-// (../shared/docs/dualstack-rules.md §3.4). The only place the translation
+// (docs/dualstack-rules.md §3.4). The only place the translation
 // can still act is on the manifest itself: by hand, in CI, as a kustomize
 // exec function or as a Helm post-renderer.
 //

@@ -13,7 +13,7 @@ import (
 	kjson "sigs.k8s.io/json"
 )
 
-// Names the webhook reserves (DESIGN.md §3.3).
+// Names the webhook reserves (documented in the README and docs/architecture.md).
 const (
 	// SkipLabel on a Service or Namespace makes the webhook leave it alone.
 	SkipLabel = "dualstack-webhook.io/skip"

@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// The webhook's names (DESIGN §3.3) are policy.SkipLabel on a Service or a
+// The webhook's names (see docs/architecture.md) are policy.SkipLabel on a Service or a
 // Namespace (any value but "false" counts, so `skip: ""` and `skip: "true"`
 // both work) and policy.NamespacePolicyAnnotation on a Namespace.
 const (

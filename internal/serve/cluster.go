@@ -38,7 +38,7 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	// client-go's default of 5 QPS / burst 10 would throttle the state
-	// store long before the apiserver does (lessons-from-peers.md).
+	// store long before the apiserver does (CAPI in-cluster IPAM hands out duplicates without it).
 	cfg.QPS, cfg.Burst = 50, 100
 	cfg.UserAgent = "dualstack-webhook"
 	return cfg, nil

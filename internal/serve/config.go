@@ -18,7 +18,7 @@ import (
 )
 
 // DevServiceCIDRs are the service CIDRs of `serve --dev` without
-// --service-cidrs (DESIGN §3.1, contract): kind's and kubeadm's defaults.
+// --service-cidrs (a documented CLI contract, README "Flags"): kind's and kubeadm's defaults.
 const DevServiceCIDRs = "10.96.0.0/16,fd00:10:96::/108"
 
 // LeaseName is the coordination.k8s.io Lease (in --namespace) that elects
