@@ -39,8 +39,17 @@ func Evaluate(in Input) (*Decision, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, legacy, err := decode(in.Object)
-	if err != nil {
+	var svc *corev1.Service
+	var legacy json.RawMessage
+	if in.Service != nil {
+		svc = in.Service
+		if err := checkDecoded(svc); err != nil {
+			return nil, err
+		}
+		if in.Object != nil {
+			legacy = legacyOf(bytes.TrimSpace(in.Object))
+		}
+	} else if svc, legacy, err = decode(in.Object); err != nil {
 		return nil, err
 	}
 	d := &Decision{Service: svc}
@@ -96,21 +105,37 @@ func decode(raw []byte) (*corev1.Service, json.RawMessage, error) {
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, svc); err != nil {
 		return nil, nil, &DecodeError{Err: err}
 	}
+	if err := checkDecoded(svc); err != nil {
+		return nil, nil, err
+	}
+	return svc, legacyOf(raw), nil
+}
+
+// checkDecoded does what decode does after unmarshalling: it rejects
+// objects of another kind and fills the spec.type that v1 defaulting
+// would have set.
+func checkDecoded(svc *corev1.Service) error {
 	if svc.Kind != "" && svc.Kind != "Service" {
-		return nil, nil, &DecodeError{Err: fmt.Errorf("kind %q is not Service", svc.Kind)}
+		return &DecodeError{Err: fmt.Errorf("kind %q is not Service", svc.Kind)}
 	}
 	if svc.APIVersion != "" && svc.APIVersion != "v1" {
-		return nil, nil, &DecodeError{Err: fmt.Errorf("apiVersion %q is not v1", svc.APIVersion)}
+		return &DecodeError{Err: fmt.Errorf("apiVersion %q is not v1", svc.APIVersion)}
 	}
 	if svc.Spec.Type == "" {
 		// v1 defaulting runs before admission; objects posted by hand
 		// may lack it.
 		svc.Spec.Type = corev1.ServiceTypeClusterIP
 	}
+	return nil
+}
+
+// legacyOf returns the raw legacy spec.ipFamily of a Service that decoded,
+// or nil.
+func legacyOf(raw []byte) json.RawMessage {
 	// The second pass for the legacy key costs as much as the first, and
 	// no object of a 1.20+ apiserver carries the key: look before decoding.
 	if !bytes.Contains(raw, legacyKey) {
-		return svc, nil, nil
+		return nil
 	}
 	var shape struct {
 		Spec map[string]json.RawMessage `json:"spec"`
@@ -121,7 +146,7 @@ func decode(raw []byte) (*corev1.Service, json.RawMessage, error) {
 	if bytes.Equal(bytes.TrimSpace(legacy), []byte("null")) {
 		legacy = nil
 	}
-	return svc, legacy, nil
+	return legacy
 }
 
 func invalid(svc *corev1.Service, errs field.ErrorList) error {

@@ -28,6 +28,14 @@ type Input struct {
 	// Object is the raw JSON of the Service as posted. Raw rather than typed
 	// because the legacy field spec.ipFamily is unknown to today's types.
 	Object []byte
+	// Service, when not nil, is Object already decoded by the caller with
+	// the apiserver's case-sensitive decoding (the webhook decodes the
+	// AdmissionReview and the Service in one pass). Evaluate then skips its
+	// own decode and takes ownership of it (it fills defaults in place).
+	// Object may then be nil, which tells Evaluate that the raw object has
+	// no legacy spec.ipFamily key; when Object is set it is still searched
+	// for that key.
+	Service *corev1.Service
 	// OldObject is the raw JSON of the stored Service (Update only).
 	OldObject []byte
 	// DefaultPolicy, when set, replaces the apiserver's own default policy on

@@ -1,15 +1,22 @@
 package webhook
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kjson "sigs.k8s.io/json"
@@ -45,7 +52,8 @@ type reviewIn struct {
 	Request    *requestIn `json:"request"`
 }
 
-type requestIn struct {
+// requestHead is everything of a request but its object.
+type requestHead struct {
 	UID         types.UID                   `json:"uid"`
 	Kind        metav1.GroupVersionKind     `json:"kind"`
 	Resource    metav1.GroupVersionResource `json:"resource"`
@@ -53,10 +61,20 @@ type requestIn struct {
 	Name        string                      `json:"name"`
 	Namespace   string                      `json:"namespace"`
 	Operation   string                      `json:"operation"`
-	Object      json.RawMessage             `json:"object"`
 	OldObject   json.RawMessage             `json:"oldObject"`
 	DryRun      *bool                       `json:"dryRun"`
 }
+
+// requestIn is a request as the review reads it: the object either raw
+// (Object) or, on the fast path, already decoded (svc, with Object nil).
+type requestIn struct {
+	requestHead
+	Object json.RawMessage `json:"object"`
+	svc    *corev1.Service
+}
+
+// hasObject tells whether request.object is present and not null.
+func (r *requestIn) hasObject() bool { return r.svc != nil || !isNull(r.Object) }
 
 func (r *requestIn) dryRun() bool { return r.DryRun != nil && *r.DryRun }
 
@@ -128,11 +146,67 @@ func readAll(r io.Reader, b []byte) ([]byte, error) {
 	}
 }
 
+// The fast path decodes the envelope and the Service in one pass.
+type (
+	reviewFast struct {
+		APIVersion string       `json:"apiVersion"`
+		Kind       string       `json:"kind"`
+		Request    *requestFast `json:"request"`
+	}
+	requestFast struct {
+		requestHead
+		Object *corev1.Service `json:"object"`
+	}
+)
+
+var (
+	objectKey  = []byte(`"object"`)
+	legacyKey  = []byte(`"ipFamily"`)
+	escapeSeq  = []byte(`\u`)
+	serviceGVK = metav1.GroupVersionKind{Version: "v1", Kind: "Service"}
+)
+
 // decodeReview parses an AdmissionReview envelope. Errors are *httpError
 // (400): without a parsed envelope there is no version to answer in and no
 // uid to echo. JSON is decoded case-sensitively, as the apiserver does, so
 // that "Spec" is not mistaken for "spec".
+//
+// A review of a Service as the apiserver sends it is decoded in one pass,
+// request.object straight into a v1.Service (decodeFast); everything else
+// (other kinds, legacy spec.ipFamily, objects without a spec, any error)
+// takes the general path, which keeps request.object raw for the policy
+// engine to decode, so errors and answers are those of the general path.
 func decodeReview(body []byte) (*reviewIn, error) {
+	if in := decodeFast(body); in != nil {
+		return in, nil
+	}
+	return decodeGeneral(body)
+}
+
+// decodeFast returns nil unless the fast path gives exactly what
+// decodeGeneral followed by the policy engine's decode would give. That is
+// the case when the review has a single "object" member (with duplicate
+// members the general path keeps the last raw value while a typed decode
+// would merge them; no \u escape can spell a second one), no legacy
+// "ipFamily" key (the engine reads it from the raw object) and a Service
+// with a spec (the patch builder reads the raw object otherwise).
+func decodeFast(body []byte) *reviewIn {
+	if bytes.Count(body, objectKey) != 1 || bytes.Contains(body, legacyKey) || bytes.Contains(body, escapeSeq) {
+		return nil
+	}
+	var f reviewFast
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(body, &f); err != nil {
+		return nil
+	}
+	if (f.APIVersion != apiVersionV1 && f.APIVersion != apiVersionV1beta1) || f.Kind != "AdmissionReview" ||
+		f.Request == nil || f.Request.Object == nil || f.Request.Kind != serviceGVK || !specEvidence(&f.Request.Object.Spec) {
+		return nil
+	}
+	return &reviewIn{APIVersion: f.APIVersion, Kind: f.Kind,
+		Request: &requestIn{requestHead: f.Request.requestHead, svc: f.Request.Object}}
+}
+
+func decodeGeneral(body []byte) (*reviewIn, error) {
 	var in reviewIn
 	if err := kjson.UnmarshalCaseSensitivePreserveInts(body, &in); err != nil {
 		return nil, &httpError{http.StatusBadRequest, "malformed AdmissionReview: " + oneLine(err.Error())}
@@ -153,11 +227,131 @@ func decodeReview(body []byte) (*reviewIn, error) {
 }
 
 // encodeReview renders the answer in the apiVersion the request used.
+// Answers without a status (every allowed review) are written by hand, byte
+// for byte what encoding/json writes for them (TestEncodeReviewMatchesJSON),
+// without its reflection and allocations; denials and errors carry a
+// metav1.Status and go through encoding/json.
 func encodeReview(apiVersion string, resp *admissionv1.AdmissionResponse) ([]byte, error) {
-	return json.Marshal(admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: "AdmissionReview"},
-		Response: resp,
-	})
+	if resp == nil || resp.Result != nil {
+		return json.Marshal(admissionv1.AdmissionReview{
+			TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: "AdmissionReview"},
+			Response: resp,
+		})
+	}
+	n := 128 + len(resp.UID) + base64.StdEncoding.EncodedLen(len(resp.Patch))
+	for k, v := range resp.AuditAnnotations {
+		n += len(k) + len(v) + 8
+	}
+	for _, w := range resp.Warnings {
+		n += len(w) + 4
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"kind":"AdmissionReview",`...)
+	if apiVersion != "" {
+		b = append(b, `"apiVersion":`...)
+		b = appendJSONString(b, apiVersion)
+		b = append(b, ',')
+	}
+	b = append(b, `"response":{"uid":`...)
+	b = appendJSONString(b, string(resp.UID))
+	b = append(b, `,"allowed":`...)
+	b = strconv.AppendBool(b, resp.Allowed)
+	if len(resp.Patch) > 0 {
+		b = append(b, `,"patch":"`...)
+		b = base64.StdEncoding.AppendEncode(b, resp.Patch)
+		b = append(b, '"')
+	}
+	if resp.PatchType != nil {
+		b = append(b, `,"patchType":`...)
+		b = appendJSONString(b, string(*resp.PatchType))
+	}
+	if len(resp.AuditAnnotations) > 0 {
+		b = append(b, `,"auditAnnotations":{`...)
+		if len(resp.AuditAnnotations) == 1 {
+			for k, v := range resp.AuditAnnotations {
+				b = appendJSONString(b, k)
+				b = append(b, ':')
+				b = appendJSONString(b, v)
+			}
+		} else {
+			for i, k := range slices.Sorted(maps.Keys(resp.AuditAnnotations)) {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSONString(b, k)
+				b = append(b, ':')
+				b = appendJSONString(b, resp.AuditAnnotations[k])
+			}
+		}
+		b = append(b, '}')
+	}
+	if len(resp.Warnings) > 0 {
+		b = append(b, `,"warnings":[`...)
+		for i, w := range resp.Warnings {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, w)
+		}
+		b = append(b, ']')
+	}
+	return append(b, "}}"...), nil
+}
+
+// appendJSONString appends s as encoding/json.Marshal writes a string: HTML
+// characters, control characters, U+2028 and U+2029 escaped, invalid UTF-8
+// replaced by \ufffd.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // oneLine keeps error texts that embed input on a single line, so a reason

@@ -43,10 +43,7 @@ func stateFromTyped(svc *corev1.Service, legacy bool) (specState, bool) {
 		return specState{}, false
 	}
 	s := &svc.Spec
-	evidence := len(s.Ports) > 0 || s.Selector != nil || s.ClusterIP != "" || len(s.ClusterIPs) > 0 ||
-		s.ExternalName != "" || s.IPFamilyPolicy != nil || len(s.IPFamilies) > 0 || s.SessionAffinity != "" ||
-		s.ExternalTrafficPolicy != "" || s.InternalTrafficPolicy != nil || s.AllocateLoadBalancerNodePorts != nil
-	if !evidence {
+	if !specEvidence(s) {
 		return specState{}, false
 	}
 	st := specState{spec: true, legacyKey: legacy}
@@ -67,6 +64,14 @@ func stateFromTyped(svc *corev1.Service, legacy bool) (specState, bool) {
 		}
 	}
 	return st, true
+}
+
+// specEvidence tells whether the typed spec proves that the raw object has
+// a spec member (spec.type does not: the engine defaults it).
+func specEvidence(s *corev1.ServiceSpec) bool {
+	return len(s.Ports) > 0 || s.Selector != nil || s.ClusterIP != "" || len(s.ClusterIPs) > 0 ||
+		s.ExternalName != "" || s.IPFamilyPolicy != nil || len(s.IPFamilies) > 0 || s.SessionAffinity != "" ||
+		s.ExternalTrafficPolicy != "" || s.InternalTrafficPolicy != nil || s.AllocateLoadBalancerNodePorts != nil
 }
 
 // stateFromRaw reads specState exactly from the raw object (slow path:

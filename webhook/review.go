@@ -95,7 +95,7 @@ func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) revie
 		return fail(&requestError{fmt.Sprintf("unsupported operation %q: want CREATE, UPDATE, DELETE or CONNECT", req.Operation)})
 	}
 	if ep == validateEndpoint && req.Kind.Group == "" && req.Kind.Version == "v1" && req.Kind.Kind == "ConfigMap" {
-		if isNull(req.Object) {
+		if !req.hasObject() {
 			return fail(&requestError{"request.object is missing"})
 		}
 		skip, err := h.reviewPools(ctx, req)
@@ -121,7 +121,7 @@ func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) revie
 		return allow(outcomeSkipped, "subresource "+req.SubResource+" is not reviewed")
 	}
 
-	if isNull(req.Object) {
+	if !req.hasObject() {
 		return fail(&requestError{"request.object is missing"})
 	}
 
@@ -175,6 +175,7 @@ func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) revie
 		Families:      families,
 		Operation:     op,
 		Object:        req.Object,
+		Service:       req.svc,
 		DefaultPolicy: defaultPolicy,
 	}
 	if op == policy.Update && !isNull(req.OldObject) {
