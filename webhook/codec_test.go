@@ -7,7 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/dualstack-webhook/dualstack-webhook/policy"
+	corev1 "k8s.io/api/core/v1"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -248,4 +252,46 @@ func FuzzEncodeReview(f *testing.F) {
 			UID: types.UID(uid), Allowed: allowed, Patch: patch, PatchType: &pt,
 			AuditAnnotations: map[string]string{key: value, key + "2": warning}, Warnings: []string{warning, uid}})
 	})
+}
+
+// TestBuildPatchBytes pins the hand-written JSONPatch to what marshalling
+// the list of {op, path, value} objects with encoding/json gave, for every
+// op the builder emits (add and replace of each field, remove, add /spec)
+// and values that need escaping.
+func TestBuildPatchBytes(t *testing.T) {
+	odd := "a\"<&>\u2028\xff"
+	for i, c := range []struct {
+		raw        string
+		d          policy.Decision
+		pinned     []string
+		want, keys string
+	}{
+		{`{"spec":null}`, policy.Decision{Write: policy.FieldIPFamilyPolicy | policy.FieldIPFamilies, Policy: "PreferDualStack",
+			Families: []corev1.IPFamily{"IPv4", "IPv6"}}, []string{"10.96.0.10", "fd00::10"},
+			`[{"op":"add","path":"/spec","value":{}},{"op":"add","path":"/spec/ipFamilyPolicy","value":"PreferDualStack"},` +
+				`{"op":"add","path":"/spec/ipFamilies","value":["IPv4","IPv6"]},{"op":"add","path":"/spec/clusterIP","value":"10.96.0.10"},` +
+				`{"op":"add","path":"/spec/clusterIPs","value":["10.96.0.10","fd00::10"]}]`,
+			"ipFamilyPolicy,ipFamilies,clusterIP,clusterIPs"},
+		{`{"spec":{"ipFamilyPolicy":"SingleStack","ipFamilies":["IPv6"],"ipFamily":"IPv6","clusterIP":"x","clusterIPs":["x"]}}`,
+			policy.Decision{Write: policy.FieldIPFamilyPolicy | policy.FieldIPFamilies | policy.FieldLegacyIPFamily, Policy: corev1.IPFamilyPolicy(odd),
+				Families: []corev1.IPFamily{corev1.IPFamily(odd)}}, []string{odd, "y"},
+			`[{"op":"replace","path":"/spec/ipFamilyPolicy","value":"a\"\u003c\u0026\u003e\u2028\ufffd"},` +
+				`{"op":"replace","path":"/spec/ipFamilies","value":["a\"\u003c\u0026\u003e\u2028\ufffd"]},{"op":"remove","path":"/spec/ipFamily"},` +
+				`{"op":"replace","path":"/spec/clusterIP","value":"a\"\u003c\u0026\u003e\u2028\ufffd"},` +
+				`{"op":"replace","path":"/spec/clusterIPs","value":["a\"\u003c\u0026\u003e\u2028\ufffd","y"]}]`,
+			"ipFamilyPolicy,ipFamilies,-ipFamily,clusterIP,clusterIPs"},
+		{`{"spec":{"ipFamilyPolicy":"SingleStack","ipFamilies":["IPv6"]}}`, policy.Decision{Write: policy.FieldIPFamilyPolicy | policy.FieldIPFamilies,
+			Policy: "SingleStack", Families: []corev1.IPFamily{"IPv6"}}, nil, "", ""},
+	} {
+		patch, fields, err := buildPatch([]byte(c.raw), &c.d, c.pinned)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(patch) != c.want || strings.Join(fields, ",") != c.keys {
+			t.Errorf("%d: patch\n%s\nwant\n%s\nfields %v", i, patch, c.want, fields)
+		}
+		if c.want == "" && (patch != nil || fields != nil) {
+			t.Errorf("%d: want nil patch and fields, got %q %v", i, patch, fields)
+		}
+	}
 }

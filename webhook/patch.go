@@ -10,14 +10,6 @@ import (
 	kjson "sigs.k8s.io/json"
 )
 
-// patchOp is one RFC 6902 operation. Value is pre-encoded JSON so that the
-// op list marshals without reflection over arbitrary values.
-type patchOp struct {
-	Op    string          `json:"op"`
-	Path  string          `json:"path"`
-	Value json.RawMessage `json:"value,omitempty"`
-}
-
 // specState is what the posted object's spec holds for the fields the
 // webhook writes: whether spec and each member exist (a member holding null
 // exists), and their current values.
@@ -25,7 +17,7 @@ type specState struct {
 	spec, policyKey, familiesKey, legacyKey bool
 	clusterIPKey, clusterIPsKey             bool
 	policy                                  string
-	families                                []string
+	families                                []corev1.IPFamily
 	clusterIP                               string
 	clusterIPs                              []string
 }
@@ -57,11 +49,7 @@ func stateFromTyped(svc *corev1.Service, legacy bool) (specState, bool) {
 		st.clusterIPsKey, st.clusterIPs = true, s.ClusterIPs
 	}
 	if len(s.IPFamilies) > 0 {
-		st.familiesKey = true
-		st.families = make([]string, len(s.IPFamilies))
-		for i, f := range s.IPFamilies {
-			st.families[i] = string(f)
-		}
+		st.familiesKey, st.families = true, s.IPFamilies
 	}
 	return st, true
 }
@@ -118,12 +106,41 @@ func buildPatch(raw []byte, d *policy.Decision, clusterIPs []string) (patch []by
 			return nil, nil, err
 		}
 	}
-	var ops []patchOp
+	// The ops are written straight as JSON (constant ops and paths, string
+	// values escaped as encoding/json does); the result is what marshalling
+	// a list of {op, path, value} objects gives.
+	var b []byte
+	op := func(verb, path string) {
+		if b == nil {
+			b = make([]byte, 0, 256)
+			b = append(b, '[')
+		} else {
+			b = append(b, ',')
+		}
+		b = append(b, `{"op":"`...)
+		b = append(b, verb...)
+		b = append(b, `","path":"`...)
+		b = append(b, path...)
+		b = append(b, '"')
+	}
+	str := func(v string) { b = append(b, `,"value":`...); b = appendJSONString(b, v); b = append(b, '}') }
+	list := func(vs []string) {
+		b = append(b, `,"value":[`...)
+		for i, v := range vs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, v)
+		}
+		b = append(b, "]}"...)
+	}
+	fields = make([]string, 0, 4)
 	ensureSpec := func() {
 		// A Service without spec (or "spec": null) only comes from hand
 		// posted reviews; the apiserver defaults spec.type first.
 		if !st.spec {
-			ops = append(ops, patchOp{Op: "add", Path: "/spec", Value: json.RawMessage(`{}`)})
+			op("add", "/spec")
+			b = append(b, `,"value":{}}`...)
 			st.spec = true
 		}
 	}
@@ -133,8 +150,8 @@ func buildPatch(raw []byte, d *policy.Decision, clusterIPs []string) (patch []by
 		}
 		if !st.policyKey || st.policy != string(d.Policy) {
 			ensureSpec()
-			v, _ := json.Marshal(d.Policy)
-			ops = append(ops, patchOp{Op: addOrReplace(st.policyKey), Path: "/spec/ipFamilyPolicy", Value: v})
+			op(addOrReplace(st.policyKey), "/spec/ipFamilyPolicy")
+			str(string(d.Policy))
 			fields = append(fields, "ipFamilyPolicy")
 		}
 	}
@@ -142,42 +159,45 @@ func buildPatch(raw []byte, d *policy.Decision, clusterIPs []string) (patch []by
 		if len(d.Families) == 0 {
 			return nil, nil, errors.New("policy engine asked to write empty ipFamilies")
 		}
-		want := make([]string, len(d.Families))
-		for i, f := range d.Families {
-			want[i] = string(f)
-		}
-		if !st.familiesKey || !slices.Equal(st.families, want) {
+		if !st.familiesKey || !slices.Equal(st.families, d.Families) {
 			ensureSpec()
-			v, _ := json.Marshal(want)
-			ops = append(ops, patchOp{Op: addOrReplace(st.familiesKey), Path: "/spec/ipFamilies", Value: v})
+			op(addOrReplace(st.familiesKey), "/spec/ipFamilies")
+			b = append(b, `,"value":[`...)
+			for i, f := range d.Families {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSONString(b, string(f))
+			}
+			b = append(b, "]}"...)
 			fields = append(fields, "ipFamilies")
 		}
 	}
 	// "remove" of a missing member fails the whole patch (RFC 6902 §4.2),
 	// so only remove what is there.
 	if d.Writes(policy.FieldLegacyIPFamily) && st.legacyKey {
-		ops = append(ops, patchOp{Op: "remove", Path: "/spec/ipFamily"})
+		op("remove", "/spec/ipFamily")
+		b = append(b, '}')
 		fields = append(fields, "-ipFamily")
 	}
 	if len(clusterIPs) > 0 {
 		if st.clusterIP != clusterIPs[0] {
 			ensureSpec()
-			v, _ := json.Marshal(clusterIPs[0])
-			ops = append(ops, patchOp{Op: addOrReplace(st.clusterIPKey), Path: "/spec/clusterIP", Value: v})
+			op(addOrReplace(st.clusterIPKey), "/spec/clusterIP")
+			str(clusterIPs[0])
 			fields = append(fields, "clusterIP")
 		}
 		if !slices.Equal(st.clusterIPs, clusterIPs) {
 			ensureSpec()
-			v, _ := json.Marshal(clusterIPs)
-			ops = append(ops, patchOp{Op: addOrReplace(st.clusterIPsKey), Path: "/spec/clusterIPs", Value: v})
+			op(addOrReplace(st.clusterIPsKey), "/spec/clusterIPs")
+			list(clusterIPs)
 			fields = append(fields, "clusterIPs")
 		}
 	}
-	if len(ops) == 0 {
+	if b == nil {
 		return nil, nil, nil
 	}
-	patch, err = json.Marshal(ops)
-	return patch, fields, err
+	return append(b, ']'), fields, nil
 }
 
 func addOrReplace(present bool) string {
