@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -308,4 +309,63 @@ func familyName(ip string) string {
 		return "None"
 	}
 	return string(familyOf(ip))
+}
+
+// TestEvaluateCreateLeavesPosted: the engine copies only the fields the
+// create pipeline writes (specCopy), so it must never write anything else:
+// the posted Service (Decision.Service, which the webhook builds its patch
+// from) is unchanged after every cell of the create grid, with and without
+// a default policy, and for the legacy field.
+func TestEvaluateCreateLeavesPosted(t *testing.T) {
+	raw, err := os.ReadFile("testdata/create_grid.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g gridFile
+	if err := json.Unmarshal(raw, &g); err != nil {
+		t.Fatal(err)
+	}
+	var objs [][]byte
+	for _, cell := range g.Cells {
+		s := spec{}
+		if cell.Input.Policy != nil {
+			s["ipFamilyPolicy"] = *cell.Input.Policy
+		}
+		if cell.Input.Families != nil {
+			s["ipFamilies"] = cell.Input.Families
+		}
+		if cell.Input.ClusterIP != "" {
+			s["clusterIP"] = cell.Input.ClusterIP
+		}
+		if cell.Input.ClusterIPs != nil {
+			s["clusterIPs"] = cell.Input.ClusterIPs
+		}
+		if cell.Input.Selector {
+			s["selector"] = map[string]any{"app": "grid"}
+		}
+		objs = append(objs, svcJSON(t, "grid", s))
+		s["ipFamily"] = "IPv6"
+		objs = append(objs, svcJSON(t, "grid", s))
+	}
+	checked := 0
+	for _, obj := range objs {
+		for _, fams := range [][]corev1.IPFamily{clusterV4, clusterV6, clusterV4V6, clusterV6V4} {
+			for _, def := range []*corev1.IPFamilyPolicy{nil, ptrPolicy(corev1.IPFamilyPolicyRequireDualStack), ptrPolicy(corev1.IPFamilyPolicySingleStack)} {
+				svc, _, err := decode(obj)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := svc.DeepCopy()
+				d, err := Evaluate(Input{Families: fams, Operation: Create, Object: obj, Service: svc, DefaultPolicy: def})
+				if err == nil && d.Service != svc {
+					t.Fatalf("decision does not carry the posted Service")
+				}
+				if !reflect.DeepEqual(svc, want) {
+					t.Fatalf("Evaluate changed the posted Service %s (cluster %v, default %v):\nbefore %+v\nafter  %+v", obj, fams, def, want.Spec, svc.Spec)
+				}
+				checked++
+			}
+		}
+	}
+	t.Logf("%d evaluations checked", checked)
 }

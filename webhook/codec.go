@@ -91,10 +91,12 @@ func (e *httpError) Error() string { return e.msg }
 // readBody enforces the content type and the size limit and returns the
 // body. Errors are *httpError.
 func readBody(r *http.Request) ([]byte, error) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return nil, &httpError{http.StatusUnsupportedMediaType,
-			fmt.Sprintf("unsupported content type %q: want application/json", r.Header.Get("Content-Type"))}
+	ct := r.Header.Get("Content-Type")
+	if ct != "application/json" { // what the apiserver sends; anything else is parsed
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return nil, &httpError{http.StatusUnsupportedMediaType,
+				fmt.Sprintf("unsupported content type %q: want application/json", ct)}
+		}
 	}
 	if r.ContentLength > MaxBodyBytes {
 		return nil, &httpError{http.StatusRequestEntityTooLarge,
@@ -103,15 +105,18 @@ func readBody(r *http.Request) ([]byte, error) {
 	// One byte over the limit is enough to know it is too large, and
 	// LimitReader (unlike MaxBytesReader) needs no ResponseWriter, so the
 	// decoder stays usable from fuzz tests.
-	lr := &io.LimitedReader{R: r.Body, N: MaxBodyBytes + 1}
+	lr := io.LimitedReader{R: r.Body, N: MaxBodyBytes + 1}
 	var body []byte
+	var err error
 	if r.ContentLength > 0 {
 		// Trust Content-Length for the first allocation only up to a
 		// typical review's size: a client announcing 7 MiB and sending
-		// nothing must not make us hold 7 MiB per connection.
-		body = make([]byte, 0, min(r.ContentLength, initialBodyBuffer))
+		// nothing must not make us hold 7 MiB per connection. One byte
+		// more than announced lets the read that sees EOF find room
+		// instead of growing a full buffer.
+		body = make([]byte, 0, min(r.ContentLength+1, initialBodyBuffer))
 	}
-	body, err = readAll(lr, body)
+	body, err = readAll(&lr, body)
 	if err != nil {
 		return nil, &httpError{http.StatusBadRequest, "reading request body: " + oneLine(err.Error())}
 	}
@@ -127,7 +132,7 @@ func readBody(r *http.Request) ([]byte, error) {
 
 // readAll is io.ReadAll appending to a caller-sized buffer, so a typical
 // request with a Content-Length is read with a single allocation.
-func readAll(r io.Reader, b []byte) ([]byte, error) {
+func readAll(r *io.LimitedReader, b []byte) ([]byte, error) {
 	if cap(b) == 0 {
 		b = make([]byte, 0, 4096)
 	}
@@ -194,16 +199,27 @@ func decodeFast(body []byte) *reviewIn {
 	if bytes.Count(body, objectKey) != 1 || bytes.Contains(body, legacyKey) || bytes.Contains(body, escapeSeq) {
 		return nil
 	}
-	var f reviewFast
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(body, &f); err != nil {
+	// One allocation for the decoded and the returned envelope. The
+	// request is decoded into the preset box.rf: a review without a
+	// "request" member leaves it without an object, which is not taken.
+	box := &struct {
+		f   reviewFast
+		rf  requestFast
+		in  reviewIn
+		req requestIn
+	}{}
+	box.f.Request = &box.rf
+	f := &box.f
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(body, f); err != nil {
 		return nil
 	}
 	if (f.APIVersion != apiVersionV1 && f.APIVersion != apiVersionV1beta1) || f.Kind != "AdmissionReview" ||
 		f.Request == nil || f.Request.Object == nil || f.Request.Kind != serviceGVK || !specEvidence(&f.Request.Object.Spec) {
 		return nil
 	}
-	return &reviewIn{APIVersion: f.APIVersion, Kind: f.Kind,
-		Request: &requestIn{requestHead: f.Request.requestHead, svc: f.Request.Object}}
+	box.req = requestIn{requestHead: f.Request.requestHead, svc: f.Request.Object}
+	box.in = reviewIn{APIVersion: f.APIVersion, Kind: f.Kind, Request: &box.req}
+	return &box.in
 }
 
 func decodeGeneral(body []byte) (*reviewIn, error) {
@@ -238,7 +254,7 @@ func encodeReview(apiVersion string, resp *admissionv1.AdmissionResponse) ([]byt
 			Response: resp,
 		})
 	}
-	n := 128 + len(resp.UID) + base64.StdEncoding.EncodedLen(len(resp.Patch))
+	n := 256 + len(resp.UID) + base64.StdEncoding.EncodedLen(len(resp.Patch))
 	for k, v := range resp.AuditAnnotations {
 		n += len(k) + len(v) + 8
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -95,6 +96,11 @@ type Handler struct {
 	poolsConfigMap string
 	draining       atomic.Bool
 	router         chi.Router
+	// reviews are the POST review routes, served without the router: they
+	// are the hot path and need none of its features (exact paths, no
+	// parameters). Everything else, including other methods on these
+	// paths, goes through the router.
+	reviews map[string]http.Handler
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -129,9 +135,12 @@ func NewHandler(o Options) (*Handler, error) {
 		poolsConfigMap: o.PoolsConfigMap,
 	}
 	r := chi.NewRouter()
-	r.Method(http.MethodPost, "/mutate", h.instrument("mutate", h.serveReview(mutateEndpoint)))
-	r.Method(http.MethodPost, "/default", h.instrument("default", h.serveReview(defaultEndpoint)))
-	r.Method(http.MethodPost, "/validate", h.instrument("validate", h.serveReview(validateEndpoint)))
+	h.reviews = map[string]http.Handler{}
+	for _, ep := range []endpoint{mutateEndpoint, defaultEndpoint, validateEndpoint} {
+		path := "/" + ep.String()
+		h.reviews[path] = h.instrument(ep.String(), h.serveReview(ep))
+		r.Method(http.MethodPost, path, h.reviews[path])
+	}
 	r.Method(http.MethodGet, "/healthz", h.instrument("healthz", h.serveHealthz))
 	r.Method(http.MethodGet, "/readyz", h.instrument("readyz", h.serveReadyz))
 	r.NotFound(h.instrument("other", func(w http.ResponseWriter, _ *http.Request, _ *reqState) {
@@ -145,14 +154,26 @@ func NewHandler(o Options) (*Handler, error) {
 }
 
 // ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.router.ServeHTTP(w, r) }
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.RawPath == "" {
+		if review, ok := h.reviews[r.URL.Path]; ok {
+			review.ServeHTTP(w, r)
+			return
+		}
+	}
+	h.router.ServeHTTP(w, r)
+}
 
 // Drain makes /readyz fail from now on. Called first on SIGTERM so the pod
 // leaves the Service endpoints while in-flight reviews finish.
 func (h *Handler) Drain() { h.draining.Store(true) }
 
-// reqState carries what a route decided back to the instrumenting wrapper.
-type reqState struct{ outcome string }
+// reqState carries what a route decided back to the instrumenting wrapper,
+// and when the request started.
+type reqState struct {
+	outcome string
+	start   time.Time
+}
 
 type routeFunc func(http.ResponseWriter, *http.Request, *reqState)
 
@@ -182,10 +203,14 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // so the apiserver applies the webhook's failurePolicy instead of seeing a
 // reset connection.
 func (h *Handler) instrument(name string, next routeFunc) http.Handler {
+	rm := h.metrics.route(name)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		st := &reqState{}
-		sw := &statusWriter{ResponseWriter: w}
+		// One allocation for both (they escape through the route call).
+		both := &struct {
+			reqState
+			statusWriter
+		}{reqState{start: time.Now()}, statusWriter{ResponseWriter: w}}
+		st, sw := &both.reqState, &both.statusWriter
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler { //nolint:errorlint // sentinel compared by identity, as net/http does
@@ -209,7 +234,7 @@ func (h *Handler) instrument(name string, next routeFunc) http.Handler {
 					outcome = outcomeOK
 				}
 			}
-			h.metrics.observe(name, outcome, time.Since(start))
+			rm.observe(outcome, time.Since(st.start))
 		}()
 		next(sw, r, st)
 	})
@@ -271,12 +296,11 @@ func requestContext(r *http.Request) (context.Context, context.CancelFunc) {
 
 func (h *Handler) serveReview(ep endpoint) routeFunc {
 	return func(w http.ResponseWriter, r *http.Request, st *reqState) {
-		start := time.Now()
 		body, err := readBody(r)
 		if err == nil {
 			var in *reviewIn
 			if in, err = decodeReview(body); err == nil {
-				h.answer(w, r, st, ep, in, body, start)
+				h.answer(w, r, st, ep, in, body)
 				return
 			}
 		}
@@ -294,7 +318,11 @@ func (h *Handler) serveReview(ep endpoint) routeFunc {
 	}
 }
 
-func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, ep endpoint, in *reviewIn, body []byte, start time.Time) {
+// logFields recycles the review log line's field list: zap copies what it
+// writes, and a fresh list per review was two of its allocations.
+var logFields = sync.Pool{New: func() any { s := make([]zap.Field, 0, 11); return &s }}
+
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, ep endpoint, in *reviewIn, body []byte) {
 	ctx, cancel := requestContext(r)
 	defer cancel()
 	res := h.review(ctx, ep, in.Request)
@@ -313,7 +341,8 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, e
 	}
 	if ce := h.log.Check(lvl, "admission review"); ce != nil {
 		req := in.Request
-		fields := []zap.Field{
+		fp := logFields.Get().(*[]zap.Field)
+		fields := append((*fp)[:0],
 			zap.String("endpoint", ep.String()),
 			zap.String("uid", string(req.UID)),
 			zap.String("namespace", res.namespace),
@@ -322,8 +351,8 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, e
 			zap.Bool("dryRun", req.dryRun()),
 			zap.Bool("allowed", res.resp.Allowed),
 			zap.String("outcome", res.outcome),
-			zap.Duration("took", time.Since(start)),
-		}
+			zap.Duration("took", time.Since(st.start)),
+		)
 		if res.reason != "" {
 			fields = append(fields, zap.String("reason", res.reason))
 		}
@@ -331,6 +360,9 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, st *reqState, e
 			fields = append(fields, zap.Error(res.err))
 		}
 		ce.Write(fields...)
+		clear(fields) // drop references to this review's strings and error
+		*fp = fields[:0]
+		logFields.Put(fp)
 	}
 	if ce := h.log.Check(zapcore.DebugLevel, "admission review bodies"); ce != nil {
 		ce.Write(zap.String("uid", string(in.Request.UID)), zap.ByteString("request", body), zap.ByteString("response", out))

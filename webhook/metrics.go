@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,7 +56,36 @@ func newMetrics(reg prometheus.Registerer, certNotAfter func() time.Time) (*metr
 	return m, nil
 }
 
-func (m *metrics) observe(endpoint, outcome string, d time.Duration) {
-	m.requests.WithLabelValues(endpoint, outcome).Inc()
-	m.duration.WithLabelValues(endpoint, outcome).Observe(d.Seconds())
+// routeMetrics are the series of one endpoint, resolved once per outcome:
+// WithLabelValues hashes both labels and looks the series up under the
+// vector's lock on every call, which showed in the review's profile. Series
+// are still created on first use, so /metrics lists the same ones.
+type routeMetrics struct {
+	m        *metrics
+	endpoint string
+	mu       sync.RWMutex
+	series   map[string]seriesPair
+}
+
+type seriesPair struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (m *metrics) route(endpoint string) *routeMetrics {
+	return &routeMetrics{m: m, endpoint: endpoint, series: map[string]seriesPair{}}
+}
+
+func (r *routeMetrics) observe(outcome string, d time.Duration) {
+	r.mu.RLock()
+	s, ok := r.series[outcome]
+	r.mu.RUnlock()
+	if !ok {
+		s = seriesPair{r.m.requests.WithLabelValues(r.endpoint, outcome), r.m.duration.WithLabelValues(r.endpoint, outcome)}
+		r.mu.Lock()
+		r.series[outcome] = s
+		r.mu.Unlock()
+	}
+	s.requests.Inc()
+	s.duration.Observe(d.Seconds())
 }
