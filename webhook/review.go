@@ -230,13 +230,26 @@ func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) revie
 		res.outcome = outcomeAllowed
 		return res
 	}
-	pt := admissionv1.PatchTypeJSONPatch
-	res.resp.Patch, res.resp.PatchType = patch, &pt
+	res.resp.Patch, res.resp.PatchType = patch, &jsonPatchType
 	res.outcome = outcomePatched
-	res.reason = strings.Join(fields, ",")
-	res.resp.AuditAnnotations = map[string]string{auditDecisionKey: "patched: " + res.reason}
+	// The reason is the tail of the audit annotation: one string for both.
+	var b strings.Builder
+	b.Grow(64)
+	b.WriteString("patched: ")
+	for i, f := range fields {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(f)
+	}
+	decision := b.String()
+	res.reason = decision[len("patched: "):]
+	res.resp.AuditAnnotations = map[string]string{auditDecisionKey: decision}
 	return res
 }
+
+// jsonPatchType is what every patched answer points to (never written).
+var jsonPatchType = admissionv1.PatchTypeJSONPatch
 
 func isNull(raw json.RawMessage) bool {
 	return len(raw) == 0 || string(raw) == "null"
