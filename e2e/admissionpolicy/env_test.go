@@ -126,7 +126,7 @@ func startShape(t *testing.T, ctx context.Context, cl grid.Cluster) *shape {
 }
 
 // renderFor renders the policy of a configured default, bound to one scope.
-func renderFor(t *testing.T, flag, scope string) (*admissionregistrationv1.MutatingAdmissionPolicy, *admissionregistrationv1.MutatingAdmissionPolicyBinding) {
+func renderFor(t testing.TB, flag, scope string) (*admissionregistrationv1.MutatingAdmissionPolicy, *admissionregistrationv1.MutatingAdmissionPolicyBinding) {
 	t.Helper()
 	o := admissionpolicy.Options{
 		Name: "dsw-" + scope,
@@ -187,7 +187,7 @@ func registerDefault(ctx context.Context, c kubernetes.Interface, scope string, 
 }
 
 // namespace creates a namespace served by scope (prefix names it).
-func (s *shape) namespace(t *testing.T, ctx context.Context, prefix, scope string, labels, ann map[string]string) string {
+func (s *shape) namespace(t testing.TB, ctx context.Context, prefix, scope string, labels, ann map[string]string) string {
 	t.Helper()
 	l := map[string]string{framework.ScopeLabel: scope}
 	for k, v := range labels {
@@ -215,7 +215,7 @@ func (s *shape) dryRun(ctx context.Context, ns string, sv *corev1.Service) frame
 }
 
 // waitFor polls a dry-run create of a plain Service in ns until ok holds.
-func (s *shape) waitFor(t *testing.T, ctx context.Context, ns, what string, ok func(framework.Outcome) bool) {
+func (s *shape) waitFor(t testing.TB, ctx context.Context, ns, what string, ok func(framework.Outcome) bool) {
 	t.Helper()
 	var last framework.Outcome
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {

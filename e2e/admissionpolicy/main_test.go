@@ -250,8 +250,8 @@ func (s *shape) checkSkips(t *testing.T, ctx context.Context) {
 			want = flag
 		}
 		skip := map[string]string{framework.SkipLabel: v}
-		// The policy sees a Namespace through the apiserver's informer: a
-		// fresh one may take a moment to show its labels, so poll.
+		// A fresh Namespace: poll, as for every newly configured scope,
+		// rather than trust the first answer.
 		polNS := s.namespace(t, ctx, "skip", policyScope(flag), skip, nil)
 		s.waitFor(t, ctx, polNS, fmt.Sprintf("policy with Namespace label %s=%q", framework.SkipLabel, v), policyIs(want))
 		wh := s.dryRun(ctx, s.namespace(t, ctx, "skip", webhookScope(flag), skip, nil), plainService("skip"))
