@@ -35,7 +35,7 @@ func BenchmarkDefaulting(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = env.Close(b.Failed()) })
-	s := &shape{cluster: cl, env: env, c: env.Client}
+	s := &shape{cluster: cl, env: env, c: quietClient(b, env)}
 	bin, err := framework.WebhookBinary()
 	if err != nil {
 		b.Fatal(err)

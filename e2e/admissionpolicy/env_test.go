@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
@@ -77,7 +78,7 @@ func startShape(t *testing.T, ctx context.Context, cl grid.Cluster) *shape {
 			t.Errorf("stop cluster %s: %v", cl.Name, err)
 		}
 	})
-	s := &shape{cluster: cl, env: env, c: env.Client, policyNS: map[string]string{}, webhookNS: map[string]string{}}
+	s := &shape{cluster: cl, env: env, c: quietClient(t, env), policyNS: map[string]string{}, webhookNS: map[string]string{}}
 	bin, err := framework.WebhookBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +124,20 @@ func startShape(t *testing.T, ctx context.Context, cl grid.Cluster) *shape {
 		}
 	}
 	return s
+}
+
+// quietClient is env's client without client-go's warning log: the
+// webhook warns on each of the hundreds of creates in a Namespace with an
+// invalid annotation, which would bury the test output.
+func quietClient(t testing.TB, env *framework.Env) kubernetes.Interface {
+	t.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.WarningHandler = rest.NoWarnings{}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // renderFor renders the policy of a configured default, bound to one scope.
