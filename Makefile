@@ -40,6 +40,8 @@ bench: ## benchmarks (figures are ratios against a baseline measured in the same
 	@# pinning: Service creates/s with 3 pinning replicas vs no webhook, admission p50/p99 (docs/pinning-e2e.md)
 	$(MAKE) --no-print-directory build
 	cd e2e && E2E_REQUIRED=1 E2E_PINNING_BENCH=1 $(E2E_ENV) $(GO) test -count=1 -timeout 15m -run '^TestPinningBenchmark$$' -v ./pinning
+	@# defaulting: Service creates with no defaulting vs the MutatingAdmissionPolicy vs the defaulting webhook
+	$(MAKE) --no-print-directory bench-defaulting
 
 # --- end-to-end tier (e2e/: its own Go module) ---
 K8S_BIN_DIR = $(shell e2e/bin/install.sh --print-dir)
