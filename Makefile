@@ -40,13 +40,15 @@ bench: ## benchmarks (figures are ratios against a baseline measured in the same
 	@# pinning: Service creates/s with 3 pinning replicas vs no webhook, admission p50/p99 (docs/pinning-e2e.md)
 	$(MAKE) --no-print-directory build
 	cd e2e && E2E_REQUIRED=1 E2E_PINNING_BENCH=1 $(E2E_ENV) $(GO) test -count=1 -timeout 15m -run '^TestPinningBenchmark$$' -v ./pinning
+	@# defaulting: Service creates with no defaulting vs the MutatingAdmissionPolicy vs the defaulting webhook
+	$(MAKE) --no-print-directory bench-defaulting
 
 # --- end-to-end tier (e2e/: its own Go module) ---
 K8S_BIN_DIR = $(shell e2e/bin/install.sh --print-dir)
 E2E_ENV = KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) E2E_WEBHOOK_BIN=$(CURDIR)/$(BIN)
 IP_FAMILY ?= dual
 
-.PHONY: e2e-bin e2e grid e2e-kind chart pinning ops-e2e
+.PHONY: e2e-bin e2e grid e2e-kind chart pinning ops-e2e bench-defaulting
 
 chart: e2e-bin ## helm lint --strict, golden helm template (go test ./charts -update rewrites), invariants; helm required
 	E2E_REQUIRED=1 HELM=$(K8S_BIN_DIR)/helm $(GO) test -count=1 ./charts
@@ -68,6 +70,9 @@ pinning: e2e-bin build ## only the pinning e2e suite (contract cases + the 3-rep
 
 ops-e2e: e2e-bin build ## only the status/plan/apply e2e suite (docs/operations.md); `make e2e` runs it too
 	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -count=1 -timeout 15m -v ./ops
+
+bench-defaulting: e2e-bin build ## Service creates/s and p50/p99: no defaulting vs MutatingAdmissionPolicy vs defaulting webhook (docs/defaulting-policy.md)
+	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -count=1 -run '^$$' -bench '^BenchmarkDefaulting$$' -benchtime 400x ./admissionpolicy
 
 grid: e2e-bin ## regenerate policy/testdata/*_grid.json from real apiservers (no webhook)
 	cd e2e && $(E2E_ENV) $(GO) test -count=1 -timeout 30m -run 'Grid' ./grid -update -v

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/dualstack-webhook/dualstack-webhook/convert"
+	"github.com/dualstack-webhook/dualstack-webhook/internal/renderpolicy"
 	"github.com/dualstack-webhook/dualstack-webhook/internal/serve"
 	"github.com/dualstack-webhook/dualstack-webhook/ops"
 	"github.com/spf13/pflag"
@@ -37,6 +38,8 @@ var commands = map[string]command{
 	"status": {"per pool and family: size, reserved, free, lowest free IP; Services outside every pool", ops.StatusMain},
 	"plan":   {"show the steps of a ServiceCIDR reconfiguration (extend, single-to-dual, dual-to-single, replace-primary)", ops.PlanMain},
 	"apply":  {"perform a ServiceCIDR reconfiguration (dry run unless --confirm; resumable)", ops.ApplyMain},
+	// Defaulting without a webhook (docs/defaulting-policy.md).
+	"render-policy": {"print a MutatingAdmissionPolicy + binding applying the default ipFamilyPolicy with no webhook (Kubernetes >= 1.36)", renderpolicy.Main},
 }
 
 func main() {
@@ -88,7 +91,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-14s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'dualstack-webhook <command> --help' for its flags.")
 }

@@ -19,6 +19,9 @@ func TestRunDispatch(t *testing.T) {
 		"an unknown command is a usage error": {[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
 		"serve --help is not a failure":       {[]string{"serve", "--help"}, 0, "", "--service-cidrs"},
 		"serve with a bad flag fails":         {[]string{"serve", "--dev", "--service-cidrs", "nope"}, 1, "", "dualstack-webhook serve: --service-cidrs"},
+		"render-policy prints the policy":     {[]string{"render-policy", "--default-ip-family-policy", "PreferDualStack"}, 0, "kind: MutatingAdmissionPolicyBinding", ""},
+		"render-policy with a bad default":    {[]string{"render-policy", "--default-ip-family-policy", "Dual"}, 1, "", `default ipFamilyPolicy "Dual"`},
+		"render-policy takes no arguments":    {[]string{"render-policy", "x"}, 1, "", "unexpected arguments"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

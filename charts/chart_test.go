@@ -47,7 +47,12 @@ var cases = map[string]string{
 	"self-bootstrap": "selfBootstrap",
 	"secret":         "secret",
 	"full":           "certManager",
+	"policy":         "certManager",
 }
+
+// policyCases render defaulting.mode=policy: no defaulting webhook, a
+// MutatingAdmissionPolicy instead.
+var policyCases = map[string]bool{"policy": true}
 
 func helmBin(t *testing.T) string {
 	t.Helper()
@@ -221,7 +226,7 @@ func TestInvariants(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := decode(t, out)
-			checkWebhooks(t, r, mode)
+			checkWebhooks(t, r, mode, !policyCases[name])
 			checkDeployment(t, r, mode)
 			checkRBAC(t, r, mode)
 			checkService(t, r)
@@ -233,7 +238,7 @@ func TestInvariants(t *testing.T) {
 	}
 }
 
-func checkWebhooks(t *testing.T, r rendered, mode string) {
+func checkWebhooks(t *testing.T, r rendered, mode string, defaultingWebhook bool) {
 	t.Helper()
 	m := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r)
 	v := one[*admissionregistrationv1.ValidatingWebhookConfiguration](t, r)
@@ -251,20 +256,22 @@ func checkWebhooks(t *testing.T, r rendered, mode string) {
 		byName[w.Name] = w
 	}
 	def, pin := byName["defaulting.dualstack-webhook.io"], byName["pinning.dualstack-webhook.io"]
-	if def.Name == "" || pin.Name == "" {
-		t.Fatalf("mutating webhooks %v, want defaulting and pinning", m.Webhooks)
+	if (def.Name != "") != defaultingWebhook || pin.Name == "" {
+		t.Fatalf("mutating webhooks %v, want pinning and, unless defaulting.mode=policy, defaulting", m.Webhooks)
 	}
 	type expect struct {
 		side admissionregistrationv1.SideEffectClass
 		fp   admissionregistrationv1.FailurePolicyType
 	}
-	for _, tc := range []struct {
+	type hook struct {
 		w    admissionregistrationv1.MutatingWebhook
 		want expect
-	}{
-		{def, expect{admissionregistrationv1.SideEffectClassNone, admissionregistrationv1.Ignore}},
-		{pin, expect{admissionregistrationv1.SideEffectClassNoneOnDryRun, admissionregistrationv1.Fail}},
-	} {
+	}
+	hooks := []hook{{pin, expect{admissionregistrationv1.SideEffectClassNoneOnDryRun, admissionregistrationv1.Fail}}}
+	if defaultingWebhook {
+		hooks = append(hooks, hook{def, expect{admissionregistrationv1.SideEffectClassNone, admissionregistrationv1.Ignore}})
+	}
+	for _, tc := range hooks {
 		w := tc.w
 		if *w.SideEffects != tc.want.side || *w.FailurePolicy != tc.want.fp {
 			t.Errorf("%s: sideEffects %s failurePolicy %s, want %s %s", w.Name, *w.SideEffects, *w.FailurePolicy, tc.want.side, tc.want.fp)
@@ -274,7 +281,7 @@ func checkWebhooks(t *testing.T, r rendered, mode string) {
 		}
 		checkServiceWebhook(t, w.Name, w.ClientConfig, w.NamespaceSelector, w.ObjectSelector, w.MatchConditions, w.Rules, w.AdmissionReviewVersions, w.TimeoutSeconds, mode)
 	}
-	if *def.TimeoutSeconds > 5 {
+	if defaultingWebhook && *def.TimeoutSeconds > 5 {
 		t.Errorf("defaulting timeout %ds: fail-open defaulting should answer or give up fast", *def.TimeoutSeconds)
 	}
 	var sawValidating bool

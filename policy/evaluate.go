@@ -162,18 +162,13 @@ func evaluateCreate(in Input, c cluster, posted *corev1.Service, legacy json.Raw
 	}
 	normalizeClusterIPs(svc, nil)
 
-	defaultPolicy := in.DefaultPolicy
-	res, errs := createFields(svc, c, defaultPolicy)
-	if len(errs) > 0 && defaultPolicy != nil && svc.Spec.IPFamilyPolicy == nil {
-		// The configured default must never turn a Service the apiserver
-		// accepts into a rejected one: fall back to the apiserver default.
-		if res2, errs2 := createFields(svc, c, nil); len(errs2) == 0 {
-			d.Warnings = append(d.Warnings, fmt.Sprintf(
-				"default ipFamilyPolicy %s does not fit this Service (%s); the apiserver default applies",
-				*defaultPolicy, errs.ToAggregate().Error()))
-			res, errs = res2, nil
-		}
+	defaultPolicy := EffectiveDefault(in.DefaultPolicy, len(c))
+	if in.DefaultPolicy != nil && defaultPolicy == nil && takesDefault(svc) {
+		d.Warnings = append(d.Warnings, fmt.Sprintf(
+			"default ipFamilyPolicy %s does not fit this single-stack cluster; the apiserver default applies",
+			*in.DefaultPolicy))
 	}
+	res, errs := createFields(svc, c, defaultPolicy)
 	if len(errs) > 0 {
 		return nil, invalid(svc, errs)
 	}
@@ -204,15 +199,38 @@ func specCopy(posted *corev1.Service) *corev1.Service {
 	return svc
 }
 
-// createFields runs the create pipeline on svc (on a copy when a default
-// policy may have to be retried without) and returns the resulting Service.
+// EffectiveDefault is the configured default ipFamilyPolicy as it applies on
+// a cluster with the given number of Service IP families: RequireDualStack
+// does not fit a single-stack cluster and is dropped (nil: the apiserver's
+// own default applies). Every other default fits wherever the apiserver's
+// default does: SingleStack is that default, and PreferDualStack and
+// RequireDualStack on a dual-stack cluster only relax the checks a
+// SingleStack Service must pass. So a configured default never turns a
+// Service the apiserver accepts into a rejected one, and a Service it
+// rejects gets the errors of the policy it was given.
+//
+// The rule depends on the cluster only, not on the Service, so that the
+// MutatingAdmissionPolicy rendering of the default (render-policy) can apply
+// it exactly: CEL sees the cluster's families but cannot run the validation.
+func EffectiveDefault(p *corev1.IPFamilyPolicy, clusterFamilies int) *corev1.IPFamilyPolicy {
+	if p != nil && *p == corev1.IPFamilyPolicyRequireDualStack && clusterFamilies < 2 {
+		return nil
+	}
+	return p
+}
+
+// takesDefault reports whether a CREATE of svc gets the configured default
+// at all: no policy of its own, not ExternalName, and not a selectorless
+// headless Service (which the apiserver always makes RequireDualStack).
+func takesDefault(svc *corev1.Service) bool {
+	return svc.Spec.IPFamilyPolicy == nil && !isExternalName(svc) &&
+		!(svc.Spec.ClusterIP == none && len(svc.Spec.Selector) == 0)
+}
+
+// createFields runs the create pipeline on svc, the caller's own copy
+// (specCopy), and returns it.
 func createFields(in *corev1.Service, c cluster, defaultPolicy *corev1.IPFamilyPolicy) (*corev1.Service, field.ErrorList) {
 	svc := in
-	if defaultPolicy != nil {
-		// Without a configured default there is no second run (see
-		// evaluateCreate), and in is the caller's own copy: use it.
-		svc = in.DeepCopy()
-	}
 	if errs := initIPFamilyFields(svc, nil, c, defaultPolicy); len(errs) > 0 {
 		return svc, errs
 	}

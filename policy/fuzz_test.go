@@ -33,6 +33,14 @@ func FuzzEvaluate(f *testing.F) {
 		if err != nil || op != Create || d.Skip != "" || d.Service == nil {
 			return
 		}
+		// A configured default never rejects what the apiserver's own
+		// default accepts (EffectiveDefault: the rule the
+		// MutatingAdmissionPolicy rendering relies on).
+		for _, p := range []corev1.IPFamilyPolicy{single, prefer, require} {
+			if _, err := Evaluate(Input{Families: c, Operation: Create, Object: obj, DefaultPolicy: &p}); err != nil {
+				t.Fatalf("default %s rejects a Service accepted without it: %v\nobject: %s", p, err, obj)
+			}
+		}
 		// Apply the decision the way /mutate does and evaluate again.
 		out := d.Service.DeepCopy()
 		if d.Writes(FieldIPFamilyPolicy) {

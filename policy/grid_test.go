@@ -369,3 +369,53 @@ func TestEvaluateCreateLeavesPosted(t *testing.T) {
 	}
 	t.Logf("%d evaluations checked", checked)
 }
+
+// TestConfiguredDefaultNeverRejects: on every CREATE cell of the recorded
+// grid, a configured default (as EffectiveDefault applies it) never turns a
+// Service the apiserver accepts into a rejected one. This is what lets the
+// webhook and its MutatingAdmissionPolicy rendering apply the default
+// without first validating the Service.
+func TestConfiguredDefaultNeverRejects(t *testing.T) {
+	raw, err := os.ReadFile("testdata/create_grid.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g gridFile
+	if err := json.Unmarshal(raw, &g); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, cell := range g.Cells {
+		if cell.Input.Policy != nil || cell.Error != nil {
+			continue
+		}
+		s := spec{}
+		if cell.Input.Families != nil {
+			s["ipFamilies"] = cell.Input.Families
+		}
+		if cell.Input.ClusterIP != "" {
+			s["clusterIP"] = cell.Input.ClusterIP
+		}
+		if cell.Input.ClusterIPs != nil {
+			s["clusterIPs"] = cell.Input.ClusterIPs
+		}
+		if cell.Input.Selector {
+			s["selector"] = map[string]any{"app": "grid"}
+		}
+		for _, p := range []corev1.IPFamilyPolicy{single, prefer, require} {
+			d, err := Evaluate(Input{Families: shapes[cell.Cluster], Operation: Create, Object: svcJSON(t, "grid", s), DefaultPolicy: &p})
+			if err != nil {
+				t.Errorf("%s/%s: default %s rejects a Service the apiserver accepts: %v", cell.Cluster, cell.Name, p, err)
+				continue
+			}
+			checked++
+			if d.Writes(FieldIPFamilyPolicy) && EffectiveDefault(&p, len(shapes[cell.Cluster])) != nil && d.Policy != p &&
+				!(cell.Input.ClusterIP == "None" && !cell.Input.Selector) {
+				t.Errorf("%s/%s: default %s applies but the engine chose %s", cell.Cluster, cell.Name, p, d.Policy)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no accepted cell without a policy in the grid")
+	}
+}

@@ -122,6 +122,10 @@ func TestHelmInstall(t *testing.T) {
 		// No Prometheus Operator CRDs here; the monitoring objects are
 		// covered by the golden files.
 		{"full", "certManager", []string{"-f", valuesFile(t, "full"), "--set", "serviceMonitor.enabled=false", "--set", "prometheusRule.enabled=false"}},
+		// Defaulting by MutatingAdmissionPolicy with no webhook registered at
+		// all, so that the apiserver alone must apply the default.
+		{"policy", "certManager", []string{"--set", "defaulting.mode=policy", "--set", "config.defaultIPFamilyPolicy=PreferDualStack",
+			"--set", "webhook.pinning.enabled=false", "--set", "webhook.validating.enabled=false", "--set", "webhook.poolsValidation.enabled=false"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -164,7 +168,9 @@ func TestHelmInstall(t *testing.T) {
 			if tc.name == "cert-manager" {
 				checkRegistrationScope(t, ns)
 			}
-			if tc.mode != "secret" {
+			if tc.name == "policy" {
+				checkPolicyDefaults(t, ns)
+			} else if tc.mode != "secret" {
 				checkUpgradeKeepsCABundle(t, helm, chartDir, ns, tc.mode, tc.args)
 			}
 		})
@@ -455,5 +461,52 @@ func checkSelfBootstrapRBAC(t *testing.T, manifest []byte, ns string) {
 		if rev.Status.Allowed {
 			t.Errorf("%s may %s %s/%s in %q: more than it needs", sa, ra.Verb, ra.Resource, ra.Name, ra.Namespace)
 		}
+	}
+}
+
+// checkPolicyDefaults: with defaulting.mode=policy and no webhook at all, a
+// Service created in an ordinary namespace gets the configured default
+// (PreferDualStack: both families on this dual-stack cluster) from the
+// installed MutatingAdmissionPolicy; the release namespace is excluded.
+func checkPolicyDefaults(t *testing.T, releaseNS string) {
+	t.Helper()
+	ctx := context.Background()
+	c := suite.CP.Client
+	if n, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{}); err != nil || len(n.Items) != 0 {
+		t.Fatalf("want no mutating webhook registered: %v %v", n, err)
+	}
+	ns, err := framework.Namespace(ctx, c, "policy", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := func() *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{GenerateName: "policy-"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "x"}, Ports: []corev1.ServicePort{{Port: 80}}}}
+	}
+	var got *corev1.Service
+	// The apiserver loads new policies asynchronously.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err = c.CoreV1().Services(ns).Create(ctx, plain(), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Spec.IPFamilyPolicy != nil && *got.Spec.IPFamilyPolicy == corev1.IPFamilyPolicyPreferDualStack {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the installed policy never defaulted a Service: %+v", got.Spec)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(got.Spec.IPFamilies) != 2 || len(got.Spec.ClusterIPs) != 2 {
+		t.Errorf("PreferDualStack Service on a dual-stack cluster: families %v clusterIPs %v", got.Spec.IPFamilies, got.Spec.ClusterIPs)
+	}
+	got, err = c.CoreV1().Services(releaseNS).Create(ctx, plain(), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := got.Spec.IPFamilyPolicy; p == nil || *p != corev1.IPFamilyPolicySingleStack {
+		t.Errorf("the release namespace is excluded: want SingleStack, got %v", p)
 	}
 }

@@ -79,6 +79,9 @@ app.kubernetes.io/part-of: dualstack-webhook
 
 {{/* Validate combinations the schema cannot express. */}}
 {{- define "dualstack-webhook.validate" -}}
+{{- if and (eq .Values.defaulting.mode "policy") (semverCompare "<1.36.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "defaulting.mode=policy needs Kubernetes >= 1.36 (MutatingAdmissionPolicy admissionregistration.k8s.io/v1); this cluster is %s: use defaulting.mode=webhook" .Capabilities.KubeVersion.Version) }}
+{{- end }}
 {{- if and (eq .Values.certs.mode "secret") (not .Values.certs.secret.caBundle) }}
 {{- fail "certs.secret.caBundle is required when certs.mode=secret: the apiserver must trust the Secret's certificate" }}
 {{- end }}
