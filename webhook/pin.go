@@ -20,8 +20,9 @@ import (
 type Allocator interface {
 	// Reserve serves one Service's request, all or nothing.
 	Reserve(ctx context.Context, req alloc.Request) (alloc.Result, error)
-	// Check says whether owner may use ip, persisting nothing.
-	Check(ctx context.Context, ip netip.Addr, owner alloc.Owner) error
+	// Check says whether the Service of req (its owner and labels) may
+	// use ip, persisting nothing.
+	Check(ctx context.Context, ip netip.Addr, req alloc.Request) error
 	// CheckConfig compiles a pool document and checks it orphans nothing.
 	CheckConfig(ctx context.Context, c *alloc.PoolConfig, cidrs []netip.Prefix) (*alloc.Pools, error)
 	// Pools are the pools in force (and the ServiceCIDRs they were
@@ -133,6 +134,7 @@ func (h *Handler) pin(ctx context.Context, req *requestIn, d *policy.Decision, n
 		Owner:           ownerOf(req, svc),
 		Annotations:     svc.Annotations,
 		NamespaceLabels: nsLabels,
+		Labels:          svc.Labels,
 		Requested:       requested,
 		DryRun:          req.dryRun(),
 	}
@@ -175,16 +177,17 @@ func (h *Handler) pin(ctx context.Context, req *requestIn, d *policy.Decision, n
 
 // checkPins is /validate's view of the final Service: every address it
 // gained must be usable by it (not held by another Service, inside a
-// ServiceCIDR). The webhook's own pins pass, since they are reserved to this
-// Service.
-func (h *Handler) checkPins(ctx context.Context, req *requestIn, d *policy.Decision) error {
+// ServiceCIDR, in a pool that serves it). The webhook's own pins pass,
+// since they are reserved to this Service. A later mutating webhook that
+// adds an address of a restricted pool is caught here.
+func (h *Handler) checkPins(ctx context.Context, req *requestIn, d *policy.Decision, nsLabels map[string]string) error {
 	svc := d.Service
 	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName || isHeadless(d) {
 		return nil
 	}
-	owner := ownerOf(req, svc)
+	r := alloc.Request{Owner: ownerOf(req, svc), NamespaceLabels: nsLabels, Labels: svc.Labels}
 	for _, ip := range newIPs(req, d) {
-		if err := h.alloc.Check(ctx, ip, owner); err != nil {
+		if err := h.alloc.Check(ctx, ip, r); err != nil {
 			return &serviceError{name: svc.Name, clusterIPs: d.ClusterIPs, err: err}
 		}
 	}
