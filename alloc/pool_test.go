@@ -389,7 +389,7 @@ func TestValidateAccessChange(t *testing.T) {
 				[]string{`address 10.96.0.15 is bound to payments/api`, `Services matching app=db in namespaces [payments]`}},
 			"service selector changed":                            {strings.Replace(before, "role: edge", "role: ingress", 1), []string{`address 10.96.0.35 is bound to web/lb`}},
 			"narrowed but allowExplicitFrom any keeps the holder": {strings.Replace(before, "namespaces: [payments]", "namespaces: [payments-v2]\n  allowExplicitFrom: any", 1), nil},
-			"opening a pool":          {strings.Replace(before, "  serviceSelector: {matchLabels: {role: edge}}\n", "", 1), nil},
+			"opening a pool":                                      {strings.Replace(before, "  serviceSelector: {matchLabels: {role: edge}}\n", "", 1), nil},
 		}
 		for name, tc := range tests {
 			t.Run(cname+"/"+name, func(t *testing.T) {
