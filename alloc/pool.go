@@ -298,6 +298,19 @@ func (p *Pools) Get(name string) (*Pool, bool) {
 	return x, ok
 }
 
+// HasServiceSelector reports whether any pool has a serviceSelector.
+func (p *Pools) HasServiceSelector() bool {
+	if p == nil {
+		return false
+	}
+	for _, x := range p.List {
+		if x.svcSelector != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // PoolOf returns the pool holding ip, or nil.
 func (p *Pools) PoolOf(ip netip.Addr) *Pool {
 	if p == nil {

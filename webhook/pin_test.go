@@ -618,3 +618,41 @@ func TestRestrictedPoolDenials(t *testing.T) {
 		})
 	}
 }
+
+// TestUpdateLeavingAServiceSelectorWarnsAndKeeps: an UPDATE whose new labels
+// leave the serviceSelector of the pool holding the Service's address is
+// allowed, keeps the address, and says so in a warning; an UPDATE that keeps
+// the labels says nothing.
+func TestUpdateLeavingAServiceSelectorWarnsAndKeeps(t *testing.T) {
+	edge := map[corev1.IPFamily]string{v4: "10.96.0.200", v6: "fd00:10:96::200"}
+	for name, c := range pinClusters {
+		t.Run(name, func(t *testing.T) {
+			fams := c.families()
+			addrs := ""
+			for _, f := range fams {
+				addrs += fmt.Sprintf("    %s: [%q]\n", strings.ToLower(string(f)), edge[f])
+			}
+			doc := "apiVersion: dualstack-webhook.io/v1alpha1\nkind: PoolConfig\npools:\n" +
+				"- name: edge\n  serviceSelector: {matchLabels: {role: edge}}\n  addresses:\n" + addrs
+			e := newPinEnv(t, c, doc)
+			p := fams[0]
+			spec := selector + fmt.Sprintf(`,"clusterIP":%q,"clusterIPs":[%q],"ipFamilyPolicy":"SingleStack","ipFamilies":[%q]`, edge[p], edge[p], p)
+			old := svcWithLabels("web", `{"role":"edge"}`, spec)
+
+			resp := e.mutate(reviewSpec{op: "UPDATE", name: "web", object: svcWithLabels("web", `{"role":"db"}`, spec), oldObject: old})
+			wantAllowed(t, resp)
+			if len(resp.Patch) != 0 {
+				t.Errorf("patched: %s", resp.Patch)
+			}
+			want := fmt.Sprintf(`demo/web keeps %s, but its new labels leave pool "edge", which serves only Services matching role=edge: it can get no new address from that pool`, edge[p])
+			if len(resp.Warnings) != 1 || resp.Warnings[0] != want {
+				t.Errorf("warnings %q, want [%q]", resp.Warnings, want)
+			}
+			resp = e.mutate(reviewSpec{uid: "uid-2", op: "UPDATE", name: "web", object: svcWithLabels("web", `{"role":"edge","v":"2"}`, spec), oldObject: old})
+			wantAllowed(t, resp)
+			if len(resp.Warnings) != 0 {
+				t.Errorf("warnings %q for an update that stays in the pool", resp.Warnings)
+			}
+		})
+	}
+}
