@@ -57,6 +57,10 @@ type Options struct {
 	// already freed. An error keeps External's answer. Candidates of
 	// reserveNext are not re-checked: skipping one costs nothing.
 	ConfirmExternal func(ctx context.Context, ip netip.Addr) (owner string, held bool, err error)
+	// Subjects, when set, finds the live Service of a bound reservation so
+	// that a pools change cannot leave it outside its pool's selectors
+	// (ValidateAccessChange). nil skips that check.
+	Subjects SubjectFunc
 }
 
 // Allocator hands out, records and frees pinned clusterIPs. The choice is
@@ -123,6 +127,8 @@ type Request struct {
 	Annotations map[string]string
 	// NamespaceLabels are the labels of the Service's Namespace.
 	NamespaceLabels map[string]string
+	// Labels are the Service's own labels (a pool's serviceSelector).
+	Labels map[string]string
 	// Families lists, in order, the families to allocate an address for
 	// (policy.Decision.Allocate).
 	Families []corev1.IPFamily
@@ -132,6 +138,15 @@ type Request struct {
 	Requested []netip.Addr
 	// DryRun computes the same answer and persists nothing.
 	DryRun bool
+}
+
+// subject is the Service of the request as pools see it.
+func (r Request) subject() Subject {
+	name := r.Owner.Name
+	if name == "" {
+		name = r.Owner.GenerateName + "*"
+	}
+	return Subject{Namespace: r.Owner.Namespace, Name: name, NamespaceLabels: r.NamespaceLabels, Labels: r.Labels}
 }
 
 // Result is the answer to a Request.
@@ -161,7 +176,7 @@ func (a *Allocator) Reserve(ctx context.Context, req Request) (res Result, err e
 	pools := a.pools.Load()
 	var pool *Pool
 	if len(req.Families) > 0 {
-		if pool, err = pools.Select(req.Owner.Namespace, req.Annotations, req.NamespaceLabels); err != nil {
+		if pool, err = pools.Select(req.subject(), req.Annotations); err != nil {
 			return Result{}, err
 		}
 	}
@@ -204,10 +219,13 @@ func (a *Allocator) Reserve(ctx context.Context, req Request) (res Result, err e
 	return res, nil
 }
 
-// Check answers whether owner may use ip as a requested address, persisting
-// nothing: nil, *ErrHeld or *ErrNotInServiceCIDR. For /validate.
-func (a *Allocator) Check(ctx context.Context, ip netip.Addr, owner Owner) error {
-	_, _, err := a.reserveRequested(ctx, a.pools.Load(), Request{Owner: owner, DryRun: true}, ip)
+// Check answers whether the Service of req may use ip as a requested
+// address, persisting nothing: nil, *ErrPoolAccess, *ErrHeld or
+// *ErrNotInServiceCIDR. For /validate; req.Owner, req.Labels and
+// req.NamespaceLabels are what it reads.
+func (a *Allocator) Check(ctx context.Context, ip netip.Addr, req Request) error {
+	req.DryRun = true
+	_, _, err := a.reserveRequested(ctx, a.pools.Load(), req, ip)
 	return err
 }
 
@@ -240,18 +258,32 @@ func (a *Allocator) pending(owner Owner, pool string, ip netip.Addr) Reservation
 }
 
 // reserveRequested handles an address the Service sets itself.
+//
+// An address of a restricted pool is refused (*ErrPoolAccess) to a Service
+// the pool does not serve, unless the address is already this Service's
+// (re-invocation, UPDATE, its own sticky address): access rules decide who
+// may take an address, never who must give one back. The refusal comes
+// before the holder check so that it does not tell an outsider who holds
+// the other team's addresses.
 func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Request, ip netip.Addr) (*Reservation, *undo, error) {
 	if !pools.InServiceCIDR(ip) {
 		return nil, nil, &ErrNotInServiceCIDR{IP: ip, CIDRs: pools.CIDRs}
 	}
 	var poolName string
+	var denied error
 	if p := pools.PoolOf(ip); p != nil {
 		poolName = p.Name
+		if s := req.subject(); !p.ServesExplicit(s) {
+			denied = &ErrPoolAccess{Pool: p.Name, Audience: p.Audience(), Subject: s.String(), IP: ip}
+		}
 	}
 	for range a.opts.MaxAttempts {
 		cur, ok, err := a.store.Get(ctx, ip)
 		if err != nil {
 			return nil, nil, err
+		}
+		if denied != nil && !(ok && mayUse(cur.Owner, req.Owner)) {
+			return nil, nil, denied
 		}
 		if ok {
 			switch {
@@ -608,8 +640,9 @@ func (a *Allocator) CollectWith(ctx context.Context, held HolderFunc) ([]Reserva
 }
 
 // CheckConfig compiles c against cidrs and checks that it orphans no address
-// in use (ValidateChange against every current reservation), without
-// applying it. The validating webhook calls it for edits of the pools
+// in use (ValidateChange against every current reservation) and leaves no
+// bound Service outside its pool's selectors (ValidateAccessChange against
+// the pools in force), without applying it. The validating webhook calls it for edits of the pools
 // ConfigMap.
 func (a *Allocator) CheckConfig(ctx context.Context, c *PoolConfig, cidrs []netip.Prefix) (*Pools, error) {
 	next, err := Compile(c, cidrs)
@@ -621,6 +654,9 @@ func (a *Allocator) CheckConfig(ctx context.Context, c *PoolConfig, cidrs []neti
 		return nil, err
 	}
 	if err := ValidateChange(next, rs); err != nil {
+		return nil, err
+	}
+	if err := ValidateAccessChange(a.pools.Load(), next, rs, a.opts.Subjects); err != nil {
 		return nil, err
 	}
 	return next, nil

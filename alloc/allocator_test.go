@@ -229,7 +229,7 @@ func TestRequestedIPs(t *testing.T) {
 				tc.setup(f)
 			}
 			ip := netip.MustParseAddr(tc.ip)
-			checkErr := f.a.Check(bg, ip, owner("web"))
+			checkErr := f.a.Check(bg, ip, alloc.Request{Owner: owner("web")})
 			before := f.store.Len()
 			_, err := f.a.Reserve(bg, alloc.Request{Owner: owner("web"), Requested: []netip.Addr{ip}})
 			if tc.wantErr != nil {
@@ -410,11 +410,11 @@ func TestGenerateNameOwner(t *testing.T) {
 			}
 			named := alloc.Owner{Namespace: "apps", Name: "job-x7k2p", GenerateName: "job-", RequestUID: "r-1-validate"}
 			for _, ip := range res.IPs {
-				if err := f.a.Check(bg, ip, named); err != nil {
+				if err := f.a.Check(bg, ip, alloc.Request{Owner: named}); err != nil {
 					t.Errorf("/validate of the generated Service: %v", err)
 				}
 				var held *alloc.ErrHeld
-				if err := f.a.Check(bg, ip, alloc.Owner{Namespace: "apps", Name: "cron-1", GenerateName: "cron-", RequestUID: "x"}); !errors.As(err, &held) {
+				if err := f.a.Check(bg, ip, alloc.Request{Owner: alloc.Owner{Namespace: "apps", Name: "cron-1", GenerateName: "cron-", RequestUID: "x"}}); !errors.As(err, &held) {
 					t.Errorf("another generateName prefix may use %s: %v", ip, err)
 				}
 			}
@@ -672,5 +672,155 @@ func TestStickyAddressStillAllocatedUpstreamIsNotHandedBack(t *testing.T) {
 	}
 	if r, ok := f.state(t, s); !ok || r.State != alloc.StateSticky {
 		t.Errorf("the leaked address' reservation is %+v (present %v), want it left sticky", r, ok)
+	}
+}
+
+const accessDoc = `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: general
+pools:
+- name: general
+  addresses: {ipv4: ["10.96.0.10-10.96.0.19"], ipv6: ["fd00:10:96::10-fd00:10:96::19"]}
+- name: payments
+  namespaces: [payments]
+  namespaceSelector: {matchLabels: {team: payments}}
+  addresses: {ipv4: ["10.96.0.200-10.96.0.250"], ipv6: ["fd00:10:96::200-fd00:10:96::250"]}
+- name: shared
+  namespaces: [infra]
+  allowExplicitFrom: any
+  addresses: {ipv4: ["10.96.0.100-10.96.0.110"], ipv6: ["fd00:10:96::100-fd00:10:96::110"]}
+`
+
+// TestPoolAccess: a restricted pool serves only its Services, whether it is
+// named by annotation or one of its addresses is asked for; the default pool
+// stays open, allowExplicitFrom any opens explicit requests, a holder keeps
+// its address, and a denial never writes a record or names the holder.
+func TestPoolAccess(t *testing.T) {
+	c, err := alloc.ParseConfig([]byte(accessDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pools, err := alloc.Compile(c, cidrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// first[f] is the first address of a pool in family f.
+	first := map[string]map[corev1.IPFamily]string{
+		"payments": {v4: "10.96.0.200", v6: "fd00:10:96::200"},
+		"shared":   {v4: "10.96.0.100", v6: "fd00:10:96::100"},
+		"general":  {v4: "10.96.0.10", v6: "fd00:10:96::10"},
+	}
+	onPayments := map[string]string{alloc.PoolAnnotation: "payments"}
+	shop := alloc.Owner{Namespace: "shop", Name: "web"}
+	for oname, fams := range orders {
+		requested := func(pool string) []netip.Addr {
+			var out []netip.Addr
+			for _, f := range fams {
+				out = append(out, netip.MustParseAddr(first[pool][f]))
+			}
+			return out
+		}
+		t.Run(oname, func(t *testing.T) {
+			newAlloc := func() (*alloc.Allocator, *memory.Store) {
+				st := memory.New()
+				a, err := alloc.New(st, pools, alloc.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return a, st
+			}
+			denied := func(t *testing.T, st *memory.Store, err error, parts ...string) {
+				t.Helper()
+				var access *alloc.ErrPoolAccess
+				if !errors.As(err, &access) {
+					t.Fatalf("err = %v, want *alloc.ErrPoolAccess", err)
+				}
+				for _, p := range parts {
+					if !strings.Contains(err.Error(), p) {
+						t.Errorf("error %q does not say %q", err, p)
+					}
+				}
+				if st.Len() != 0 {
+					t.Errorf("a denied request left %d records", st.Len())
+				}
+			}
+
+			t.Run("annotation from another namespace is denied", func(t *testing.T) {
+				a, st := newAlloc()
+				_, err := a.Reserve(bg, alloc.Request{Owner: shop, Annotations: onPayments, Families: fams})
+				denied(t, st, err, `pool "payments" serves only namespaces [payments] or namespaces matching team=payments; shop/web is not one of them`)
+			})
+			t.Run("annotation from a listed namespace", func(t *testing.T) {
+				a, _ := newAlloc()
+				res, err := a.Reserve(bg, alloc.Request{Owner: alloc.Owner{Namespace: "payments", Name: "api"}, Annotations: onPayments, Families: fams})
+				if err != nil || fmt.Sprint(res.IPs) != fmt.Sprint(requested("payments")) {
+					t.Fatalf("Reserve = %v, %v; want %v", res.IPs, err, requested("payments"))
+				}
+			})
+			t.Run("annotation from a namespace matching the selector", func(t *testing.T) {
+				a, _ := newAlloc()
+				res, err := a.Reserve(bg, alloc.Request{Owner: alloc.Owner{Namespace: "billing", Name: "api"}, NamespaceLabels: map[string]string{"team": "payments"}, Annotations: onPayments, Families: fams})
+				if err != nil || res.Pool != "payments" {
+					t.Fatalf("Reserve = %+v, %v; want pool payments", res, err)
+				}
+			})
+			t.Run("default pool is open", func(t *testing.T) {
+				a, _ := newAlloc()
+				res, err := a.Reserve(bg, alloc.Request{Owner: shop, Annotations: map[string]string{alloc.PoolAnnotation: "general"}, Families: fams})
+				if err != nil || fmt.Sprint(res.IPs) != fmt.Sprint(requested("general")) {
+					t.Fatalf("Reserve = %v, %v; want %v", res.IPs, err, requested("general"))
+				}
+			})
+			t.Run("explicit address from another namespace is denied", func(t *testing.T) {
+				a, st := newAlloc()
+				want := requested("payments")
+				_, err := a.Reserve(bg, alloc.Request{Owner: shop, Requested: want})
+				denied(t, st, err, fmt.Sprintf(`IP %s belongs to pool "payments", which serves only namespaces [payments] or namespaces matching team=payments; shop/web is not one of them`, want[0]))
+				denied(t, st, a.Check(bg, want[len(want)-1], alloc.Request{Owner: shop}), "shop/web is not one of them")
+			})
+			t.Run("explicit address held by the pool's Service: the outsider learns no holder", func(t *testing.T) {
+				a, st := newAlloc()
+				if _, err := a.Reserve(bg, alloc.Request{Owner: alloc.Owner{Namespace: "payments", Name: "api"}, Families: fams}); err != nil {
+					t.Fatal(err)
+				}
+				n := st.Len()
+				_, err := a.Reserve(bg, alloc.Request{Owner: shop, Requested: requested("payments")})
+				var access *alloc.ErrPoolAccess
+				if !errors.As(err, &access) || strings.Contains(err.Error(), "payments/api") || st.Len() != n {
+					t.Fatalf("err = %v (records %d, want %d): want *ErrPoolAccess without the holder's name", err, st.Len(), n)
+				}
+			})
+			t.Run("allowExplicitFrom any admits explicit requests, not the annotation", func(t *testing.T) {
+				a, st := newAlloc()
+				if _, err := a.Reserve(bg, alloc.Request{Owner: shop, Requested: requested("shared")}); err != nil {
+					t.Fatalf("explicit request of a shared address: %v", err)
+				}
+				if err := a.Check(bg, requested("shared")[0], alloc.Request{Owner: shop}); err != nil {
+					t.Fatalf("Check: %v", err)
+				}
+				n := st.Len()
+				_, err := a.Reserve(bg, alloc.Request{Owner: alloc.Owner{Namespace: "shop", Name: "other"}, Annotations: map[string]string{alloc.PoolAnnotation: "shared"}, Families: fams})
+				var access *alloc.ErrPoolAccess
+				if !errors.As(err, &access) || st.Len() != n {
+					t.Fatalf("annotation of the shared pool from shop: %v, want *ErrPoolAccess", err)
+				}
+			})
+			t.Run("a holder outside the pool keeps its address", func(t *testing.T) {
+				// shop/web was created while the webhook was down; the
+				// reconciler recorded what the live Service holds.
+				a, _ := newAlloc()
+				for _, ip := range requested("payments") {
+					if _, err := a.Confirm(bg, ip, alloc.Owner{Namespace: "shop", Name: "web", UID: "u1"}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := a.Reserve(bg, alloc.Request{Owner: shop, Requested: requested("payments")}); err != nil {
+					t.Fatalf("UPDATE of the holder: %v", err)
+				}
+				if err := a.Check(bg, requested("payments")[0], alloc.Request{Owner: shop}); err != nil {
+					t.Fatalf("Check of the holder: %v", err)
+				}
+			})
+		})
 	}
 }

@@ -8,7 +8,7 @@ import (
 
 // Sentinel errors. Callers test them with errors.Is; messages add the pool,
 // family or address with %w. The webhook maps ErrFull, ErrDraining,
-// ErrUnknownPool, *ErrHeld and *ErrNotInServiceCIDR to a denial, and
+// ErrUnknownPool, *ErrPoolAccess, *ErrHeld and *ErrNotInServiceCIDR to a denial, and
 // ErrNotReady and ErrContended to a 500 so that failurePolicy applies.
 var (
 	// ErrFull means the pool has no free address of the family.
@@ -59,4 +59,25 @@ type ErrNotInServiceCIDR struct {
 
 func (e *ErrNotInServiceCIDR) Error() string {
 	return fmt.Sprintf("IP %s is not inside any ServiceCIDR (%s)", e.IP, joinPrefixes(e.CIDRs))
+}
+
+// ErrPoolAccess says a restricted pool does not serve a Service: it named
+// the pool in its annotation, or asked for one of the pool's addresses, from
+// outside the pool's namespaces or serviceSelector.
+type ErrPoolAccess struct {
+	Pool string
+	// Audience is Pool.Audience: whom the pool serves.
+	Audience string
+	// Subject is the Service, "namespace/name".
+	Subject string
+	// IP is the requested address; invalid when the pool was named in the
+	// annotation.
+	IP netip.Addr
+}
+
+func (e *ErrPoolAccess) Error() string {
+	if e.IP.IsValid() {
+		return fmt.Sprintf("IP %s belongs to pool %q, which serves only %s; %s is not one of them", e.IP, e.Pool, e.Audience, e.Subject)
+	}
+	return fmt.Sprintf("pool %q serves only %s; %s is not one of them", e.Pool, e.Audience, e.Subject)
 }

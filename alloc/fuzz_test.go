@@ -56,6 +56,6 @@ func FuzzCompile(f *testing.F) {
 				}
 			}
 		}
-		_, _ = p.Select("ns", map[string]string{PoolAnnotation: "x"}, map[string]string{"a": "b"})
+		_, _ = p.Select(Subject{Namespace: "ns", Name: "svc", NamespaceLabels: map[string]string{"a": "b"}, Labels: map[string]string{"a": "b"}}, map[string]string{PoolAnnotation: "x"})
 	})
 }

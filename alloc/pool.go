@@ -75,6 +75,8 @@ const (
 //	  strategy: hash
 //	  namespaces: [payments]
 //	  namespaceSelector: {matchLabels: {team: payments}}
+//	  serviceSelector: {matchLabels: {tier: edge}}
+//	  allowExplicitFrom: selected
 type PoolConfig struct {
 	// APIVersion must be ConfigAPIVersion.
 	APIVersion string `json:"apiVersion"`
@@ -107,7 +109,31 @@ type PoolSpec struct {
 	Namespaces []string `json:"namespaces,omitempty"`
 	// NamespaceSelector selects Services whose Namespace's labels match.
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	// ServiceSelector selects Services whose own labels match. With
+	// Namespaces or NamespaceSelector, a Service must satisfy both: one of
+	// the namespaces, and the Service selector.
+	//
+	// A pool with any of the three serves only the Services they select:
+	// others can neither name it in the pool annotation nor ask for one of
+	// its addresses (see AllowExplicitFrom).
+	ServiceSelector *metav1.LabelSelector `json:"serviceSelector,omitempty"`
+	// AllowExplicitFrom is "selected" (default): only the Services the pool
+	// serves may ask for one of its addresses in spec.clusterIP(s); or
+	// "any": anyone may (a shared band of well-known addresses whose
+	// automatic allocation is still limited to the selected Services).
+	AllowExplicitFrom ExplicitFrom `json:"allowExplicitFrom,omitempty"`
 }
+
+// ExplicitFrom says who may request a restricted pool's addresses
+// explicitly.
+type ExplicitFrom string
+
+const (
+	// ExplicitFromSelected: only the Services the pool serves.
+	ExplicitFromSelected ExplicitFrom = "selected"
+	// ExplicitFromAny: any Service.
+	ExplicitFromAny ExplicitFrom = "any"
+)
 
 // FamilyAddresses keeps each family's entries apart so that a misplaced
 // address is caught as a mixed-up family rather than silently accepted.
@@ -173,12 +199,83 @@ type Pool struct {
 	// Addresses holds the usable addresses of both families.
 	Addresses *IPSet
 
-	namespaces []string
-	selector   labels.Selector
+	namespaces  []string
+	nsSelector  labels.Selector // nil: none
+	svcSelector labels.Selector // nil: none
+	explicitAny bool
 }
 
 // Has reports whether the pool has addresses of family f.
 func (p *Pool) Has(f corev1.IPFamily) bool { return !p.Addresses.Empty(f) }
+
+// Subject is the Service asking for a pool's address, as admission sees
+// it: its namespace and name, its Namespace's labels (from the Namespace
+// object) and its own labels (from the object under review).
+type Subject struct {
+	Namespace, Name string
+	// NamespaceLabels are the labels of the Service's Namespace.
+	NamespaceLabels map[string]string
+	// Labels are the Service's own labels.
+	Labels map[string]string
+}
+
+func (s Subject) String() string { return s.Namespace + "/" + s.Name }
+
+// Restricted reports whether the pool serves only the Services its
+// namespaces, namespaceSelector or serviceSelector select.
+func (p *Pool) Restricted() bool {
+	return len(p.namespaces) > 0 || p.nsSelector != nil || p.svcSelector != nil
+}
+
+// Serves reports whether s may use the pool: every Service for an open
+// pool; for a restricted one, a Service in one of its namespaces (listed or
+// matching namespaceSelector; any namespace if it has neither) whose labels
+// match serviceSelector (if it has one). MetalLB's serviceAllocation
+// combines its namespace and Service selectors the same way.
+func (p *Pool) Serves(s Subject) bool {
+	return p.servesNamespace(s) && p.servesLabels(s)
+}
+
+func (p *Pool) servesNamespace(s Subject) bool {
+	if len(p.namespaces) == 0 && p.nsSelector == nil {
+		return true
+	}
+	return slices.Contains(p.namespaces, s.Namespace) ||
+		(p.nsSelector != nil && p.nsSelector.Matches(labels.Set(s.NamespaceLabels)))
+}
+
+func (p *Pool) servesLabels(s Subject) bool {
+	return p.svcSelector == nil || p.svcSelector.Matches(labels.Set(s.Labels))
+}
+
+// ServesExplicit reports whether s may ask for one of the pool's addresses
+// in spec.clusterIP(s): Serves, or anyone if allowExplicitFrom is "any".
+func (p *Pool) ServesExplicit(s Subject) bool {
+	return p.explicitAny || p.Serves(s)
+}
+
+// Audience says whom a pool serves, for denials: "namespaces [payments] or
+// namespaces matching team=payments", "Services matching tier=edge in
+// namespaces [shop]", "every Service".
+func (p *Pool) Audience() string {
+	var ns []string
+	if len(p.namespaces) > 0 {
+		ns = append(ns, fmt.Sprintf("namespaces [%s]", strings.Join(p.namespaces, " ")))
+	}
+	if p.nsSelector != nil {
+		ns = append(ns, "namespaces matching "+p.nsSelector.String())
+	}
+	nsText := strings.Join(ns, " or ")
+	switch {
+	case p.svcSelector != nil && nsText != "":
+		return "Services matching " + p.svcSelector.String() + " in " + nsText
+	case p.svcSelector != nil:
+		return "Services matching " + p.svcSelector.String()
+	case nsText != "":
+		return nsText
+	}
+	return "every Service"
+}
 
 // Pools is a compiled, validated PoolConfig bound to the cluster's
 // ServiceCIDRs. Immutable: swap the whole value on change.
@@ -199,6 +296,19 @@ func (p *Pools) Get(name string) (*Pool, bool) {
 	}
 	x, ok := p.byName[name]
 	return x, ok
+}
+
+// HasServiceSelector reports whether any pool has a serviceSelector.
+func (p *Pools) HasServiceSelector() bool {
+	if p == nil {
+		return false
+	}
+	for _, x := range p.List {
+		if x.svcSelector != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // PoolOf returns the pool holding ip, or nil.
@@ -265,7 +375,7 @@ func Compile(c *PoolConfig, cidrs []netip.Prefix) (*Pools, error) {
 	}
 	out := &Pools{CIDRs: slices.Clone(cidrs), byName: map[string]*Pool{}}
 	if c == nil || len(c.Pools) == 0 {
-		band := &Pool{Name: StaticBandPool, Strategy: StrategyLowest, State: PoolActive, Addresses: &IPSet{}, selector: labels.Nothing()}
+		band := &Pool{Name: StaticBandPool, Strategy: StrategyLowest, State: PoolActive, Addresses: &IPSet{}}
 		for _, p := range cidrs {
 			if r, ok := StaticBand(p); ok {
 				band.Addresses.AddRange(r)
@@ -356,14 +466,14 @@ func Compile(c *PoolConfig, cidrs []netip.Prefix) (*Pools, error) {
 			nsOwner[ns] = name
 		}
 		p.namespaces = slices.Clone(ps.Namespaces)
-		p.selector = labels.Nothing()
-		if ps.NamespaceSelector != nil {
-			sel, err := metav1.LabelSelectorAsSelector(ps.NamespaceSelector)
-			if err != nil {
-				e.addf("%s: namespaceSelector: %v", where, err)
-			} else {
-				p.selector = sel
-			}
+		p.nsSelector = compileSelector(e, where, "namespaceSelector", ps.NamespaceSelector)
+		p.svcSelector = compileSelector(e, where, "serviceSelector", ps.ServiceSelector)
+		switch ps.AllowExplicitFrom {
+		case "", ExplicitFromSelected:
+		case ExplicitFromAny:
+			p.explicitAny = true
+		default:
+			e.addf("%s: unknown allowExplicitFrom %q (want %q or %q)", where, ps.AllowExplicitFrom, ExplicitFromSelected, ExplicitFromAny)
 		}
 		for _, q := range out.List {
 			if ip, ok := q.Addresses.Overlap(p.Addresses); ok {
@@ -377,8 +487,13 @@ func Compile(c *PoolConfig, cidrs []netip.Prefix) (*Pools, error) {
 	}
 	if c.DefaultPool != "" {
 		d, ok := out.byName[c.DefaultPool]
-		if !ok {
+		switch {
+		case !ok:
 			e.addf("defaultPool %q: no such pool", c.DefaultPool)
+		case d.Restricted():
+			// The default pool is where every Service nothing else
+			// selects goes: it cannot also refuse them.
+			e.addf("defaultPool %q serves only %s: the default pool serves every Service no other pool selects; drop its namespaces and selectors or name another defaultPool", c.DefaultPool, d.Audience())
 		}
 		out.Default = d
 	}
@@ -386,6 +501,26 @@ func Compile(c *PoolConfig, cidrs []netip.Prefix) (*Pools, error) {
 		return nil, e
 	}
 	return out, nil
+}
+
+// compileSelector turns a pool's label selector into a labels.Selector
+// (nil when absent). An empty selector is refused: it would match every
+// namespace or Service, which is what leaving it out already means, and
+// reading "{}" as "nothing" or "everything" is a guess either way.
+func compileSelector(e *ConfigError, where, field string, ls *metav1.LabelSelector) labels.Selector {
+	if ls == nil {
+		return nil
+	}
+	if len(ls.MatchLabels) == 0 && len(ls.MatchExpressions) == 0 {
+		e.addf("%s: %s is empty, which would select everything: leave it out instead", where, field)
+		return nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil {
+		e.addf("%s: %s: %v", where, field, err)
+		return nil
+	}
+	return sel
 }
 
 // checkInCIDRs reports the part of r outside every ServiceCIDR, naming its
@@ -410,33 +545,45 @@ func joinPrefixes(ps []netip.Prefix) string {
 }
 
 // Select returns the pool for a Service: the pool its PoolAnnotation names
-// (ErrUnknownPool if there is none of that name), else the first pool (in
-// document order) listing its namespace, else the first pool whose
-// namespaceSelector matches the Namespace's labels, else the default pool.
-// A nil pool with a nil error means "do not pin this Service".
-func (p *Pools) Select(namespace string, serviceAnnotations, namespaceLabels map[string]string) (*Pool, error) {
+// (ErrUnknownPool if there is none of that name, *ErrPoolAccess if that
+// pool does not serve s), else the first pool (in document order) listing
+// its namespace, else the first pool whose namespaceSelector matches the
+// Namespace's labels, else the first pool with only a serviceSelector that
+// matches, else the default pool. A pool with a serviceSelector is chosen
+// by its namespaces only for Services that also match it. A nil pool with
+// a nil error means "do not pin this Service".
+func (p *Pools) Select(s Subject, serviceAnnotations map[string]string) (*Pool, error) {
 	if p == nil {
 		return nil, nil
 	}
 	if name, ok := serviceAnnotations[PoolAnnotation]; ok {
-		if x, ok := p.byName[name]; ok {
-			return x, nil
+		x, ok := p.byName[name]
+		if !ok {
+			known := make([]string, 0, len(p.byName))
+			for n := range p.byName {
+				known = append(known, n)
+			}
+			sort.Strings(known)
+			return nil, fmt.Errorf("annotation %s=%q: %w (known: %s)", PoolAnnotation, name, ErrUnknownPool, strings.Join(known, ", "))
 		}
-		known := make([]string, 0, len(p.byName))
-		for n := range p.byName {
-			known = append(known, n)
+		if !x.Serves(s) {
+			return nil, &ErrPoolAccess{Pool: x.Name, Audience: x.Audience(), Subject: s.String()}
 		}
-		sort.Strings(known)
-		return nil, fmt.Errorf("annotation %s=%q: %w (known: %s)", PoolAnnotation, name, ErrUnknownPool, strings.Join(known, ", "))
+		return x, nil
 	}
 	for _, x := range p.List {
-		if slices.Contains(x.namespaces, namespace) {
+		if slices.Contains(x.namespaces, s.Namespace) && x.servesLabels(s) {
 			return x, nil
 		}
 	}
-	set := labels.Set(namespaceLabels)
+	set := labels.Set(s.NamespaceLabels)
 	for _, x := range p.List {
-		if x.selector != nil && !x.selector.Empty() && x.selector.Matches(set) {
+		if x.nsSelector != nil && x.nsSelector.Matches(set) && x.servesLabels(s) {
+			return x, nil
+		}
+	}
+	for _, x := range p.List {
+		if x.svcSelector != nil && len(x.namespaces) == 0 && x.nsSelector == nil && x.servesLabels(s) {
 			return x, nil
 		}
 	}
@@ -462,6 +609,52 @@ func ValidateChange(next *Pools, reservations []Reservation) error {
 		case q.Name != r.Pool:
 			e.addf("pool %q: address %s is %s by %s and would move to pool %q", r.Pool, r.IP, r.State, r.Owner, q.Name)
 		}
+	}
+	if len(e.Problems) > 0 {
+		return e
+	}
+	return nil
+}
+
+// SubjectFunc finds the live Service holding a reservation, as pools see it
+// (its labels and its Namespace's labels); ok is false when there is none
+// to check (deleted meanwhile, or not known yet).
+type SubjectFunc func(owner Owner) (s Subject, ok bool)
+
+// ValidateAccessChange rejects a new configuration whose namespaces,
+// namespaceSelector, serviceSelector or allowExplicitFrom would leave a
+// bound Service outside the pool whose address it holds. Nothing is ever
+// evicted, so such a change would only leave the pool's rules untrue: the
+// operator moves the Service first, or widens the rules. Only a change does
+// this: a Service that prev already did not serve (imported while the
+// webhook was down, or whose labels changed since) does not block edits.
+// Pending reservations are not checked (their Service is still being
+// admitted, and admission checks it against the pools in force then);
+// sticky ones have no Service to check.
+func ValidateAccessChange(prev, next *Pools, reservations []Reservation, subjects SubjectFunc) error {
+	if subjects == nil {
+		return nil
+	}
+	e := &ConfigError{}
+	rs := slices.Clone(reservations)
+	slices.SortFunc(rs, func(a, b Reservation) int { return a.IP.Compare(b.IP) })
+	for _, r := range rs {
+		if r.State != StateBound || r.Pool == "" {
+			continue
+		}
+		q := next.PoolOf(r.IP)
+		if q == nil || q.Name != r.Pool {
+			continue // ValidateChange reports it
+		}
+		s, ok := subjects(r.Owner)
+		if !ok || q.ServesExplicit(s) {
+			continue
+		}
+		if old, ok := prev.Get(r.Pool); ok && !old.ServesExplicit(s) {
+			continue
+		}
+		e.addf("pool %q: address %s is bound to %s, which the pool would no longer serve (it would serve only %s): move or delete that Service first, or keep it selected",
+			r.Pool, r.IP, s, q.Audience())
 	}
 	if len(e.Problems) > 0 {
 		return e

@@ -234,30 +234,60 @@ pools:
 - name: labelled-too
   namespaceSelector: {matchExpressions: [{key: tier, operator: Exists}]}
   addresses: {ipv4: ["10.96.0.50"]}
+- name: edge
+  serviceSelector: {matchLabels: {role: edge}}
+  addresses: {ipv4: ["10.96.0.60-10.96.0.69"], ipv6: ["fd00:10:96::60-fd00:10:96::69"]}
+- name: shop-api
+  namespaces: [shop]
+  serviceSelector: {matchLabels: {app: api}}
+  addresses: {ipv4: ["10.96.0.70-10.96.0.79"], ipv6: ["fd00:10:96::70-fd00:10:96::79"]}
 `
+	gold := map[string]string{"tier": "gold"}
 	tests := map[string]struct {
 		ns       string
 		ann      map[string]string
 		nsLabels map[string]string
+		labels   map[string]string
 		want     string
-		err      error
+		err      string // substring of the error
 	}{
-		"annotation wins over namespace":            {"payments", map[string]string{PoolAnnotation: "labelled"}, nil, "labelled", nil},
-		"annotation naming an unknown pool errors":  {"web", map[string]string{PoolAnnotation: "nope"}, nil, "", ErrUnknownPool},
-		"namespace list":                            {"payments", nil, map[string]string{"tier": "gold"}, "team", nil},
-		"label selector":                            {"web", nil, map[string]string{"tier": "gold"}, "labelled", nil},
-		"first matching selector in document order": {"web", nil, map[string]string{"tier": "silver"}, "labelled-too", nil},
-		"default pool":                              {"web", nil, map[string]string{"other": "x"}, "general", nil},
-		"no labels at all":                          {"web", nil, nil, "general", nil},
+		"annotation wins over namespace":           {ns: "payments", ann: map[string]string{PoolAnnotation: "labelled"}, nsLabels: gold, want: "labelled"},
+		"annotation naming an unknown pool errors": {ns: "web", ann: map[string]string{PoolAnnotation: "nope"}, err: `"nope"`},
+		"annotation of an open pool from anywhere": {ns: "web", ann: map[string]string{PoolAnnotation: "general"}, want: "general"},
+		"annotation of a restricted pool from outside its namespaces is denied": {ns: "shop", ann: map[string]string{PoolAnnotation: "team"},
+			err: `pool "team" serves only namespaces [payments]; shop/web is not one of them`},
+		"annotation of a selector pool from an unlabelled namespace is denied": {ns: "shop", ann: map[string]string{PoolAnnotation: "labelled"},
+			err: `pool "labelled" serves only namespaces matching tier=gold; shop/web is not one of them`},
+		"annotation of a service-selector pool without the label is denied": {ns: "shop", ann: map[string]string{PoolAnnotation: "edge"}, labels: map[string]string{"role": "db"},
+			err: `pool "edge" serves only Services matching role=edge; shop/web is not one of them`},
+		"annotation of a pool needing both, in the namespace without the label, is denied": {ns: "shop", ann: map[string]string{PoolAnnotation: "shop-api"},
+			err: `pool "shop-api" serves only Services matching app=api in namespaces [shop]; shop/web is not one of them`},
+		"annotation of a pool needing both, with both": {ns: "shop", ann: map[string]string{PoolAnnotation: "shop-api"}, labels: map[string]string{"app": "api"}, want: "shop-api"},
+		"namespace list": {ns: "payments", nsLabels: gold, want: "team"},
+		"label selector": {ns: "web", nsLabels: gold, want: "labelled"},
+		"first matching selector in document order":        {ns: "web", nsLabels: map[string]string{"tier": "silver"}, want: "labelled-too"},
+		"service selector alone selects by Service labels": {ns: "web", labels: map[string]string{"role": "edge"}, want: "edge"},
+		"namespace plus service selector: both match":      {ns: "shop", labels: map[string]string{"app": "api"}, want: "shop-api"},
+		"namespace plus service selector: label missing":   {ns: "shop", labels: map[string]string{"app": "ui"}, want: "general"},
+		"namespace plus service selector: other namespace": {ns: "web", labels: map[string]string{"app": "api"}, want: "general"},
+		"default pool":     {ns: "web", nsLabels: map[string]string{"other": "x"}, want: "general"},
+		"no labels at all": {ns: "web", want: "general"},
 	}
-	for cname, cidrs := range map[string][]netip.Prefix{"IPv4,IPv6": cidrsV4V6, "IPv6,IPv4": cidrsV6V4} {
+	for cname, cidrs := range clusters {
+		if len(cidrs) < 2 {
+			continue // the pools have addresses of both families
+		}
 		p := mustCompile(t, doc, cidrs)
 		for name, tc := range tests {
 			t.Run(cname+"/"+name, func(t *testing.T) {
-				got, err := p.Select(tc.ns, tc.ann, tc.nsLabels)
-				if tc.err != nil {
-					if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), `"nope"`) {
-						t.Fatalf("err = %v, want %v naming the pool", err, tc.err)
+				got, err := p.Select(Subject{Namespace: tc.ns, Name: "web", NamespaceLabels: tc.nsLabels, Labels: tc.labels}, tc.ann)
+				if tc.err != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.err) {
+						t.Fatalf("err = %v, want it to say %q", err, tc.err)
+					}
+					var access *ErrPoolAccess
+					if errors.As(err, &access) == errors.Is(err, ErrUnknownPool) {
+						t.Fatalf("err = %v: want exactly one of ErrUnknownPool, *ErrPoolAccess", err)
 					}
 					return
 				}
@@ -269,8 +299,120 @@ pools:
 	}
 	// Without a defaultPool, unselected Services are not pinned.
 	p := mustCompile(t, head+"pools:\n- name: a\n  namespaces: [x]\n  addresses: {ipv4: [10.96.0.5]}\n", cidrsV4)
-	if got, err := p.Select("y", nil, nil); got != nil || err != nil {
+	if got, err := p.Select(Subject{Namespace: "y", Name: "web"}, nil); got != nil || err != nil {
 		t.Errorf("Select without default = %v, %v; want nil, nil", got, err)
+	}
+	// The implicit static band is open to everyone, by annotation too.
+	band := mustCompile(t, head, cidrsV4V6)
+	if got, err := band.Select(Subject{Namespace: "y", Name: "web"}, map[string]string{PoolAnnotation: StaticBandPool}); err != nil || got.Name != StaticBandPool {
+		t.Errorf("static band by annotation = %v, %v", got, err)
+	}
+}
+
+func TestCompileAccessRules(t *testing.T) {
+	tests := map[string]struct {
+		doc  string
+		want string // substring of the error, "" for success
+	}{
+		"restricted default pool": {head + "defaultPool: a\npools:\n- name: a\n  namespaces: [x]\n  addresses: {ipv4: [10.96.0.5]}\n",
+			`defaultPool "a" serves only namespaces [x]: the default pool serves every Service`},
+		"empty namespaceSelector": {head + "pools:\n- name: a\n  namespaceSelector: {}\n  addresses: {ipv4: [10.96.0.5]}\n",
+			`pool "a": namespaceSelector is empty`},
+		"empty serviceSelector": {head + "pools:\n- name: a\n  serviceSelector: {matchLabels: {}}\n  addresses: {ipv4: [10.96.0.5]}\n",
+			`pool "a": serviceSelector is empty`},
+		"bad selector operator": {head + "pools:\n- name: a\n  serviceSelector: {matchExpressions: [{key: k, operator: Near}]}\n  addresses: {ipv4: [10.96.0.5]}\n",
+			`pool "a": serviceSelector:`},
+		"unknown allowExplicitFrom": {head + "pools:\n- name: a\n  namespaces: [x]\n  allowExplicitFrom: everyone\n  addresses: {ipv4: [10.96.0.5]}\n",
+			`unknown allowExplicitFrom "everyone"`},
+		"allowExplicitFrom any":      {head + "pools:\n- name: a\n  namespaces: [x]\n  allowExplicitFrom: any\n  addresses: {ipv4: [10.96.0.5]}\n", ""},
+		"allowExplicitFrom selected": {head + "pools:\n- name: a\n  namespaces: [x]\n  allowExplicitFrom: selected\n  addresses: {ipv4: [10.96.0.5]}\n", ""},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(tc.doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Compile(c, cidrsV4)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to say %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateAccessChange(t *testing.T) {
+	before := head + `pools:
+- name: pay
+  namespaces: [payments]
+  addresses: {ipv4: ["10.96.0.10-10.96.0.20"], ipv6: ["fd00:10:96::10-fd00:10:96::20"]}
+- name: edge
+  serviceSelector: {matchLabels: {role: edge}}
+  addresses: {ipv4: ["10.96.0.30-10.96.0.40"], ipv6: ["fd00:10:96::30-fd00:10:96::40"]}
+`
+	live := map[string]Subject{
+		"payments/api": {Namespace: "payments", Name: "api", NamespaceLabels: map[string]string{"team": "payments"}},
+		"web/lb":       {Namespace: "web", Name: "lb", Labels: map[string]string{"role": "edge"}},
+		"shop/stray":   {Namespace: "shop", Name: "stray"}, // imported while the webhook was down
+	}
+	subjects := func(o Owner) (Subject, bool) { s, ok := live[o.Namespace+"/"+o.Name]; return s, ok }
+	for cname, cidrs := range clusters {
+		if len(cidrs) < 2 {
+			continue
+		}
+		// Each family's address of each Service, so both families are checked.
+		var held []Reservation
+		for _, fam := range []struct{ pay, edge, stray string }{{"10.96.0.15", "10.96.0.35", "10.96.0.16"}, {"fd00:10:96::15", "fd00:10:96::35", "fd00:10:96::16"}} {
+			held = append(held,
+				Reservation{IP: ip(fam.pay), Pool: "pay", Owner: Owner{Namespace: "payments", Name: "api"}, State: StateBound},
+				Reservation{IP: ip(fam.edge), Pool: "edge", Owner: Owner{Namespace: "web", Name: "lb"}, State: StateBound},
+				Reservation{IP: ip(fam.stray), Pool: "pay", Owner: Owner{Namespace: "shop", Name: "stray"}, State: StateBound},
+				Reservation{IP: ip(fam.stray).Next(), Pool: "pay", Owner: Owner{Namespace: "gone", Name: "old"}, State: StateSticky},
+			)
+		}
+		prev := mustCompile(t, before, cidrs)
+		tests := map[string]struct {
+			after string
+			want  []string
+		}{
+			"unchanged": {before, nil},
+			"namespace list replaced by a selector the holder matches": {strings.Replace(before, "namespaces: [payments]", "namespaceSelector: {matchLabels: {team: payments}}", 1), nil},
+			"namespace list narrowed away from the holder": {strings.Replace(before, "namespaces: [payments]", "namespaces: [payments-v2]", 1),
+				[]string{`pool "pay": address 10.96.0.15 is bound to payments/api, which the pool would no longer serve (it would serve only namespaces [payments-v2])`, "fd00:10:96::15"}},
+			"service selector added that the holder lacks": {strings.Replace(before, "namespaces: [payments]", "namespaces: [payments]\n  serviceSelector: {matchLabels: {app: db}}", 1),
+				[]string{`address 10.96.0.15 is bound to payments/api`, `Services matching app=db in namespaces [payments]`}},
+			"service selector changed":                            {strings.Replace(before, "role: edge", "role: ingress", 1), []string{`address 10.96.0.35 is bound to web/lb`}},
+			"narrowed but allowExplicitFrom any keeps the holder": {strings.Replace(before, "namespaces: [payments]", "namespaces: [payments-v2]\n  allowExplicitFrom: any", 1), nil},
+			"opening a pool":                                      {strings.Replace(before, "  serviceSelector: {matchLabels: {role: edge}}\n", "", 1), nil},
+		}
+		for name, tc := range tests {
+			t.Run(cname+"/"+name, func(t *testing.T) {
+				err := ValidateAccessChange(prev, mustCompile(t, tc.after, cidrs), held, subjects)
+				if len(tc.want) == 0 {
+					if err != nil {
+						t.Fatalf("ValidateAccessChange = %v, want nil", err)
+					}
+					return
+				}
+				if err == nil {
+					t.Fatal("a change leaving a bound Service outside its pool was accepted")
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not mention %q", err, w)
+					}
+				}
+				if strings.Contains(err.Error(), "shop/stray") || strings.Contains(err.Error(), "gone/old") {
+					t.Errorf("error %q blames a holder the old pools did not serve either, or a sticky one", err)
+				}
+			})
+		}
 	}
 }
 

@@ -56,7 +56,10 @@ const (
 //     another Service (*alloc.ErrHeld, "held by <ns>/<name>"), outside every
 //     ServiceCIDR (*alloc.ErrNotInServiceCIDR, with the apiserver's own
 //     "failed to allocate IP" text) and an unknown pool annotation are 422
-//     Invalid denials on the field at fault. Exhausted or draining pools
+//     Invalid denials on the field at fault; a restricted pool that does
+//     not serve the Service (*alloc.ErrPoolAccess) is a 422 Forbidden on
+//     the annotation or on spec.clusterIPs, naming the pool and whom it
+//     serves. Exhausted or draining pools
 //     never get here: the webhook leaves the family to the apiserver.
 //   - an invalid pools ConfigMap (*poolsError): 422 Invalid on
 //     data[pools.yaml], listing every problem.
@@ -120,7 +123,13 @@ func denialOf(err error) (errs field.ErrorList, kind, name string, ok bool) {
 	if errors.As(err, &se) {
 		var held *alloc.ErrHeld
 		var outside *alloc.ErrNotInServiceCIDR
+		var access *alloc.ErrPoolAccess
 		switch {
+		case errors.As(se.err, &access) && access.IP.IsValid():
+			return field.ErrorList{field.Forbidden(clusterIPsPath, access.Error())}, "Service", se.name, true
+		case errors.As(se.err, &access):
+			p := field.NewPath("metadata", "annotations").Key(alloc.PoolAnnotation)
+			return field.ErrorList{field.Forbidden(p, access.Error())}, "Service", se.name, true
 		case errors.As(se.err, &held):
 			return field.ErrorList{field.Invalid(clusterIPsPath, se.clusterIPs, held.Error())}, "Service", se.name, true
 		case errors.As(se.err, &outside):

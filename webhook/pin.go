@@ -20,8 +20,9 @@ import (
 type Allocator interface {
 	// Reserve serves one Service's request, all or nothing.
 	Reserve(ctx context.Context, req alloc.Request) (alloc.Result, error)
-	// Check says whether owner may use ip, persisting nothing.
-	Check(ctx context.Context, ip netip.Addr, owner alloc.Owner) error
+	// Check says whether the Service of req (its owner and labels) may
+	// use ip, persisting nothing.
+	Check(ctx context.Context, ip netip.Addr, req alloc.Request) error
 	// CheckConfig compiles a pool document and checks it orphans nothing.
 	CheckConfig(ctx context.Context, c *alloc.PoolConfig, cidrs []netip.Prefix) (*alloc.Pools, error)
 	// Pools are the pools in force (and the ServiceCIDRs they were
@@ -126,17 +127,19 @@ func (h *Handler) pin(ctx context.Context, req *requestIn, d *policy.Decision, n
 	}
 	requested := newIPs(req, d)
 	families := d.Allocate
+	left := h.leftPools(req, svc, nsLabels)
 	if len(families) == 0 && len(requested) == 0 {
-		return nil, nil, nil
+		return nil, left, nil
 	}
 	r := alloc.Request{
 		Owner:           ownerOf(req, svc),
 		Annotations:     svc.Annotations,
 		NamespaceLabels: nsLabels,
+		Labels:          svc.Labels,
 		Requested:       requested,
 		DryRun:          req.dryRun(),
 	}
-	var warnings []string
+	warnings := left
 	var res alloc.Result
 	var full error // the first exhausted/draining answer, the most telling
 	n := len(families)
@@ -173,18 +176,57 @@ func (h *Handler) pin(ctx context.Context, req *requestIn, d *policy.Decision, n
 	return ips, warnings, nil
 }
 
+// leftPools warns, on UPDATE, when the Service's new labels take it out of
+// the serviceSelector of a pool whose address it holds. The update is
+// allowed and the address kept (access rules never evict: refusing a label
+// edit would block unrelated changes, and the Namespace's labels can change
+// behind admission's back anyway); the warning says what it costs: new
+// addresses of that pool are refused from now on. Only pools with a
+// serviceSelector are concerned, so other updates pay nothing.
+func (h *Handler) leftPools(req *requestIn, svc *corev1.Service, nsLabels map[string]string) []string {
+	pools := h.alloc.Pools()
+	if policy.Operation(req.Operation) != policy.Update || !pools.HasServiceSelector() || isNull(req.OldObject) {
+		return nil
+	}
+	var old struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+	}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.OldObject, &old); err != nil {
+		return nil
+	}
+	o := ownerOf(req, svc)
+	before := alloc.Subject{Namespace: o.Namespace, Name: o.Name, NamespaceLabels: nsLabels, Labels: old.Metadata.Labels}
+	after := before
+	after.Labels = svc.Labels
+	var out []string
+	seen := map[netip.Addr]bool{}
+	for _, ip := range oldClusterIPs(req.OldObject) {
+		p := pools.PoolOf(ip)
+		if seen[ip] || p == nil || !p.Serves(before) || p.Serves(after) {
+			continue
+		}
+		seen[ip] = true
+		out = append(out, fmt.Sprintf("%s keeps %s, but its new labels leave pool %q, which serves only %s: it can get no new address from that pool",
+			after, ip, p.Name, p.Audience()))
+	}
+	return out
+}
+
 // checkPins is /validate's view of the final Service: every address it
 // gained must be usable by it (not held by another Service, inside a
-// ServiceCIDR). The webhook's own pins pass, since they are reserved to this
-// Service.
-func (h *Handler) checkPins(ctx context.Context, req *requestIn, d *policy.Decision) error {
+// ServiceCIDR, in a pool that serves it). The webhook's own pins pass,
+// since they are reserved to this Service. A later mutating webhook that
+// adds an address of a restricted pool is caught here.
+func (h *Handler) checkPins(ctx context.Context, req *requestIn, d *policy.Decision, nsLabels map[string]string) error {
 	svc := d.Service
 	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName || isHeadless(d) {
 		return nil
 	}
-	owner := ownerOf(req, svc)
+	r := alloc.Request{Owner: ownerOf(req, svc), NamespaceLabels: nsLabels, Labels: svc.Labels}
 	for _, ip := range newIPs(req, d) {
-		if err := h.alloc.Check(ctx, ip, owner); err != nil {
+		if err := h.alloc.Check(ctx, ip, r); err != nil {
 			return &serviceError{name: svc.Name, clusterIPs: d.ClusterIPs, err: err}
 		}
 	}

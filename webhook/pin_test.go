@@ -12,6 +12,7 @@ import (
 	"github.com/dualstack-webhook/dualstack-webhook/alloc/memory"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // pinCluster is one cluster shape of the pinning tests: its ServiceCIDRs
@@ -560,4 +561,98 @@ pools:
 `
 	_, resp = e.review("/validate", poolsReview("u2", "CREATE", "pools", kept).JSON())
 	wantAllowed(t, resp)
+}
+
+// TestRestrictedPoolDenials: a pool limited to namespaces [payments] or
+// namespaces labelled team=payments is refused to demo/web, by annotation
+// and by an explicit address, on /mutate and /validate, with the field at
+// fault and the pool's audience in the message; the same Service is served
+// once its Namespace carries the label, and the default pool stays open.
+func TestRestrictedPoolDenials(t *testing.T) {
+	payments := map[corev1.IPFamily]string{v4: "10.96.0.200", v6: "fd00:10:96::200"}
+	for name, c := range pinClusters {
+		t.Run(name, func(t *testing.T) {
+			fams := c.families()
+			general, pay := "", ""
+			for _, f := range fams {
+				k := strings.ToLower(string(f))
+				general += fmt.Sprintf("    %s: [%q]\n", k, lowest[f]+"-"+second[f])
+				pay += fmt.Sprintf("    %s: [%q]\n", k, payments[f]+"-"+strings.TrimSuffix(payments[f], "00")+"50")
+			}
+			doc := "apiVersion: dualstack-webhook.io/v1alpha1\nkind: PoolConfig\ndefaultPool: general\npools:\n" +
+				"- name: general\n  addresses:\n" + general +
+				"- name: payments\n  namespaces: [payments]\n  namespaceSelector: {matchLabels: {team: payments}}\n  addresses:\n" + pay
+			p := fams[0]
+			annotated := `{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"demo","annotations":{"dualstack-webhook.io/pool":"payments"}},"spec":{` + selector + `}}`
+			explicit := svc("web", selector+fmt.Sprintf(`,"clusterIP":%q`, payments[p]))
+			audience := `pool "payments", which serves only namespaces [payments] or namespaces matching team=payments; demo/web is not one of them`
+
+			e := newPinEnv(t, c, doc)
+			wantDenied(t, e.mutate(reviewSpec{object: annotated}),
+				`metadata.annotations[dualstack-webhook.io/pool]: Forbidden: pool "payments" serves only namespaces [payments] or namespaces matching team=payments; demo/web is not one of them`)
+			wantDenied(t, e.mutate(reviewSpec{uid: "uid-2", object: explicit}),
+				fmt.Sprintf(`spec.clusterIPs: Forbidden: IP %s belongs to %s`, payments[p], audience))
+			wantDenied(t, e.validate(reviewSpec{uid: "uid-3", object: explicit}), audience)
+			if n := len(e.reservations()); n != 0 {
+				t.Fatalf("denials left %d reservations", n)
+			}
+			// Unannotated, the same Service is pinned from the open default pool.
+			resp := e.mutate(reviewSpec{uid: "uid-4", object: svc("web", selector)})
+			wantAllowed(t, resp)
+			if ip, _ := clusterIPsOf(t, applyPinPatch(t, svc("web", selector), resp.Patch)); ip != lowest[p] {
+				t.Errorf("default pool gave %q, want %q", ip, lowest[p])
+			}
+
+			// The Namespace labelled team=payments: both are served.
+			e2 := newPinEnv(t, c, doc)
+			e2.testEnv = newEnv(t, Options{Families: e2.fams, Allocator: e2.alloc, Namespace: "dualstack-webhook", PoolsConfigMap: "pools",
+				Namespaces: fakeNamespaces{"demo": {ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{"team": "payments"}}}}})
+			resp = e2.mutate(reviewSpec{object: annotated})
+			wantAllowed(t, resp)
+			if ip, _ := clusterIPsOf(t, applyPinPatch(t, annotated, resp.Patch)); ip != payments[p] {
+				t.Errorf("annotated Service of a team=payments namespace got %q, want %q", ip, payments[p])
+			}
+			other := svc("db", selector+fmt.Sprintf(`,"clusterIP":%q`, strings.TrimSuffix(payments[p], "00")+"50"))
+			wantAllowed(t, e2.mutate(reviewSpec{uid: "uid-2", object: other}))
+			wantAllowed(t, e2.validate(reviewSpec{uid: "uid-3", object: other}))
+		})
+	}
+}
+
+// TestUpdateLeavingAServiceSelectorWarnsAndKeeps: an UPDATE whose new labels
+// leave the serviceSelector of the pool holding the Service's address is
+// allowed, keeps the address, and says so in a warning; an UPDATE that keeps
+// the labels says nothing.
+func TestUpdateLeavingAServiceSelectorWarnsAndKeeps(t *testing.T) {
+	edge := map[corev1.IPFamily]string{v4: "10.96.0.200", v6: "fd00:10:96::200"}
+	for name, c := range pinClusters {
+		t.Run(name, func(t *testing.T) {
+			fams := c.families()
+			addrs := ""
+			for _, f := range fams {
+				addrs += fmt.Sprintf("    %s: [%q]\n", strings.ToLower(string(f)), edge[f])
+			}
+			doc := "apiVersion: dualstack-webhook.io/v1alpha1\nkind: PoolConfig\npools:\n" +
+				"- name: edge\n  serviceSelector: {matchLabels: {role: edge}}\n  addresses:\n" + addrs
+			e := newPinEnv(t, c, doc)
+			p := fams[0]
+			spec := selector + fmt.Sprintf(`,"clusterIP":%q,"clusterIPs":[%q],"ipFamilyPolicy":"SingleStack","ipFamilies":[%q]`, edge[p], edge[p], p)
+			old := svcWithLabels("web", `{"role":"edge"}`, spec)
+
+			resp := e.mutate(reviewSpec{op: "UPDATE", name: "web", object: svcWithLabels("web", `{"role":"db"}`, spec), oldObject: old})
+			wantAllowed(t, resp)
+			if len(resp.Patch) != 0 {
+				t.Errorf("patched: %s", resp.Patch)
+			}
+			want := fmt.Sprintf(`demo/web keeps %s, but its new labels leave pool "edge", which serves only Services matching role=edge: it can get no new address from that pool`, edge[p])
+			if len(resp.Warnings) != 1 || resp.Warnings[0] != want {
+				t.Errorf("warnings %q, want [%q]", resp.Warnings, want)
+			}
+			resp = e.mutate(reviewSpec{uid: "uid-2", op: "UPDATE", name: "web", object: svcWithLabels("web", `{"role":"edge","v":"2"}`, spec), oldObject: old})
+			wantAllowed(t, resp)
+			if len(resp.Warnings) != 0 {
+				t.Errorf("warnings %q for an update that stays in the pool", resp.Warnings)
+			}
+		})
+	}
 }

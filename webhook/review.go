@@ -206,7 +206,7 @@ func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) revie
 		// already shown by /mutate; repeating them would double them in
 		// kubectl's output.
 		if h.alloc != nil {
-			if err := h.checkPins(ctx, req, d); err != nil {
+			if err := h.checkPins(ctx, req, d, nsLabels); err != nil {
 				return fail(err)
 			}
 		}

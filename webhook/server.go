@@ -60,19 +60,35 @@ type ServeOptions struct {
 }
 
 // TLSConfig is the webhook listener's TLS configuration: TLS 1.2 minimum
-// (what the apiserver's webhook client negotiates at least) and HTTP/1.1
-// only. HTTP/2 is off on purpose: the apiserver's webhook client forces
-// http/1.1 itself (k8s.io/apiserver pkg/util/webhook/client.go, "http/2-enabled
-// clients not load-balancing concurrent requests to multiple backends",
-// kubernetes#75791), HTTP/1.1 connection closing is what the graceful
-// shutdown relies on (kubernetes#127335), and it removes the HTTP/2
-// rapid-reset class of attacks (CVE-2023-44487) from the surface.
+// (what the apiserver's webhook client negotiates at least), TLS 1.2 limited
+// to forward-secret AEAD suites, and HTTP/1.1 only. HTTP/2 is off on purpose:
+// the apiserver's webhook client forces http/1.1 itself (k8s.io/apiserver
+// pkg/util/webhook/client.go, "http/2-enabled clients not load-balancing
+// concurrent requests to multiple backends", kubernetes#75791), HTTP/1.1
+// connection closing is what the graceful shutdown relies on
+// (kubernetes#127335), and it removes the HTTP/2 rapid-reset class of
+// attacks (CVE-2023-44487) from the surface.
 func TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   TLS12CipherSuites,
 		GetCertificate: getCert,
 		NextProtos:     []string{"http/1.1"},
 	}
+}
+
+// TLS12CipherSuites are the suites offered to TLS 1.2 clients (TLS 1.3
+// suites are not configurable and all AEAD): ECDHE key exchange and AEAD
+// ciphers only, for ECDSA and RSA serving keys alike. Go's own TLS 1.2
+// default still includes the CBC-SHA1 suites, which no apiserver needs: its
+// webhook client is Go with the default (AEAD-first) list.
+var TLS12CipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
 // NewHTTPServer returns the webhook's http.Server with its timeouts and

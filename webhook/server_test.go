@@ -197,8 +197,13 @@ func TestServeTLSSettings(t *testing.T) {
 		wantErr   bool
 		wantProto string
 	}{
-		"TLS 1.1 is refused":                 {&tls.Config{MaxVersion: tls.VersionTLS11, MinVersion: tls.VersionTLS10}, true, ""},
-		"TLS 1.2 is accepted":                {&tls.Config{MaxVersion: tls.VersionTLS12}, false, ""},
+		"TLS 1.1 is refused":  {&tls.Config{MaxVersion: tls.VersionTLS11, MinVersion: tls.VersionTLS10}, true, ""},
+		"TLS 1.2 is accepted": {&tls.Config{MaxVersion: tls.VersionTLS12}, false, ""},
+		"TLS 1.2 with AES-GCM only is accepted": {&tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}}, false, ""},
+		"TLS 1.2 with CBC-SHA1 suites only is refused": {&tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA}}, true, ""},
 		"a client offering h2 gets http/1.1": {&tls.Config{NextProtos: []string{"h2", "http/1.1"}}, false, "http/1.1"},
 		"TLS 1.3 is accepted (Go's default)": {&tls.Config{}, false, ""},
 	}

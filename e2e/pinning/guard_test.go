@@ -60,7 +60,7 @@ func TestPoolsGuard(t *testing.T) {
 	if err != nil {
 		t.Fatalf("guard webhook: %v", err)
 	}
-	hookName := registerPoolsGuard(t, env, w)
+	hookName := registerPoolsGuard(t, env, w, instGuard, guardState, guardPools)
 
 	// A Service of the guard instance takes the lowest address of its pool.
 	ns := scoped(t, c, instGuard, "guarded")
@@ -131,19 +131,20 @@ func TestPoolsGuard(t *testing.T) {
 	})
 }
 
-// registerPoolsGuard registers w's /validate for the pools ConfigMap the way
-// the chart does and waits until a malformed document is denied by it; it
-// returns the webhook's name as the apiserver quotes it.
-func registerPoolsGuard(t *testing.T, env *framework.Env, w *framework.Webhook) string {
+// registerPoolsGuard registers w's /validate for the pools ConfigMap
+// stateNS/cmName of instance inst the way the chart does and waits until a
+// malformed document is denied by it; it returns the webhook's name as the
+// apiserver quotes it.
+func registerPoolsGuard(t *testing.T, env *framework.Env, w *framework.Webhook, inst, stateNS, cmName string) string {
 	t.Helper()
 	c := env.Client
 	ctx := context.Background()
-	name := "pools." + instGuard + ".e2e.dualstack-webhook.io"
+	name := "pools." + inst + ".e2e.dualstack-webhook.io"
 	url := w.URL + "/validate"
 	fail := admissionregistrationv1.Fail
 	none := admissionregistrationv1.SideEffectClassNone
 	cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "dualstack-webhook-e2e-pools-" + instGuard},
+		ObjectMeta: metav1.ObjectMeta{Name: "dualstack-webhook-e2e-pools-" + inst},
 		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
 			Name:         name,
 			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: w.CABundle},
@@ -151,7 +152,7 @@ func registerPoolsGuard(t *testing.T, env *framework.Env, w *framework.Webhook) 
 				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
 				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}},
 			}},
-			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": guardState}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": stateNS}},
 			ObjectSelector:          &metav1.LabelSelector{MatchLabels: map[string]string{"dualstack-webhook.io/pools": "true"}},
 			FailurePolicy:           &fail,
 			SideEffects:             &none,
@@ -167,18 +168,18 @@ func registerPoolsGuard(t *testing.T, env *framework.Env, w *framework.Webhook) 
 	// Probe: a dry-run update of the pools ConfigMap with a malformed document.
 	var last string
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		cm, err := c.CoreV1().ConfigMaps(guardState).Get(ctx, guardPools, metav1.GetOptions{})
+		cm, err := c.CoreV1().ConfigMaps(stateNS).Get(ctx, cmName, metav1.GetOptions{})
 		if err != nil {
 			last = err.Error()
 			return false, nil
 		}
 		cm.Data["pools.yaml"] = "apiVersion: dualstack-webhook.io/v1alpha1\nkind: PoolConfig\nbogus: 1\n"
-		_, err = c.CoreV1().ConfigMaps(guardState).Update(ctx, cm, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+		_, err = c.CoreV1().ConfigMaps(stateNS).Update(ctx, cm, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
 		last = errText(err)
 		return err != nil && strings.Contains(err.Error(), name), nil
 	})
 	if err != nil {
-		t.Fatalf("pools guard not effective (a dry-run update of %s/%s with an unknown field must be denied by %s): %v (last answer: %s)", guardState, guardPools, name, err, last)
+		t.Fatalf("pools guard not effective (a dry-run update of %s/%s with an unknown field must be denied by %s): %v (last answer: %s)", stateNS, cmName, name, err, last)
 	}
 	return name
 }

@@ -157,6 +157,7 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	opts.ConfirmExternal = reconcile.LiveHolder(func(ctx context.Context, name string) (*networkingv1.IPAddress, error) {
 		return ipaddrs.Get(ctx, name, metav1.GetOptions{})
 	})
+	opts.Subjects = subjects(caches)
 	a, err := alloc.New(st, pools, opts)
 	if err != nil {
 		return fail(err)
@@ -230,6 +231,28 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		alloc: a,
 		ready: []webhook.Check{{Name: "reservations", Func: st.Ready}},
 	}, stop, nil
+}
+
+// subjects finds the live Service of a reservation, with its Namespace's
+// labels, in the informer caches, so that a pools change cannot leave a
+// bound Service outside its pool's selectors. A cache miss (a Service
+// deleted meanwhile) means nothing to check; a Namespace missing from the
+// cache means no namespace labels, like admission assumes.
+func subjects(caches *clusterCaches) alloc.SubjectFunc {
+	return func(o alloc.Owner) (alloc.Subject, bool) {
+		if o.Name == "" {
+			return alloc.Subject{}, false
+		}
+		svc, err := caches.serviceLister.Services(o.Namespace).Get(o.Name)
+		if err != nil {
+			return alloc.Subject{}, false
+		}
+		s := alloc.Subject{Namespace: o.Namespace, Name: o.Name, Labels: svc.Labels}
+		if ns, err := caches.nsLister.Get(o.Namespace); err == nil {
+			s.NamespaceLabels = ns.Labels
+		}
+		return s, true
+	}
 }
 
 // runElected runs fn while this replica holds the reconciler Lease, and

@@ -171,3 +171,105 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestDevRefusesARestrictedPoolToOtherNamespaces runs `serve --dev
+// --pools-file` with a pool limited to namespace payments and posts the
+// reviews a tenant of namespace shop would cause: naming the pool and asking
+// for one of its addresses are denied with the pool's audience; the
+// payments Service gets its address.
+func TestDevRefusesARestrictedPoolToOtherNamespaces(t *testing.T) {
+	dir := t.TempDir()
+	poolsFile := filepath.Join(dir, "pools.yaml")
+	doc := `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: general
+pools:
+- name: general
+  addresses: {ipv4: ["10.96.0.16-10.96.0.31"], ipv6: ["fd00:10:96::10-fd00:10:96::1f"]}
+- name: payments
+  namespaces: [payments]
+  addresses: {ipv4: ["10.96.0.200-10.96.0.250"], ipv6: ["fd00:10:96::200-fd00:10:96::250"]}
+`
+	if err := os.WriteFile(poolsFile, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	cfg, err := ParseConfig([]string{"--dev", "--dev-ca-file", caFile, "--pools-file", poolsFile, "--service-cidrs", "10.96.0.0/16,fd00:10:96::/108"},
+		func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- RunWith(ctx, cfg, zap.NewNop(), io.Discard, Listeners{Webhook: wl}) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	pem, err := waitForFile(caFile, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}
+	_, port, _ := net.SplitHostPort(wl.Addr().String())
+	base := "https://localhost:" + port
+	for start := time.Now(); ; time.Sleep(5 * time.Millisecond) {
+		if resp, err := client.Get(base + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("--dev not ready after 5s")
+		}
+	}
+	post := func(uid, ns, name, meta, spec string) *admissionv1.AdmissionResponse {
+		t.Helper()
+		body := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"` + uid + `","kind":{"group":"","version":"v1","kind":"Service"},` +
+			`"resource":{"group":"","version":"v1","resource":"services"},"namespace":"` + ns + `","name":"` + name + `","operation":"CREATE","userInfo":{"username":"alice"},` +
+			`"object":{"apiVersion":"v1","kind":"Service","metadata":{"name":"` + name + `","namespace":"` + ns + `"` + meta + `},` +
+			`"spec":{"type":"ClusterIP","ipFamilyPolicy":"PreferDualStack","selector":{"app":"x"},"ports":[{"port":80}]` + spec + `}}}}`
+		resp, err := client.Post(base+"/mutate", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var review admissionv1.AdmissionReview
+		if err := json.NewDecoder(resp.Body).Decode(&review); err != nil || review.Response == nil {
+			t.Fatalf("decoding the review: %v", err)
+		}
+		return review.Response
+	}
+	annotated := `,"annotations":{"dualstack-webhook.io/pool":"payments"}`
+	for _, tc := range []struct {
+		what, uid, ns, name, meta, spec, want string
+		allowed                               bool
+	}{
+		{"pool named from shop", "u1", "shop", "web", annotated, "", `metadata.annotations[dualstack-webhook.io/pool]: Forbidden: pool "payments" serves only namespaces [payments]; shop/web is not one of them`, false},
+		{"IPv4 address of the pool asked from shop", "u2", "shop", "web", "", `,"clusterIP":"10.96.0.210"`, `spec.clusterIPs: Forbidden: IP 10.96.0.210 belongs to pool "payments", which serves only namespaces [payments]; shop/web is not one of them`, false},
+		{"IPv6 address of the pool asked from shop", "u3", "shop", "web", "", `,"ipFamilies":["IPv6"],"clusterIP":"fd00:10:96::210"`, `IP fd00:10:96::210 belongs to pool "payments"`, false},
+		{"pool named from payments", "u4", "payments", "api", annotated, "", `"value":"10.96.0.200"`, true},
+		{"default pool from shop", "u5", "shop", "web", "", "", `"value":"10.96.0.16"`, true},
+	} {
+		resp := post(tc.uid, tc.ns, tc.name, tc.meta, tc.spec)
+		if resp.Allowed != tc.allowed {
+			t.Errorf("%s: allowed = %v, want %v (%+v)", tc.what, resp.Allowed, tc.allowed, resp.Result)
+			continue
+		}
+		got := string(resp.Patch)
+		if !tc.allowed {
+			if resp.Result == nil || resp.Result.Code != 422 {
+				t.Errorf("%s: status %+v, want 422", tc.what, resp.Result)
+				continue
+			}
+			got = resp.Result.Message
+		}
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q lacks %q", tc.what, got, tc.want)
+		}
+	}
+}

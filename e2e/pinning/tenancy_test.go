@@ -1,0 +1,186 @@
+package pinning
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
+)
+
+// The tenancy instance: its own webhook, state namespace and pools
+// ConfigMap (addresses clear of every other instance's), so that editing
+// its pools disturbs no other test.
+const (
+	instTenant  = "tenant"
+	tenantState = "dsw-tenant-state"
+	tenantPools = "tenant-pools"
+)
+
+// tenantDoc: an open default pool and a pool "payments" for the namespace
+// payNS and namespaces labelled e2e-team=payments.
+func tenantDoc(payNS, extra string) string {
+	return fmt.Sprintf(`apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: open
+pools:
+- name: open
+  addresses:
+    ipv4: ["10.96.5.1-10.96.5.20"]
+    ipv6: ["fd00:10:96::5:1-fd00:10:96::5:20"]
+- name: payments
+  namespaces: [%s]
+%s  addresses:
+    ipv4: ["10.96.5.100-10.96.5.120"]
+    ipv6: ["fd00:10:96::5:100-fd00:10:96::5:120"]
+`, payNS, extra)
+}
+
+const teamSelector = "  namespaceSelector: {matchLabels: {e2e-team: payments}}\n"
+
+// TestPoolTenancy, through the real apiserver: a Service of another
+// namespace can neither name the restricted pool "payments" nor take one of
+// its addresses (IPv4, IPv6, both dual-stack orders), and is told which
+// pool serves whom; the pool's own namespaces (listed or labelled) are
+// served; the default pool stays open. A pools change that would leave a
+// bound Service outside its pool is denied by the pools guard, and a
+// Service whose Namespace loses the label keeps its address.
+func TestPoolTenancy(t *testing.T) {
+	env := need(t)
+	c := env.Client
+	ctx := context.Background()
+	payNS := scoped(t, c, instTenant, "payments")
+	teamNS, err := framework.Namespace(ctx, c, "team", map[string]string{framework.ScopeLabel: instTenant, "e2e-team": "payments"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shopNS := scoped(t, c, instTenant, "shop")
+	if err := createNamespace(ctx, c, tenantState, nil); err != nil {
+		t.Fatal(err)
+	}
+	doc := tenantDoc(payNS, teamSelector)
+	if _, err := c.CoreV1().ConfigMaps(tenantState).Create(ctx, poolsConfigMap(tenantState, tenantPools, doc), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w, _, err := env.StartWebhook(ctx, instTenant, framework.WebhookOptions{
+		ServiceCIDRs: framework.DualStackCIDRs,
+		Namespace:    tenantState,
+		ExtraArgs:    append([]string{"--pools-configmap", tenantPools}, pinFlags...),
+	})
+	if err != nil {
+		t.Fatalf("tenant webhook: %v", err)
+	}
+	audience := fmt.Sprintf(`serves only namespaces [%s] or namespaces matching e2e-team=payments; %s/`, payNS, shopNS)
+	svcs := c.CoreV1().Services
+	annotated := func(s *corev1.Service) {
+		s.Annotations = map[string]string{"dualstack-webhook.io/pool": "payments"}
+	}
+
+	orders := map[string][]corev1.IPFamily{"IPv4": {v4}, "IPv6": {v6}, "IPv4,IPv6": {v4, v6}, "IPv6,IPv4": {v6, v4}}
+	first := map[corev1.IPFamily]string{v4: "10.96.5.110", v6: "fd00:10:96::5:110"}
+	for oname, fams := range orders {
+		pol := corev1.IPFamilyPolicySingleStack
+		if len(fams) == 2 {
+			pol = corev1.IPFamilyPolicyRequireDualStack
+		}
+		t.Run(oname, func(t *testing.T) {
+			name := "web-" + strings.ToLower(strings.ReplaceAll(oname, ",", "-"))
+			// The annotation from shop: denied, nothing reserved.
+			_, err := svcs(shopNS).Create(ctx, newService(name, annotated, framework.WithPolicy(pol), framework.WithFamilies(fams...)), metav1.CreateOptions{})
+			wantDenied(t, "pool payments named from "+shopNS, err, `metadata.annotations[dualstack-webhook.io/pool]: Forbidden: pool "payments" `+audience+name+" is not one of them")
+			// An explicit address of the pool from shop: denied.
+			var ips []string
+			for _, f := range fams {
+				ips = append(ips, first[f])
+			}
+			_, err = svcs(shopNS).Create(ctx, newService(name, framework.WithPolicy(pol), framework.WithFamilies(fams...), framework.WithClusterIPs(ips...)), metav1.CreateOptions{})
+			wantDenied(t, "address of pool payments asked from "+shopNS, err,
+				fmt.Sprintf(`spec.clusterIPs: Forbidden: IP %s belongs to pool "payments", which `, ips[0])+audience+name+" is not one of them")
+			// Unannotated, shop is served by the open default pool.
+			sv, err := svcs(shopNS).Create(ctx, newService(name, framework.WithPolicy(pol), framework.WithFamilies(fams...)), metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range addrs(t, sv) {
+				if !strings.HasPrefix(a.String(), "10.96.5.") && !strings.HasPrefix(a.String(), "fd00:10:96::5:") || inPayments(a) {
+					t.Errorf("%s/%s got %s, want an address of the open pool", shopNS, name, a)
+				}
+			}
+		})
+	}
+	for _, ip := range []string{"10.96.5.110", "fd00:10:96::5:110"} {
+		if r, ok := reservationOf(ctx, t, c, tenantState, netip.MustParseAddr(ip)); ok {
+			t.Errorf("a denied request left a reservation of %s: %s", ip, r)
+		}
+	}
+
+	// The listed namespace names the pool; the labelled one asks for an
+	// address of it.
+	api, err := svcs(payNS).Create(ctx, newService("api", annotated, framework.WithPolicy("RequireDualStack")), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("pool payments named from %s: %v", payNS, err)
+	}
+	for _, a := range addrs(t, api) {
+		if !inPayments(a) {
+			t.Errorf("%s/api got %s, want an address of pool payments", payNS, a)
+		}
+	}
+	held, err := svcs(teamNS).Create(ctx, newService("ledger", framework.WithPolicy("RequireDualStack"), framework.WithFamilies(v6, v4),
+		framework.WithClusterIPs("fd00:10:96::5:115", "10.96.5.115")), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("address of pool payments asked from the labelled namespace %s: %v", teamNS, err)
+	}
+	for _, a := range addrs(t, held) {
+		waitBound(t, c, tenantState, a, teamNS, "ledger")
+	}
+
+	// The pools guard refuses a change that leaves teamNS/ledger outside.
+	hookName := registerPoolsGuard(t, env, w, instTenant, tenantState, tenantPools)
+	cms := c.CoreV1().ConfigMaps(tenantState)
+	cm, err := cms.Get(ctx, tenantPools, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["pools.yaml"] = tenantDoc(payNS, "")
+	_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+	wantDenied(t, "dropping the namespaceSelector that serves "+teamNS+"/ledger", err, hookName,
+		fmt.Sprintf(`address 10.96.5.115 is bound to %s/ledger, which the pool would no longer serve (it would serve only namespaces [%s])`, teamNS, payNS),
+		"fd00:10:96::5:115")
+	t.Logf("denied: %s", errText(err))
+
+	// The Namespace loses its label: the Service keeps its addresses, is
+	// still editable, and the reconciler leaves its reservations bound.
+	nsObj, err := c.CoreV1().Namespaces().Get(ctx, teamNS, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(nsObj.Labels, "e2e-team")
+	if _, err := c.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	after := update(t, c, teamNS, "ledger", func(s *corev1.Service) { s.Labels["edited"] = "yes" })
+	if fmt.Sprint(after.Spec.ClusterIPs) != fmt.Sprint(held.Spec.ClusterIPs) {
+		t.Fatalf("%s/ledger changed addresses %v -> %v", teamNS, held.Spec.ClusterIPs, after.Spec.ClusterIPs)
+	}
+	for _, a := range addrs(t, after) {
+		waitBound(t, c, tenantState, a, teamNS, "ledger")
+	}
+}
+
+// inPayments reports whether a lies in the tenancy test's pool payments.
+func inPayments(a netip.Addr) bool {
+	for _, r := range []addrRange{
+		{netip.MustParseAddr("10.96.5.100"), netip.MustParseAddr("10.96.5.120")},
+		{netip.MustParseAddr("fd00:10:96::5:100"), netip.MustParseAddr("fd00:10:96::5:120")},
+	} {
+		if r.contains(a) {
+			return true
+		}
+	}
+	return false
+}
