@@ -606,7 +606,7 @@ func planDualToSingle(s *Snapshot, o Options) (*Plan, error) {
 	}
 	p.Notes = append(p.Notes,
 		fmt.Sprintf("by hand: remove the %s range from kube-apiserver's --service-cluster-ip-range (and kube-proxy, the network plugin, DNS)", f),
-		"PreferDualStack Services created before the apiserver is reconfigured still get a "+string(f)+" address: run apply again afterwards")
+		"PreferDualStack Services created before the apiserver is reconfigured still get an "+string(f)+" address: run apply again afterwards")
 	return p, nil
 }
 
@@ -681,7 +681,7 @@ func removeFamily(s *Snapshot, f corev1.IPFamily) ([]Step, []string, error) {
 			unused = []string{familyWide(f)}
 		}
 		steps = append(steps, Step{Action: ActEditPools, Pools: edit, Unused: unused,
-			Description: fmt.Sprintf("once no Service holds a %s address: remove the %s entries from the pools (and pools left empty)", f, f)})
+			Description: fmt.Sprintf("once no Service holds an %s address: remove the %s entries from the pools (and pools left empty)", f, f)})
 	}
 	return append(steps, cidrSteps...), notes, nil
 }
