@@ -540,7 +540,7 @@ func (a *Applier) recreate(ctx context.Context, p *Plan, c ServiceChange, o *Out
 		}
 		o.Note = "resumed from the journal"
 	}
-	created, err := svcs.Create(ctx, target, metav1.CreateOptions{})
+	created, err := a.createServed(ctx, target)
 	if err != nil && len(target.Spec.ClusterIPs) > 0 && isAddressRefusal(err) {
 		// Someone took the address since the plan: let the allocator
 		// choose rather than leave the Service deleted.
@@ -558,6 +558,70 @@ func (a *Applier) recreate(ctx context.Context, p *Plan, c ServiceChange, o *Out
 		return err
 	}
 	return deleteJournal(ctx, a.Client, a.Namespace, c.Namespace, c.Name)
+}
+
+// createServed creates svc. The ServiceCIDR of a requested address being
+// Ready in the API does not mean kube-apiserver allocates from it yet: its
+// allocators follow ServiceCIDRs through an informer and a work queue, and
+// until then a request for the address is refused as "the provided network
+// does not match the current range" (or "allocator not ready"). While every
+// requested address lies in a Ready ServiceCIDR, that refusal is the
+// apiserver catching up: the create is retried until it accepts or refuses
+// for another reason, within the timeout.
+func (a *Applier) createServed(ctx context.Context, svc *corev1.Service) (*corev1.Service, error) {
+	svcs := a.Client.CoreV1().Services(svc.Namespace)
+	var (
+		created *corev1.Service
+		err     error
+	)
+	perr := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, a.Timeout, true, func(ctx context.Context) (bool, error) {
+		created, err = svcs.Create(ctx, svc, metav1.CreateOptions{})
+		if err == nil || !isNotServedYet(err) {
+			return true, nil
+		}
+		served, lerr := a.inReadyServiceCIDRs(ctx, svc.Spec.ClusterIPs)
+		return lerr != nil || !served, nil
+	})
+	if err == nil && perr != nil {
+		err = perr
+	}
+	return created, err
+}
+
+func isNotServedYet(err error) bool {
+	msg := err.Error()
+	return apierrors.IsInvalid(err) && (strings.Contains(msg, "does not match the current range") || strings.Contains(msg, "allocator not ready"))
+}
+
+// inReadyServiceCIDRs reports whether each address lies in a ServiceCIDR
+// that is Ready and not being deleted.
+func (a *Applier) inReadyServiceCIDRs(ctx context.Context, ips []string) (bool, error) {
+	l, err := a.Client.NetworkingV1().ServiceCIDRs().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return false, err
+	}
+	for _, s := range ips {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return false, nil
+		}
+		in := false
+		for i := range l.Items {
+			sc := &l.Items[i]
+			if ok, _ := ready(sc); !ok || sc.DeletionTimestamp != nil {
+				continue
+			}
+			for _, c := range sc.Spec.CIDRs {
+				if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
+					in = true
+				}
+			}
+		}
+		if !in {
+			return false, nil
+		}
+	}
+	return len(ips) > 0, nil
 }
 
 // freeOld deletes the pinning webhook's reservations of the Service's old

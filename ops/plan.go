@@ -704,6 +704,28 @@ func familyWide(f corev1.IPFamily) string {
 	return "::/0"
 }
 
+// firstFreeAfterBand is the lowest address of p above its KEP-3070 static
+// band (the part the apiserver's own dynamic allocation prefers, so a
+// Service placed there does not take a pool's address) that nobody holds.
+// The search is bounded by len(held): it stops at the first free address.
+func firstFreeAfterBand(p netip.Prefix, held map[netip.Addr]string) (netip.Addr, bool) {
+	r := alloc.RangeFromPrefix(p.Masked())
+	a := r.From.Next()
+	if band, ok := alloc.StaticBand(p); ok {
+		a = band.To.Next()
+	}
+	last := r.To
+	if p.Addr().Is4() {
+		last = last.Prev() // broadcast
+	}
+	for ; a.IsValid() && !last.Less(a); a = a.Next() {
+		if held[a] == "" {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
 // offsetIn maps ip's offset from the start of from onto to. ok is false when
 // the result falls outside to, or on to's network address or IPv4
 // broadcast (never allocatable).
@@ -912,6 +934,17 @@ func planReplacePrimary(s *Snapshot, o Options) (*Plan, error) {
 			}
 			if !ok {
 				kept = false
+				// The address is chosen here rather than left to the
+				// apiserver: its allocator takes the first ready
+				// ServiceCIDR of the family in no fixed order, so with
+				// another range of the family (an extend, an earlier
+				// replacement) the Service would land outside --cidr.
+				if b, found := firstFreeAfterBand(o.CIDR, held); found {
+					held[b] = key(svc)
+					why[len(why)-1] += fmt.Sprintf(", %s instead, the first free address above its static band", b)
+					c.NewClusterIPs = append(c.NewClusterIPs, b.String())
+					continue
+				}
 				c.NewClusterIPs = append(c.NewClusterIPs, "")
 				continue
 			}

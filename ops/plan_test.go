@@ -298,8 +298,11 @@ func TestPlanReplacePrimary(t *testing.T) {
 	}
 	check("a/a", Recreate, []string{"10.100.0.10"}, true)
 	check("a/b", Recreate, []string{"10.100.3.7", "fd00:10:96::7"}, true)
-	check("a/blocked", Recreate, []string{""}, false)
-	check("a/far", Recreate, []string{""}, false)
+	// Offsets not kept: the first free addresses after the new range's
+	// static band (10.100.0.1-10.100.1.0), never left to the apiserver,
+	// which could pick another ready range of the family.
+	check("a/blocked", Recreate, []string{"10.100.1.1"}, false)
+	check("a/far", Recreate, []string{"10.100.1.2"}, false)
 	check("default/kubernetes", RecreateManually, nil, false)
 	if !strings.Contains(got["a/blocked"].Note, "held by b/squatter") || !strings.Contains(got["a/far"].Note, "outside 10.100.0.0/17") {
 		t.Errorf("notes: %q / %q", got["a/blocked"].Note, got["a/far"].Note)
@@ -516,5 +519,33 @@ pools:
 	s := snapshot(t, "", []networkingv1.ServiceCIDR{scidr("kubernetes", "10.96.0.0/16", "fd00:10:96::/108"), scidr("dual", "10.97.0.0/24", "fd00:30::/108"), scidr("dual-ipv4", "10.99.0.0/24")})
 	if _, err := BuildPlan(s, DualToSingle, Options{Family: "IPv6"}); err == nil || !strings.Contains(err.Error(), "shrinking ServiceCIDR dual") {
 		t.Errorf("taken replacement name: %v", err)
+	}
+}
+
+func TestFirstFreeAfterBand(t *testing.T) {
+	h := func(ips ...string) map[netip.Addr]string {
+		m := map[netip.Addr]string{}
+		for _, ip := range ips {
+			m[netip.MustParseAddr(ip)] = "x/y"
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		prefix string
+		held   map[netip.Addr]string
+		want   string // "" = none
+	}{
+		{"10.100.0.0/20", h(), "10.100.1.1"},                           // band 10.100.0.1-10.100.1.0
+		{"10.100.0.0/20", h("10.100.1.1", "10.100.1.2"), "10.100.1.3"}, // held ones skipped
+		{"10.0.0.0/28", h("10.0.0.1"), "10.0.0.2"},                     // no band: from the first host
+		{"10.0.0.0/30", h("10.0.0.1", "10.0.0.2"), ""},                 // full (network and broadcast never)
+		{"fd00::/108", h(), "fd00::101"},                               // band fd00::1-fd00::100
+		{"fd00::/124", h("fd00::1"), "fd00::2"},
+		{"fd00::/126", h("fd00::1", "fd00::2", "fd00::3"), ""},
+	} {
+		got, ok := firstFreeAfterBand(netip.MustParsePrefix(tc.prefix), tc.held)
+		if (tc.want == "") == ok || ok && got.String() != tc.want {
+			t.Errorf("%s: %v %v, want %q", tc.prefix, got, ok, tc.want)
+		}
 	}
 }
