@@ -262,16 +262,26 @@ func setScalar(m *yaml.Node, key, value string) {
 // a null) when needed. An empty flow collection ({} or []) turns to block
 // style so that what is added reads like the rest of the file.
 func ensure(m *yaml.Node, key string, kind yaml.Kind, tag string) *yaml.Node {
-	v := mapValue(m, key)
+	var k, v *yaml.Node
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			k, v = m.Content[i], m.Content[i+1]
+		}
+	}
 	if v == nil {
-		v = &yaml.Node{Kind: kind, Tag: tag}
-		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, v)
+		k, v = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, &yaml.Node{Kind: kind, Tag: tag}
+		m.Content = append(m.Content, k, v)
 	}
 	if v.Kind != kind { // null ("key:" with nothing after it)
 		v.Kind, v.Tag, v.Value, v.Content = kind, tag, "", nil
 	}
 	if len(v.Content) == 0 {
 		v.Style &^= yaml.FlowStyle
+		// "pools: [] # none yet": the comment stays on the key's line
+		// rather than drifting to wherever the emitter puts it.
+		if v.LineComment != "" && k.LineComment == "" {
+			k.LineComment, v.LineComment = v.LineComment, ""
+		}
 	}
 	return v
 }

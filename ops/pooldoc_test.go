@@ -20,22 +20,30 @@ var update = flag.Bool("update", false, "rewrite testdata/pooldoc/*.golden.yaml 
 // ApplyTo gives (EditDocument checks that itself; a golden that drifted
 // would show here).
 func TestEditDocumentGolden(t *testing.T) {
-	src, err := os.ReadFile("testdata/pooldoc/pools.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		name string
 		edit PoolEdit
+		src  string // default pools.yaml
 	}{
-		{"extend-ipv4", PoolEdit{Pool: "extend-10-1-0-0-24", Add: alloc.FamilyAddresses{IPv4: []string{"10.1.0.1-10.1.0.16"}}}},
-		{"add-to-existing-ipv6", PoolEdit{Pool: "databases", Add: alloc.FamilyAddresses{IPv6: []string{"fd00:10:96::300-fd00:10:96::3ff"}}}},
-		{"replace-primary", PoolEdit{Pool: "primary-10-100-0-0-20", Add: alloc.FamilyAddresses{IPv4: []string{"10.100.0.1-10.100.0.16"}}, Drain: []string{"general"}, DefaultPool: "primary-10-100-0-0-20"}},
-		{"prune-old-range", PoolEdit{RemoveWithin: "10.96.0.0/16"}},
-		{"dual-to-single-ipv6", PoolEdit{RemoveFamily: corev1.IPv6Protocol}},
-		{"dual-to-single-ipv4", PoolEdit{RemoveFamily: corev1.IPv4Protocol}},
+		// The first edit of a document without pools writes the implicit
+		// static band out before adding (extend on a cluster without pools).
+		{"materialize", PoolEdit{Materialize: &alloc.PoolSpec{Name: alloc.StaticBandPool, Addresses: alloc.FamilyAddresses{IPv4: []string{"10.96.0.1-10.96.1.0"}}}, DefaultPool: alloc.StaticBandPool,
+			Pool: "extend-10-1-0-0-24", Add: alloc.FamilyAddresses{IPv4: []string{"10.1.0.1-10.1.0.16"}}}, "empty.yaml"},
+		{"extend-ipv4", PoolEdit{Pool: "extend-10-1-0-0-24", Add: alloc.FamilyAddresses{IPv4: []string{"10.1.0.1-10.1.0.16"}}}, ""},
+		{"add-to-existing-ipv6", PoolEdit{Pool: "databases", Add: alloc.FamilyAddresses{IPv6: []string{"fd00:10:96::300-fd00:10:96::3ff"}}}, ""},
+		{"replace-primary", PoolEdit{Pool: "primary-10-100-0-0-20", Add: alloc.FamilyAddresses{IPv4: []string{"10.100.0.1-10.100.0.16"}}, Drain: []string{"general"}, DefaultPool: "primary-10-100-0-0-20"}, ""},
+		{"prune-old-range", PoolEdit{RemoveWithin: "10.96.0.0/16"}, ""},
+		{"dual-to-single-ipv6", PoolEdit{RemoveFamily: corev1.IPv6Protocol}, ""},
+		{"dual-to-single-ipv4", PoolEdit{RemoveFamily: corev1.IPv4Protocol}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.src == "" {
+				tc.src = "pools.yaml"
+			}
+			src, err := os.ReadFile(filepath.Join("testdata/pooldoc", tc.src))
+			if err != nil {
+				t.Fatal(err)
+			}
 			got, changed, err := EditDocument(string(src), &tc.edit)
 			if err != nil || !changed {
 				t.Fatalf("changed=%v err=%v", changed, err)
