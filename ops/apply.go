@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/yaml"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 	"github.com/dualstack-webhook/dualstack-webhook/alloc/configmap"
@@ -76,6 +75,16 @@ func (a *Applier) Apply(ctx context.Context, p *Plan) ([]Outcome, error) {
 		}
 		if !a.Confirm {
 			continue
+		}
+		if len(st.Unused) > 0 {
+			wait, err := a.stillUsed(ctx, st)
+			if err != nil {
+				return out, fmt.Errorf("step %d (%s): %w", i+1, st.Action, err)
+			}
+			if wait != "" {
+				fmt.Fprintf(a.Out, "           not yet: %s; run apply again once it is gone\n", wait)
+				continue
+			}
 		}
 		msg, err := a.step(ctx, p, st)
 		if err != nil {
@@ -232,16 +241,23 @@ func (a *Applier) editPools(ctx context.Context, e *PoolEdit) (string, error) {
 	} else if err != nil {
 		return "", err
 	}
-	cur, err := alloc.ConfigFromConfigMap(cm)
-	if err != nil {
-		return "", err
+	src := ""
+	if cm != nil {
+		src = cm.Data[alloc.ConfigMapKey]
 	}
-	next, changed, err := e.ApplyTo(cur)
+	doc, changed, err := EditDocument(src, e)
 	if err != nil {
+		if cm != nil {
+			return "", fmt.Errorf("ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+		}
 		return "", err
 	}
 	if !changed {
 		return "pools already edited", nil
+	}
+	next, err := alloc.ParseConfig([]byte(doc))
+	if err != nil {
+		return "", err
 	}
 	// Check again against the live ServiceCIDRs and reservations: the
 	// document may have changed since the plan was made.
@@ -256,13 +272,9 @@ func (a *Applier) editPools(ctx context.Context, e *PoolEdit) (string, error) {
 	if err := alloc.ValidateChange(compiled, snap.Reservations); err != nil {
 		return "", fmt.Errorf("new pool document: %w", err)
 	}
-	doc, err := yaml.Marshal(next)
-	if err != nil {
-		return "", err
-	}
 	if cm == nil {
 		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: a.PoolsConfigMap, Namespace: a.Namespace},
-			Data: map[string]string{alloc.ConfigMapKey: string(doc)}}
+			Data: map[string]string{alloc.ConfigMapKey: doc}}
 		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 			return "", err
 		}
@@ -272,7 +284,7 @@ func (a *Applier) editPools(ctx context.Context, e *PoolEdit) (string, error) {
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
 	}
-	cm.Data[alloc.ConfigMapKey] = string(doc)
+	cm.Data[alloc.ConfigMapKey] = doc
 	// resourceVersion from the read: a concurrent edit fails with Conflict
 	// instead of being overwritten; the re-run re-reads it.
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
@@ -317,6 +329,57 @@ func (a *Applier) deleteServiceCIDR(ctx context.Context, name string) (string, e
 		return "", err
 	}
 	return "deletion requested (Terminating until no address remains in it)", nil
+}
+
+// stillUsed says what keeps a gated step from running: a Service with an
+// address in one of st.Unused, or, before a ServiceCIDR is deleted, a pool
+// entry inside the ranges it takes away (the document would be invalid the
+// moment the range is gone). "" means the step may run.
+func (a *Applier) stillUsed(ctx context.Context, st Step) (string, error) {
+	var ranges []netip.Prefix
+	for _, u := range st.Unused {
+		q, err := netip.ParsePrefix(u)
+		if err != nil {
+			return "", fmt.Errorf("plan: %w", err)
+		}
+		ranges = append(ranges, q)
+	}
+	in := func(ip netip.Addr) bool {
+		return slices.ContainsFunc(ranges, func(q netip.Prefix) bool { return q.Contains(ip) })
+	}
+	svcs, err := a.Client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", err
+	}
+	for i := range svcs.Items {
+		for _, ip := range clusterIPs(&svcs.Items[i]) {
+			if in(ip) {
+				return fmt.Sprintf("Service %s holds %s", key(&svcs.Items[i]), ip), nil
+			}
+		}
+	}
+	if st.Action != ActDeleteServiceCIDR {
+		return "", nil
+	}
+	cm, err := a.Client.CoreV1().ConfigMaps(a.Namespace).Get(ctx, a.PoolsConfigMap, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	cfg, err := alloc.ConfigFromConfigMap(cm)
+	if err != nil {
+		return "", err
+	}
+	for _, pl := range cfg.Pools {
+		for _, e := range slices.Concat(pl.Addresses.IPv4, pl.Addresses.IPv6) {
+			if r, err := alloc.ParseRange(e); err == nil && (in(r.From) || in(r.To)) {
+				return fmt.Sprintf("pool %s still lists %s", pl.Name, e), nil
+			}
+		}
+	}
+	return "", nil
 }
 
 func (a *Applier) getService(ctx context.Context, ns, name string) (*corev1.Service, error) {
@@ -373,7 +436,8 @@ func (a *Applier) downgrade(ctx context.Context, c ServiceChange, o *Outcome) er
 	o.ClusterIPs = svc.Spec.ClusterIPs
 	if slices.Equal(familiesOf(svc), c.IPFamilies) {
 		o.Result, o.NewClusterIPs = "already-done", svc.Spec.ClusterIPs
-		return nil
+		// A run interrupted after the patch left the reservation behind.
+		return a.freeDropped(ctx, svc)
 	}
 	if len(svc.Spec.IPFamilies) == 0 || string(svc.Spec.IPFamilies[0]) != c.IPFamilies[0] {
 		o.Result, o.Note = "skipped", fmt.Sprintf("its primary family is now %v: re-create it by hand", svc.Spec.IPFamilies)
@@ -391,6 +455,35 @@ func (a *Applier) downgrade(ctx context.Context, c ServiceChange, o *Outcome) er
 		return err
 	}
 	o.Result, o.NewClusterIPs = "done", got.Spec.ClusterIPs
+	return a.freeDropped(ctx, got)
+}
+
+// freeDropped deletes the pinning webhook's reservations naming svc for an
+// address of a family svc no longer has. The webhook keeps them sticky to
+// the name for its retention period, in case the Service comes back with
+// that family; after a downgrade they would only keep the removed family in
+// the pools. Each is deleted with its resourceVersion as precondition, so a
+// reservation the webhook changed meanwhile is left alone.
+func (a *Applier) freeDropped(ctx context.Context, svc *corev1.Service) error {
+	cms := a.Client.CoreV1().ConfigMaps(a.Namespace)
+	l, err := cms.List(ctx, metav1.ListOptions{LabelSelector: configmap.Selector})
+	if err != nil {
+		return fmt.Errorf("reading reservations: %w", err)
+	}
+	for _, cm := range l.Items {
+		if cm.Data["namespace"] != svc.Namespace || cm.Data["name"] != svc.Name {
+			continue
+		}
+		f := corev1.IPFamily(cm.Labels[configmap.LabelFamily])
+		if f == "" || slices.Contains(svc.Spec.IPFamilies, f) {
+			continue
+		}
+		rv := cm.ResourceVersion
+		err := cms.Delete(ctx, cm.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("freeing reservation %s of the dropped %s address: %w", cm.Name, f, err)
+		}
+	}
 	return nil
 }
 
@@ -447,7 +540,7 @@ func (a *Applier) recreate(ctx context.Context, p *Plan, c ServiceChange, o *Out
 		}
 		o.Note = "resumed from the journal"
 	}
-	created, err := svcs.Create(ctx, target, metav1.CreateOptions{})
+	created, err := a.createServed(ctx, target)
 	if err != nil && len(target.Spec.ClusterIPs) > 0 && isAddressRefusal(err) {
 		// Someone took the address since the plan: let the allocator
 		// choose rather than leave the Service deleted.
@@ -465,6 +558,70 @@ func (a *Applier) recreate(ctx context.Context, p *Plan, c ServiceChange, o *Out
 		return err
 	}
 	return deleteJournal(ctx, a.Client, a.Namespace, c.Namespace, c.Name)
+}
+
+// createServed creates svc. The ServiceCIDR of a requested address being
+// Ready in the API does not mean kube-apiserver allocates from it yet: its
+// allocators follow ServiceCIDRs through an informer and a work queue, and
+// until then a request for the address is refused as "the provided network
+// does not match the current range" (or "allocator not ready"). While every
+// requested address lies in a Ready ServiceCIDR, that refusal is the
+// apiserver catching up: the create is retried until it accepts or refuses
+// for another reason, within the timeout.
+func (a *Applier) createServed(ctx context.Context, svc *corev1.Service) (*corev1.Service, error) {
+	svcs := a.Client.CoreV1().Services(svc.Namespace)
+	var (
+		created *corev1.Service
+		err     error
+	)
+	perr := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, a.Timeout, true, func(ctx context.Context) (bool, error) {
+		created, err = svcs.Create(ctx, svc, metav1.CreateOptions{})
+		if err == nil || !isNotServedYet(err) {
+			return true, nil
+		}
+		served, lerr := a.inReadyServiceCIDRs(ctx, svc.Spec.ClusterIPs)
+		return lerr != nil || !served, nil
+	})
+	if err == nil && perr != nil {
+		err = perr
+	}
+	return created, err
+}
+
+func isNotServedYet(err error) bool {
+	msg := err.Error()
+	return apierrors.IsInvalid(err) && (strings.Contains(msg, "does not match the current range") || strings.Contains(msg, "allocator not ready"))
+}
+
+// inReadyServiceCIDRs reports whether each address lies in a ServiceCIDR
+// that is Ready and not being deleted.
+func (a *Applier) inReadyServiceCIDRs(ctx context.Context, ips []string) (bool, error) {
+	l, err := a.Client.NetworkingV1().ServiceCIDRs().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return false, err
+	}
+	for _, s := range ips {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return false, nil
+		}
+		in := false
+		for i := range l.Items {
+			sc := &l.Items[i]
+			if ok, _ := ready(sc); !ok || sc.DeletionTimestamp != nil {
+				continue
+			}
+			for _, c := range sc.Spec.CIDRs {
+				if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
+					in = true
+				}
+			}
+		}
+		if !in {
+			return false, nil
+		}
+	}
+	return len(ips) > 0, nil
 }
 
 // freeOld deletes the pinning webhook's reservations of the Service's old

@@ -34,7 +34,7 @@ var Scenarios = []struct {
 }{
 	{Extend, "add a ServiceCIDR (--cidr) of a family the cluster serves and a pool over it"},
 	{SingleToDual, "add the secondary family's ServiceCIDR (--cidr) and pool, then upgrade chosen Services to PreferDualStack"},
-	{DualToSingle, "downgrade Services using --family to SingleStack on the remaining family (primary-family ones: re-create by hand)"},
+	{DualToSingle, "downgrade Services using --family to SingleStack on the remaining family (primary-family ones: re-create by hand), then drop the family from the pools and its ServiceCIDRs once unused"},
 	{ReplacePrimary, "add a new ServiceCIDR (--cidr), drain the old pool, delete the old ServiceCIDR (--old-cidr), re-create Services at the same offset"},
 }
 
@@ -120,6 +120,10 @@ type Step struct {
 	Pools       *PoolEdit        `json:"pools,omitempty"`
 	// Family is the family ActCheckFamily expects the apiserver to serve.
 	Family corev1.IPFamily `json:"family,omitempty"`
+	// Unused are ranges in which no Service may hold an address when the
+	// step runs: apply leaves the step to a later run otherwise
+	// (dual-to-single removes a family only once nothing uses it).
+	Unused []string `json:"unused,omitempty"`
 }
 
 // ServiceCIDRSpec names a ServiceCIDR and its ranges.
@@ -592,10 +596,134 @@ func planDualToSingle(s *Snapshot, o Options) (*Plan, error) {
 	if n > 0 {
 		p.Steps = append(p.Steps, Step{Action: ActServices, Description: fmt.Sprintf("downgrade %d Service(s) to SingleStack %s, one at a time (ipFamilyPolicy, ipFamilies and clusterIPs in one patch)", n, remaining)})
 	}
+	if fams[0] != f {
+		steps, notes, err := removeFamily(s, f)
+		if err != nil {
+			return nil, err
+		}
+		p.Steps = append(p.Steps, steps...)
+		p.Notes = append(p.Notes, notes...)
+	}
 	p.Notes = append(p.Notes,
-		fmt.Sprintf("then, by hand: remove the %s range from kube-apiserver's --service-cluster-ip-range (and kube-proxy, the network plugin, DNS), delete ServiceCIDRs of %s, and drop %s addresses from the pools once no reservation holds them", f, f, f),
-		"PreferDualStack Services created before the apiserver is reconfigured still get a "+string(f)+" address: run apply again afterwards")
+		fmt.Sprintf("by hand: remove the %s range from kube-apiserver's --service-cluster-ip-range (and kube-proxy, the network plugin, DNS)", f),
+		"PreferDualStack Services created before the apiserver is reconfigured still get an "+string(f)+" address: run apply again afterwards")
 	return p, nil
+}
+
+// removeFamily lists the steps that take family f out of the pools and the
+// ServiceCIDRs, each gated on no Service holding an address in the ranges it
+// removes. The apiserver allows deleting a ServiceCIDR but never changing its
+// ranges, so one that also lists the remaining family is shrunk by creating
+// a replacement with only the remaining ranges first (the remaining
+// family's addresses stay covered, and the old object's finalizer can go),
+// then deleting it. The default ServiceCIDR is kube-apiserver's own (made
+// from --service-cluster-ip-range): it is left to the operator.
+func removeFamily(s *Snapshot, f corev1.IPFamily) ([]Step, []string, error) {
+	var (
+		steps, cidrSteps []Step
+		notes            []string
+		all              []string
+	)
+	for _, obj := range s.ServiceCIDRs {
+		if obj.DeletionTimestamp != nil {
+			continue // already being deleted: the controller finishes it
+		}
+		var gone, keep []string
+		var keepP []netip.Prefix
+		for _, c := range obj.Spec.CIDRs {
+			q, err := netip.ParsePrefix(c)
+			if err != nil {
+				continue
+			}
+			if familyOfPrefix(q) == f {
+				gone = append(gone, c)
+			} else {
+				keep, keepP = append(keep, c), append(keepP, q)
+			}
+		}
+		if len(gone) == 0 {
+			continue
+		}
+		all = append(all, gone...)
+		if obj.Name == DefaultServiceCIDR {
+			notes = append(notes, fmt.Sprintf("ServiceCIDR %s keeps %s: kube-apiserver creates it from --service-cluster-ip-range and the API refuses any change of its ranges; it is not touched. Once every kube-apiserver runs without the %s range, delete it by hand when no Service holds an address in it: the apiserver re-creates it from its flags", DefaultServiceCIDR, strings.Join(gone, ","), f))
+			continue
+		}
+		if len(keep) > 0 {
+			st, err := newServiceCIDR(s, ServiceCIDRSpec{Name: shrunkName(obj.Name, otherFamily(f)), CIDRs: keep}, keepP)
+			if err != nil {
+				return nil, nil, fmt.Errorf("shrinking ServiceCIDR %s: %w", obj.Name, err)
+			}
+			for i := range st {
+				if st[i].Action == ActCreateServiceCIDR {
+					st[i].Description = fmt.Sprintf("create ServiceCIDR %s (%s) to keep the %s ranges of %s (a ServiceCIDR's ranges cannot be changed)", st[i].ServiceCIDR.Name, strings.Join(keep, ","), otherFamily(f), obj.Name)
+				}
+			}
+			cidrSteps = append(cidrSteps, st...)
+		}
+		cidrSteps = append(cidrSteps, Step{Action: ActDeleteServiceCIDR, ServiceCIDR: &ServiceCIDRSpec{Name: obj.Name, CIDRs: gone}, Unused: gone,
+			Description: fmt.Sprintf("once no Service holds an address in %s: delete ServiceCIDR %s", strings.Join(gone, ","), obj.Name)})
+	}
+	edit := &PoolEdit{RemoveFamily: f}
+	if next, changed, err := edit.ApplyTo(s.Config); err != nil {
+		return nil, nil, err
+	} else if changed {
+		// Reservations are not checked here: the downgrades before this
+		// step free the ones of the addresses they drop. apply checks the
+		// live document and reservations when it gets there.
+		if _, err := alloc.Compile(next, s.Prefixes()); err != nil {
+			return nil, nil, fmt.Errorf("the pool document without %s would be invalid: %w", f, err)
+		}
+		unused := all
+		if len(unused) == 0 {
+			// No ServiceCIDR of f is left (the pools list addresses
+			// outside every range): nothing can hold one.
+			unused = []string{familyWide(f)}
+		}
+		steps = append(steps, Step{Action: ActEditPools, Pools: edit, Unused: unused,
+			Description: fmt.Sprintf("once no Service holds an %s address: remove the %s entries from the pools (and pools left empty)", f, f)})
+	}
+	return append(steps, cidrSteps...), notes, nil
+}
+
+// shrunkName is the replacement of a dual-stack ServiceCIDR that keeps only
+// family f: deterministic, so a re-run finds it.
+func shrunkName(name string, f corev1.IPFamily) string {
+	n := name + "-" + strings.ToLower(string(f))
+	if len(n) > 253 {
+		n = n[len(n)-253:]
+		n = strings.TrimLeft(n, "-.")
+	}
+	return n
+}
+
+func familyWide(f corev1.IPFamily) string {
+	if f == corev1.IPv4Protocol {
+		return "0.0.0.0/0"
+	}
+	return "::/0"
+}
+
+// firstFreeAfterBand is the lowest address of p above its KEP-3070 static
+// band (the part the apiserver's own dynamic allocation prefers, so a
+// Service placed there does not take a pool's address) that nobody holds.
+// The search is bounded by len(held): it stops at the first free address.
+func firstFreeAfterBand(p netip.Prefix, held map[netip.Addr]string) (netip.Addr, bool) {
+	r := alloc.RangeFromPrefix(p.Masked())
+	a := r.From.Next()
+	if band, ok := alloc.StaticBand(p); ok {
+		a = band.To.Next()
+	}
+	last := r.To
+	if p.Addr().Is4() {
+		last = last.Prev() // broadcast
+	}
+	for ; a.IsValid() && !last.Less(a); a = a.Next() {
+		if held[a] == "" {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // offsetIn maps ip's offset from the start of from onto to. ok is false when
@@ -806,6 +934,17 @@ func planReplacePrimary(s *Snapshot, o Options) (*Plan, error) {
 			}
 			if !ok {
 				kept = false
+				// The address is chosen here rather than left to the
+				// apiserver: its allocator takes the first ready
+				// ServiceCIDR of the family in no fixed order, so with
+				// another range of the family (an extend, an earlier
+				// replacement) the Service would land outside --cidr.
+				if b, found := firstFreeAfterBand(o.CIDR, held); found {
+					held[b] = key(svc)
+					why[len(why)-1] += fmt.Sprintf(", %s instead, the first free address above its static band", b)
+					c.NewClusterIPs = append(c.NewClusterIPs, b.String())
+					continue
+				}
 				c.NewClusterIPs = append(c.NewClusterIPs, "")
 				continue
 			}

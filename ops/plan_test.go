@@ -3,6 +3,7 @@ package ops
 import (
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -297,8 +298,11 @@ func TestPlanReplacePrimary(t *testing.T) {
 	}
 	check("a/a", Recreate, []string{"10.100.0.10"}, true)
 	check("a/b", Recreate, []string{"10.100.3.7", "fd00:10:96::7"}, true)
-	check("a/blocked", Recreate, []string{""}, false)
-	check("a/far", Recreate, []string{""}, false)
+	// Offsets not kept: the first free addresses after the new range's
+	// static band (10.100.0.1-10.100.1.0), never left to the apiserver,
+	// which could pick another ready range of the family.
+	check("a/blocked", Recreate, []string{"10.100.1.1"}, false)
+	check("a/far", Recreate, []string{"10.100.1.2"}, false)
 	check("default/kubernetes", RecreateManually, nil, false)
 	if !strings.Contains(got["a/blocked"].Note, "held by b/squatter") || !strings.Contains(got["a/far"].Note, "outside 10.100.0.0/17") {
 		t.Errorf("notes: %q / %q", got["a/blocked"].Note, got["a/far"].Note)
@@ -408,5 +412,140 @@ func TestPoolEditIdempotent(t *testing.T) {
 	}
 	if _, _, err := (&PoolEdit{Drain: []string{"nope"}}).ApplyTo(once); err == nil {
 		t.Error("draining an unknown pool accepted")
+	}
+}
+
+// TestPlanDualToSingleRemovesFamily: after the downgrades, the removed
+// family leaves the pools (gated on no Service holding one of its
+// addresses), a ServiceCIDR of only that family is deleted, a dual-stack one
+// is replaced by one with the remaining ranges (ranges cannot be edited)
+// and then deleted, the default one is left to the operator, a Terminating
+// one to the controller. Both directions, both primaries.
+func TestPlanDualToSingleRemovesFamily(t *testing.T) {
+	for _, tc := range []struct {
+		name                      string
+		def                       []string
+		extraOnly, extraDual      []string
+		remove                    corev1.IPFamily
+		doc                       string
+		wantPools                 alloc.FamilyAddresses
+		wantKeep, wantUnusedOnDel []string
+	}{
+		{
+			name: "IPv4 primary, remove IPv6", def: []string{"10.96.0.0/16", "fd00:10:96::/108"},
+			extraOnly: []string{"fd00:20::/108"}, extraDual: []string{"10.97.0.0/24", "fd00:30::/108"}, remove: corev1.IPv6Protocol,
+			doc: `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: general
+pools:
+- name: general
+  addresses:
+    ipv4: [10.96.0.1-10.96.1.0]
+    ipv6: [fd00:10:96::1-fd00:10:96::100]
+- name: v6only
+  addresses:
+    ipv6: [fd00:20::1-fd00:20::10]
+`,
+			wantPools: alloc.FamilyAddresses{IPv4: []string{"10.96.0.1-10.96.1.0"}}, wantKeep: []string{"10.97.0.0/24"}, wantUnusedOnDel: []string{"fd00:30::/108"},
+		},
+		{
+			name: "IPv6 primary, remove IPv4", def: []string{"fd00:10:96::/108", "10.96.0.0/16"},
+			extraOnly: []string{"10.98.0.0/24"}, extraDual: []string{"fd00:30::/108", "10.97.0.0/24"}, remove: corev1.IPv4Protocol,
+			doc: `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: general
+pools:
+- name: general
+  addresses:
+    ipv4: [10.96.0.1-10.96.1.0]
+    ipv6: [fd00:10:96::1-fd00:10:96::100]
+- name: v4only
+  addresses:
+    ipv4: [10.98.0.1-10.98.0.10]
+`,
+			wantPools: alloc.FamilyAddresses{IPv6: []string{"fd00:10:96::1-fd00:10:96::100"}}, wantKeep: []string{"fd00:30::/108"}, wantUnusedOnDel: []string{"10.97.0.0/24"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			terminating := scidr("going", tc.extraOnly[0])
+			terminating.Name = "a-going"
+			now := metav1.Now()
+			terminating.DeletionTimestamp = &now
+			cidrs := []networkingv1.ServiceCIDR{scidr("kubernetes", tc.def...), terminating, scidr("dual", tc.extraDual...), scidr("only", tc.extraOnly...)}
+			s := snapshot(t, tc.doc, cidrs)
+			p, err := BuildPlan(s, DualToSingle, Options{Family: tc.remove})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []Action{ActEditPools, ActCreateServiceCIDR, ActWaitReady, ActDeleteServiceCIDR, ActDeleteServiceCIDR}
+			if !reflect.DeepEqual(actions(p), want) {
+				t.Fatalf("steps %v, want %v", actions(p), want)
+			}
+			next, _, err := p.Steps[0].Pools.ApplyTo(s.Config)
+			if err != nil || len(next.Pools) != 1 || !slices.Equal(next.Pools[0].Addresses.IPv4, tc.wantPools.IPv4) || !slices.Equal(next.Pools[0].Addresses.IPv6, tc.wantPools.IPv6) || next.DefaultPool != "general" {
+				t.Errorf("pools after the edit: %+v %v", next, err)
+			}
+			// Gated on every range of the family, the default's included.
+			if u := p.Steps[0].Unused; len(u) != 3 || u[0] != tc.def[1] {
+				t.Errorf("pool step gated on %v", u)
+			}
+			if c := p.Steps[1].ServiceCIDR; c.Name != "dual-"+strings.ToLower(string(otherFamily(tc.remove))) || !reflect.DeepEqual(c.CIDRs, tc.wantKeep) {
+				t.Errorf("replacement %+v", c)
+			}
+			if d := p.Steps[3]; d.ServiceCIDR.Name != "dual" || !reflect.DeepEqual(d.Unused, tc.wantUnusedOnDel) {
+				t.Errorf("delete %+v", d)
+			}
+			if d := p.Steps[4]; d.ServiceCIDR.Name != "only" || !reflect.DeepEqual(d.Unused, tc.extraOnly) {
+				t.Errorf("delete %+v", d)
+			}
+			if !strings.Contains(strings.Join(p.Notes, "\n"), "ServiceCIDR kubernetes keeps "+tc.def[1]) {
+				t.Errorf("notes %v", p.Notes)
+			}
+			// After a partial run (replacement created, pools edited, the
+			// dual one Terminating) only the remaining delete is left.
+			s.Config = next
+			s.ServiceCIDRs[2].DeletionTimestamp = &now
+			s.ServiceCIDRs = append(s.ServiceCIDRs, scidr("dual-"+strings.ToLower(string(otherFamily(tc.remove))), tc.wantKeep...))
+			p, err = BuildPlan(s, DualToSingle, Options{Family: tc.remove})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(actions(p), []Action{ActDeleteServiceCIDR}) || p.Steps[0].ServiceCIDR.Name != "only" {
+				t.Errorf("re-plan: %v", actions(p))
+			}
+		})
+	}
+	// A replacement name taken by an object with other ranges is refused.
+	s := snapshot(t, "", []networkingv1.ServiceCIDR{scidr("kubernetes", "10.96.0.0/16", "fd00:10:96::/108"), scidr("dual", "10.97.0.0/24", "fd00:30::/108"), scidr("dual-ipv4", "10.99.0.0/24")})
+	if _, err := BuildPlan(s, DualToSingle, Options{Family: "IPv6"}); err == nil || !strings.Contains(err.Error(), "shrinking ServiceCIDR dual") {
+		t.Errorf("taken replacement name: %v", err)
+	}
+}
+
+func TestFirstFreeAfterBand(t *testing.T) {
+	h := func(ips ...string) map[netip.Addr]string {
+		m := map[netip.Addr]string{}
+		for _, ip := range ips {
+			m[netip.MustParseAddr(ip)] = "x/y"
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		prefix string
+		held   map[netip.Addr]string
+		want   string // "" = none
+	}{
+		{"10.100.0.0/20", h(), "10.100.1.1"},                           // band 10.100.0.1-10.100.1.0
+		{"10.100.0.0/20", h("10.100.1.1", "10.100.1.2"), "10.100.1.3"}, // held ones skipped
+		{"10.0.0.0/28", h("10.0.0.1"), "10.0.0.2"},                     // no band: from the first host
+		{"10.0.0.0/30", h("10.0.0.1", "10.0.0.2"), ""},                 // full (network and broadcast never)
+		{"fd00::/108", h(), "fd00::101"},                               // band fd00::1-fd00::100
+		{"fd00::/124", h("fd00::1"), "fd00::2"},
+		{"fd00::/126", h("fd00::1", "fd00::2", "fd00::3"), ""},
+	} {
+		got, ok := firstFreeAfterBand(netip.MustParsePrefix(tc.prefix), tc.held)
+		if (tc.want == "") == ok || ok && got.String() != tc.want {
+			t.Errorf("%s: %v %v, want %q", tc.prefix, got, ok, tc.want)
+		}
 	}
 }

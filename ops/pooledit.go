@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 )
 
@@ -29,6 +31,9 @@ type PoolEdit struct {
 	// RemoveWithin drops every address and exclude entry lying wholly
 	// inside this prefix, and every pool left without addresses.
 	RemoveWithin string `json:"removeWithin,omitempty"`
+	// RemoveFamily drops every address and exclude entry of this family, and
+	// every pool left without addresses (dual-to-single).
+	RemoveFamily corev1.IPFamily `json:"removeFamily,omitempty"`
 }
 
 // ApplyTo returns the document after the edit (cur is not modified) and
@@ -91,33 +96,49 @@ func (e *PoolEdit) ApplyTo(cur *alloc.PoolConfig) (*alloc.PoolConfig, bool, erro
 		if err != nil {
 			return nil, false, fmt.Errorf("removeWithin: %w", err)
 		}
-		inside := func(entry string) bool {
-			r, err := alloc.ParseRange(entry)
-			return err == nil && within.Contains(r.From) && within.Contains(r.To)
+		if dropEntries(next, func(r alloc.Range) bool { return within.Contains(r.From) && within.Contains(r.To) }) {
+			changed = true
 		}
-		kept := next.Pools[:0]
-		for _, p := range next.Pools {
-			n := len(p.Addresses.IPv4) + len(p.Addresses.IPv6) + len(p.Exclude)
-			p.Addresses.IPv4 = slices.DeleteFunc(p.Addresses.IPv4, inside)
-			p.Addresses.IPv6 = slices.DeleteFunc(p.Addresses.IPv6, inside)
-			p.Exclude = slices.DeleteFunc(p.Exclude, inside)
-			if len(p.Addresses.IPv4)+len(p.Addresses.IPv6)+len(p.Exclude) != n {
-				changed = true
-			}
-			if len(p.Addresses.IPv4)+len(p.Addresses.IPv6) == 0 {
-				if next.DefaultPool == p.Name {
-					next.DefaultPool = ""
-				}
-				changed = true
-				continue
-			}
-			kept = append(kept, p)
+	}
+	if e.RemoveFamily != "" {
+		if dropEntries(next, func(r alloc.Range) bool { return alloc.FamilyOf(r.From) == e.RemoveFamily }) {
+			changed = true
 		}
-		next.Pools = kept
 	}
 	if e.DefaultPool != "" && next.DefaultPool != e.DefaultPool {
 		next.DefaultPool = e.DefaultPool
 		changed = true
 	}
 	return next, changed, nil
+}
+
+// dropEntries removes the address and exclude entries for which drop is true,
+// and the pools left without addresses (clearing defaultPool when it names
+// one of them). Unparsable entries are kept: Compile reports them.
+func dropEntries(c *alloc.PoolConfig, drop func(alloc.Range) bool) bool {
+	pred := func(entry string) bool {
+		r, err := alloc.ParseRange(entry)
+		return err == nil && drop(r)
+	}
+	changed := false
+	kept := c.Pools[:0]
+	for _, p := range c.Pools {
+		n := len(p.Addresses.IPv4) + len(p.Addresses.IPv6) + len(p.Exclude)
+		p.Addresses.IPv4 = slices.DeleteFunc(p.Addresses.IPv4, pred)
+		p.Addresses.IPv6 = slices.DeleteFunc(p.Addresses.IPv6, pred)
+		p.Exclude = slices.DeleteFunc(p.Exclude, pred)
+		if len(p.Addresses.IPv4)+len(p.Addresses.IPv6)+len(p.Exclude) != n {
+			changed = true
+		}
+		if len(p.Addresses.IPv4)+len(p.Addresses.IPv6) == 0 {
+			if c.DefaultPool == p.Name {
+				c.DefaultPool = ""
+			}
+			changed = true
+			continue
+		}
+		kept = append(kept, p)
+	}
+	c.Pools = kept
+	return changed
 }

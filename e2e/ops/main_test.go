@@ -109,10 +109,22 @@ func (c *cluster) service(ns, name string, policy corev1.IPFamilyPolicy, familie
 	if len(ips) > 0 {
 		s.Spec.ClusterIP, s.Spec.ClusterIPs = ips[0], ips
 	}
-	got, err := c.env.Client.CoreV1().Services(ns).Create(c.ctx, s, metav1.CreateOptions{})
-	if err != nil {
-		c.t.Fatalf("create %s/%s: %v", ns, name, err)
-	}
+	// A ServiceCIDR that apply reported Ready may not be served by the
+	// apiserver's allocators yet (they follow it through an informer): an
+	// address in it is refused as "does not match the current range" until
+	// they catch up.
+	var got *corev1.Service
+	c.waitFor("create "+ns+"/"+name, func() (bool, string) {
+		var err error
+		got, err = c.env.Client.CoreV1().Services(ns).Create(c.ctx, s, metav1.CreateOptions{})
+		if err != nil && len(ips) > 0 && strings.Contains(err.Error(), "does not match the current range") {
+			return false, err.Error()
+		}
+		if err != nil {
+			c.t.Fatalf("create %s/%s: %v", ns, name, err)
+		}
+		return true, ""
+	})
 	return got
 }
 
