@@ -3,6 +3,7 @@ package convert
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -143,16 +144,80 @@ func TestKRMExecFunction(t *testing.T) {
 	}
 }
 
+// tool finds an external program these tests drive: $env, else the file
+// under ../.k8s-bin that e2e/bin/install.sh links (rel), else $PATH (name).
+// Without it the test skips — or fails under E2E_REQUIRED=1, as in `make
+// test`, so that CI cannot go green by skipping.
+func tool(t *testing.T, env, name string, rel ...string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
+		return p
+	}
+	for _, r := range rel {
+		if p, err := filepath.Abs(filepath.Join("..", ".k8s-bin", r)); err == nil {
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil && name != "helm" { // helm on $PATH may be either major
+		return p
+	}
+	msg := fmt.Sprintf("%s not found ($%s, ../.k8s-bin/%s): run e2e/bin/install.sh", name, env, strings.Join(rel, ", ../.k8s-bin/"))
+	if os.Getenv("E2E_REQUIRED") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
 // TestHelmPostRenderer renders a small chart with legacy Services through
-// `helm template --post-renderer` using the helm the e2e tooling builds.
+// the real helm of both majors: Helm 3 runs an executable given as
+// --post-renderer; Helm 4 runs only post-renderer plugins, so there it is
+// the plugin in ../plugins/dualstack-convert, installed from the repository
+// path and found by its name.
 func TestHelmPostRenderer(t *testing.T) {
-	helm, err := filepath.Abs(filepath.Join("..", ".k8s-bin", "current", "helm"))
+	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(helm); err != nil {
-		t.Skipf("helm not available at %s (built by e2e/bin/install.sh): %v", helm, err)
+	for _, major := range []string{"3", "4"} {
+		t.Run("helm"+major, func(t *testing.T) {
+			if major == "3" {
+				testHelmPostRenderer(t, tool(t, "HELM", "helm", "current/helm"), nil, self)
+				return
+			}
+			helm := tool(t, "HELM4", "helm", "extra/helm4")
+			// The plugin runs `dualstack-webhook convert` from $PATH: this
+			// test binary under that name acts as the CLI (asCLI).
+			bin := t.TempDir()
+			if err := os.Symlink(self, filepath.Join(bin, "dualstack-webhook")); err != nil {
+				t.Fatal(err)
+			}
+			env := []string{"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH"), "HELM_DATA_HOME=" + t.TempDir()}
+			plugin, err := filepath.Abs(filepath.Join("..", "plugins", "dualstack-convert"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			install := exec.Command(helm, "plugin", "install", plugin)
+			install.Env = append(os.Environ(), env...)
+			if out, err := install.CombinedOutput(); err != nil {
+				t.Fatalf("helm plugin install %s: %v\n%s", plugin, err, out)
+			}
+			list := exec.Command(helm, "plugin", "list")
+			list.Env = install.Env
+			if out, err := list.CombinedOutput(); err != nil || !strings.Contains(string(out), "postrenderer/v1") {
+				t.Fatalf("helm plugin list: %v\n%s", err, out)
+			}
+			testHelmPostRenderer(t, helm, env, "dualstack-convert")
+		})
 	}
+}
+
+// testHelmPostRenderer runs `helm template --post-renderer renderer` (an
+// executable for Helm 3, a plugin name for Helm 4) with env added.
+func testHelmPostRenderer(t *testing.T, helm string, env []string, renderer string) {
+	t.Helper()
 	chart := t.TempDir()
 	write := func(name, content string) {
 		t.Helper()
@@ -186,14 +251,17 @@ metadata:
 data:
   family: {{ .Values.family | quote }}
 `)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	run := func(extra ...string) (string, string, error) {
-		args := append([]string{"template", "rel", chart, "--post-renderer", self, "--post-renderer-args", "convert"}, extra...)
+		// Helm 3 passes the executable the args as given; the plugin's
+		// command already says convert.
+		args := []string{"template", "rel", chart, "--post-renderer", renderer}
+		if env == nil {
+			args = append(args, "--post-renderer-args", "convert")
+		}
+		args = append(args, extra...)
 		cmd := exec.Command(helm, args...)
 		cmd.Env = append(os.Environ(), asCLI+"=1", "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+		cmd.Env = append(cmd.Env, env...)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
@@ -229,30 +297,12 @@ data:
 	}
 }
 
-// findKustomize locates a standalone kustomize (v5 has --enable-exec;
-// kubectl's embedded one does not expose it): $KUSTOMIZE, the e2e tool
-// directory, then $PATH.
-func findKustomize() (string, bool) {
-	if p := os.Getenv("KUSTOMIZE"); p != "" {
-		return p, true
-	}
-	if p, err := filepath.Abs(filepath.Join("..", ".k8s-bin", "current", "kustomize")); err == nil {
-		if _, err := os.Stat(p); err == nil {
-			return p, true
-		}
-	}
-	p, err := exec.LookPath("kustomize")
-	return p, err == nil
-}
-
 // TestKustomizeBuild runs a real `kustomize build --enable-alpha-plugins
-// --enable-exec` with convert configured as an exec transformer.
+// --enable-exec` with convert configured as an exec transformer. kustomize
+// v5 is built by e2e/bin/install.sh (kubectl's embedded kustomize has no
+// --enable-exec).
 func TestKustomizeBuild(t *testing.T) {
-	kustomize, ok := findKustomize()
-	if !ok {
-		t.Skip("no kustomize binary ($KUSTOMIZE, ../.k8s-bin/current/kustomize or $PATH); " +
-			"e.g. GOBIN=/tmp/kbin go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1 && KUSTOMIZE=/tmp/kbin/kustomize go test ./convert")
-	}
+	kustomize := tool(t, "KUSTOMIZE", "kustomize", "extra/kustomize")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -352,14 +402,7 @@ func TestBinary(t *testing.T) {
 		t.Errorf("stderr %q", got)
 	}
 
-	helm, err := filepath.Abs(filepath.Join("..", ".k8s-bin", "current", "helm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(helm); err != nil {
-		t.Logf("helm not available at %s: post-renderer run with the real binary skipped", helm)
-		return
-	}
+	helm := tool(t, "HELM", "helm", "current/helm")
 	chart := t.TempDir()
 	for name, content := range map[string]string{
 		"Chart.yaml":             "apiVersion: v2\nname: legacy\nversion: 0.1.0\n",
