@@ -163,7 +163,11 @@ func tool(t *testing.T, env, name string, rel ...string) string {
 	if p, err := exec.LookPath(name); err == nil && name != "helm" { // helm on $PATH may be either major
 		return p
 	}
-	msg := fmt.Sprintf("%s not found ($%s, ../.k8s-bin/%s): run e2e/bin/install.sh", name, env, strings.Join(rel, ", ../.k8s-bin/"))
+	what := name
+	if len(rel) > 0 {
+		what = filepath.Base(rel[0])
+	}
+	msg := fmt.Sprintf("%s not found ($%s, ../.k8s-bin/%s): run e2e/bin/install.sh", what, env, strings.Join(rel, ", ../.k8s-bin/"))
 	if os.Getenv("E2E_REQUIRED") == "1" {
 		t.Fatal(msg)
 	}

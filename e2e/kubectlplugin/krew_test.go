@@ -31,6 +31,7 @@ type krewManifest struct {
 		Version          string `json:"version"`
 		Homepage         string `json:"homepage"`
 		ShortDescription string `json:"shortDescription"`
+		Description      string `json:"description"`
 		Platforms        []struct {
 			Selector struct {
 				MatchLabels map[string]string `json:"matchLabels"`
@@ -75,7 +76,7 @@ func installWithKrewManifest(t *testing.T) string {
 		t.Fatalf("manifest: %v\n%s", err, raw)
 	}
 	if m.APIVersion != "krew.googlecontainertools.github.com/v1alpha2" || m.Kind != "Plugin" ||
-		m.Metadata.Name != "dualstack" || m.Spec.Version != version || m.Spec.ShortDescription == "" ||
+		m.Metadata.Name != "dualstack" || m.Spec.Version != version || m.Spec.ShortDescription == "" || m.Spec.Description == "" ||
 		!strings.HasPrefix(m.Spec.Homepage, "https://") {
 		t.Fatalf("manifest header wrong:\n%s", raw)
 	}

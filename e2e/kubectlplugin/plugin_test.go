@@ -163,9 +163,18 @@ func TestKubectlDualstack(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(out), &st2); err != nil || st2.Namespace != webhookNS {
 			t.Errorf("-o yaml: %v, namespace %q\n%s", err, st2.Namespace, out)
 		}
-		// Without -n the default namespace has no pools ConfigMap.
-		if _, _, err := run("", "dualstack", "status", "--context", "real"); err == nil {
-			t.Errorf("status without -n found a pools ConfigMap in the default namespace")
+		// Without -n: the default namespace, which has no pools ConfigMap,
+		// so the implicit pool.
+		out, _, err = run("", "dualstack", "status", "--context", "real", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st3 ops.Status
+		if err := json.Unmarshal([]byte(out), &st3); err != nil {
+			t.Fatal(err)
+		}
+		if st3.Namespace != "dualstack-webhook" || len(st3.Pools) != 1 || st3.Pools[0].Name != alloc.StaticBandPool {
+			t.Errorf("status without -n: namespace %q, pools %+v; want dualstack-webhook with the implicit pool", st3.Namespace, st3.Pools)
 		}
 	})
 
