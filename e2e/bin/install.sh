@@ -95,8 +95,8 @@ install_extra() {
 
 extras() {
 	install_extra kustomize kustomize sigs.k8s.io/kustomize/kustomize/v5
-	# helm4 beside helm (v3): the chart and convert's post-renderer are tested
-	# with both majors. Its .Capabilities default follows the client-go it is
+	# helm4 beside helm (v3): convert's post-renderer is tested with both
+	# majors (the Helm 4 one is a plugin). Its .Capabilities default follows the client-go it is
 	# built with, so unlike v3 it needs no -X for the Kubernetes version.
 	install_extra helm4 helm4 helm.sh/helm/v4/cmd/helm \
 		"-s -w -X helm.sh/helm/v4/internal/version.version=$HELM4_VERSION"
