@@ -19,7 +19,7 @@ vet: ## go vet + gofmt check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 # Phases of `make test`, run in order, each timed (append a phase here).
-TEST_PHASES := vet unit chart e2e
+TEST_PHASES := vet unit chart tools e2e
 
 test: ## everything CI runs: vet, unit, e2e (which installs its binaries first), each phase timed
 	@for phase in $(TEST_PHASES); do \
@@ -45,15 +45,20 @@ bench: ## benchmarks (figures are ratios against a baseline measured in the same
 
 # --- end-to-end tier (e2e/: its own Go module) ---
 K8S_BIN_DIR = $(shell e2e/bin/install.sh --print-dir)
+EXTRA_BIN_DIR = $(shell e2e/bin/install.sh --print-extra-dir)
 E2E_ENV = KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) E2E_WEBHOOK_BIN=$(CURDIR)/$(BIN)
 IP_FAMILY ?= dual
 
-.PHONY: e2e-bin e2e grid e2e-kind chart pinning ops-e2e bench-defaulting
+.PHONY: e2e-bin e2e grid e2e-kind chart tools pinning ops-e2e bench-defaulting
 
 chart: e2e-bin ## helm lint --strict, golden helm template (go test ./charts -update rewrites), invariants; helm required
 	E2E_REQUIRED=1 HELM=$(K8S_BIN_DIR)/helm $(GO) test -count=1 ./charts
 
-e2e-bin: ## build etcd, kube-apiserver, kubectl, kube-controller-manager, helm into .k8s-bin/ (cold ~7 min; warm: no-op)
+tools: e2e-bin ## convert through the real tools: kustomize build (KRM exec function), helm 3 and helm 4 (plugin) post-renderers; required
+	set -o pipefail && E2E_REQUIRED=1 KUSTOMIZE=$(EXTRA_BIN_DIR)/kustomize HELM=$(K8S_BIN_DIR)/helm HELM4=$(EXTRA_BIN_DIR)/helm4 \
+		$(GO) test -count=1 -run '^(TestKustomizeBuild|TestHelmPostRenderer|TestBinary)$$' -v ./convert 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)'
+
+e2e-bin: ## build etcd, kube-apiserver, kubectl, kube-controller-manager, helm (+ kustomize, helm4) into .k8s-bin/ (cold ~7 min; warm: no-op)
 	e2e/bin/install.sh
 
 e2e: e2e-bin build ## e2e suites against a real kube-apiserver + etcd (fail, never skip, without binaries)

@@ -13,7 +13,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/dualstack-webhook/dualstack-webhook/convert"
@@ -47,7 +50,12 @@ func main() {
 	// second signal kills at once because stop() restores the default.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	go func() { <-ctx.Done(); stop() }()
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	var code int
+	if isKubectlPlugin(os.Args[0]) {
+		code = runPlugin(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	} else {
+		code = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}
 	stop()
 	os.Exit(code)
 }
@@ -94,4 +102,44 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-14s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'dualstack-webhook <command> --help' for its flags.")
+}
+
+// pluginName is the file name under which kubectl finds the binary as a
+// plugin: `kubectl dualstack ...` runs kubectl-dualstack (docs/kubectl-plugin.md).
+const pluginName = "kubectl-dualstack"
+
+// pluginCommands are the commands an operator runs through kubectl; serve
+// is the webhook itself and has no place there.
+var pluginCommands = []string{"apply", "convert", "plan", "status"}
+
+func isKubectlPlugin(argv0 string) bool {
+	return strings.TrimSuffix(filepath.Base(argv0), ".exe") == pluginName
+}
+
+// runPlugin is run as kubectl's plugin: the same commands and flags (ops
+// takes kubectl's --kubeconfig, --context, -n and -o), minus serve.
+func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		pluginUsage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		pluginUsage(stdout)
+		return 0
+	}
+	if !slices.Contains(pluginCommands, args[0]) {
+		fmt.Fprintf(stderr, "kubectl dualstack: unknown command %q\n", args[0])
+		pluginUsage(stderr)
+		return 2
+	}
+	return run(ctx, args, stdout, stderr)
+}
+
+func pluginUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: kubectl dualstack <command> [flags]\n\ncommands:")
+	for _, n := range pluginCommands {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'kubectl dualstack <command> --help' for its flags (--kubeconfig, --context,\n-n/--namespace of the webhook, -o table|yaml|json).")
 }

@@ -85,7 +85,7 @@ func TestParseRange(t *testing.T) {
 }
 
 // TestStaticBand checks KEP-3070's formula against the worked examples of
-// the apiserver (dualstack-rules.md §5.2), computed independently here from
+// the apiserver (docs/dualstack-rules.md §5.2), computed independently here from
 // size = 2^(bits-prefix): offset = 0 if size <= 16 else min(max(16, size/16), 256).
 func TestStaticBand(t *testing.T) {
 	want := func(p netip.Prefix) int {

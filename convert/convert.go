@@ -27,7 +27,7 @@ type Converter struct {
 	// translationFamilies).
 	Families []corev1.IPFamily
 	// DropOnly removes spec.ipFamily without writing ipFamilyPolicy or
-	// ipFamilies: the UPDATE rule of dualstack-rules.md §3.5 for manifests
+	// ipFamilies: the UPDATE rule of docs/dualstack-rules.md §3.5 for manifests
 	// of Services that already exist on a 1.20+ cluster. Those Services
 	// kept the family the field chose (the apiserver rebuilt it from the
 	// clusterIP), and one upgraded to dual-stack since would be downgraded
@@ -367,7 +367,7 @@ func (c *Converter) service(svc *yaml.Node, prefix string, at location, diags *[
 			report(prefix+"spec.ipFamily", "policy engine returned no families", SeverityError)
 			return nil
 		}
-		// The translation of dualstack-rules.md §3.5, and only it: the
+		// The translation of docs/dualstack-rules.md §3.5, and only it: the
 		// engine has checked that ipFamily agrees with clusterIP and
 		// ipFamilies, so Families[0] is the legacy value. Families the
 		// apiserver would default are not written: the manifest stays

@@ -3,6 +3,8 @@ package convert
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,11 +21,15 @@ const asCLI = "DUALSTACK_WEBHOOK_CONVERT_TEST_CLI"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(asCLI) == "1" {
+		// Like the real binary, only `convert` converts: a caller that
+		// forgot the subcommand (a plugin manifest, a kustomize function
+		// config) must fail here as it would there.
 		args := os.Args[1:]
-		if len(args) > 0 && args[0] == "convert" {
-			args = args[1:]
+		if len(args) == 0 || args[0] != "convert" {
+			fmt.Fprintf(os.Stderr, "dualstack-webhook: want the convert subcommand, got %q\n", args)
+			os.Exit(2)
 		}
-		os.Exit(Main(args, os.Stdin, os.Stdout, os.Stderr))
+		os.Exit(Main(args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
 }
@@ -143,16 +149,84 @@ func TestKRMExecFunction(t *testing.T) {
 	}
 }
 
+// tool finds an external program these tests drive: $env, else the file
+// under ../.k8s-bin that e2e/bin/install.sh links (rel), else $PATH (name).
+// Without it the test skips — or fails under E2E_REQUIRED=1, as in `make
+// test`, so that CI cannot go green by skipping.
+func tool(t *testing.T, env, name string, rel ...string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
+		return p
+	}
+	for _, r := range rel {
+		if p, err := filepath.Abs(filepath.Join("..", ".k8s-bin", r)); err == nil {
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil && name != "helm" { // helm on $PATH may be either major
+		return p
+	}
+	what := name
+	if len(rel) > 0 {
+		what = filepath.Base(rel[0])
+	}
+	msg := fmt.Sprintf("%s not found ($%s, ../.k8s-bin/%s): run e2e/bin/install.sh", what, env, strings.Join(rel, ", ../.k8s-bin/"))
+	if os.Getenv("E2E_REQUIRED") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
 // TestHelmPostRenderer renders a small chart with legacy Services through
-// `helm template --post-renderer` using the helm the e2e tooling builds.
+// the real helm of both majors: Helm 3 runs an executable given as
+// --post-renderer; Helm 4 runs only post-renderer plugins, so there it is
+// the plugin in ../plugins/dualstack-convert, installed from the repository
+// path and found by its name.
 func TestHelmPostRenderer(t *testing.T) {
-	helm, err := filepath.Abs(filepath.Join("..", ".k8s-bin", "current", "helm"))
+	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(helm); err != nil {
-		t.Skipf("helm not available at %s (built by e2e/bin/install.sh): %v", helm, err)
+	for _, major := range []string{"3", "4"} {
+		t.Run("helm"+major, func(t *testing.T) {
+			if major == "3" {
+				testHelmPostRenderer(t, tool(t, "HELM", "helm", "current/helm"), nil, self)
+				return
+			}
+			helm := tool(t, "HELM4", "helm", "extra/helm4")
+			// The plugin runs `dualstack-webhook convert` from $PATH: this
+			// test binary under that name acts as the CLI (asCLI).
+			bin := t.TempDir()
+			if err := os.Symlink(self, filepath.Join(bin, "dualstack-webhook")); err != nil {
+				t.Fatal(err)
+			}
+			env := []string{"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH"), "HELM_DATA_HOME=" + t.TempDir()}
+			plugin, err := filepath.Abs(filepath.Join("..", "plugins", "dualstack-convert"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			install := exec.Command(helm, "plugin", "install", plugin)
+			install.Env = append(os.Environ(), env...)
+			if out, err := install.CombinedOutput(); err != nil {
+				t.Fatalf("helm plugin install %s: %v\n%s", plugin, err, out)
+			}
+			list := exec.Command(helm, "plugin", "list")
+			list.Env = install.Env
+			if out, err := list.CombinedOutput(); err != nil || !strings.Contains(string(out), "postrenderer/v1") {
+				t.Fatalf("helm plugin list: %v\n%s", err, out)
+			}
+			testHelmPostRenderer(t, helm, env, "dualstack-convert")
+		})
 	}
+}
+
+// testHelmPostRenderer runs `helm template --post-renderer renderer` (an
+// executable for Helm 3, a plugin name for Helm 4) with env added.
+func testHelmPostRenderer(t *testing.T, helm string, env []string, renderer string) {
+	t.Helper()
 	chart := t.TempDir()
 	write := func(name, content string) {
 		t.Helper()
@@ -186,14 +260,17 @@ metadata:
 data:
   family: {{ .Values.family | quote }}
 `)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	run := func(extra ...string) (string, string, error) {
-		args := append([]string{"template", "rel", chart, "--post-renderer", self, "--post-renderer-args", "convert"}, extra...)
+		// Helm 3 passes the executable the args as given; the plugin's
+		// command already says convert.
+		args := []string{"template", "rel", chart, "--post-renderer", renderer}
+		if env == nil {
+			args = append(args, "--post-renderer-args", "convert")
+		}
+		args = append(args, extra...)
 		cmd := exec.Command(helm, args...)
 		cmd.Env = append(os.Environ(), asCLI+"=1", "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+		cmd.Env = append(cmd.Env, env...)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
@@ -204,55 +281,73 @@ data:
 	if err != nil {
 		t.Fatalf("helm template: %v\n%s", err, stderr)
 	}
-	for _, want := range []string{
-		"kind: Service\nmetadata:\n  name: rel-web\nspec:\n  ipFamilies:\n    - IPv6\n  ipFamilyPolicy: SingleStack\n  type: LoadBalancer\n",
-		"kind: ConfigMap\n",
-		`family: "IPv6"`,
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("rendered output lacks %q:\n%s", want, out)
-		}
+	// Helm 4 re-indents what a post-renderer returns, so the documents are
+	// compared decoded.
+	type doc struct {
+		Kind     string `yaml:"kind"`
+		Metadata struct {
+			Name string `yaml:"name"`
+		} `yaml:"metadata"`
+		Spec map[string]any `yaml:"spec"`
+		Data map[string]any `yaml:"data"`
 	}
-	if strings.Contains(out, "ipFamily:") {
+	got := map[string]doc{}
+	dec := yaml.NewDecoder(strings.NewReader(out))
+	for {
+		var d doc
+		if err := dec.Decode(&d); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("helm output is not YAML: %v\n%s", err, out)
+		}
+		got[d.Kind+"/"+d.Metadata.Name] = d
+	}
+	svc := got["Service/rel-web"].Spec
+	if fmt.Sprint(svc["ipFamilies"]) != "[IPv6]" || svc["ipFamilyPolicy"] != "SingleStack" || svc["type"] != "LoadBalancer" {
+		t.Errorf("Service not converted: spec %v\n%s", svc, out)
+	}
+	if _, ok := svc["ipFamily"]; ok {
 		t.Errorf("legacy field survived:\n%s", out)
+	}
+	if cm := got["ConfigMap/rel-config"].Data; cm["family"] != "IPv6" {
+		t.Errorf("ConfigMap not passed through: data %v\n%s", cm, out)
 	}
 	// Helm keeps a post-renderer's stderr to itself unless it fails, so
 	// the rewrite warning is not expected here.
+
+	// --post-renderer-args reach convert: the Service's IPv6 against an
+	// IPv4-only cluster fails, against a dual-stack one passes.
+	if out, _, err := run("--post-renderer-args", "--service-cidrs=10.96.0.0/16"); err == nil {
+		t.Errorf("helm template with --service-cidrs of an IPv4-only cluster accepted an IPv6 Service:\n%s", out)
+	}
+	if _, stderr, err := run("--post-renderer-args", "--service-cidrs=10.96.0.0/16,fd00:10:96::/108"); err != nil {
+		t.Errorf("helm template with dual-stack --service-cidrs: %v\n%s", err, stderr)
+	}
 
 	// An invalid value fails the release instead of rendering.
 	out, stderr, err = run("--set", "family=IPv7")
 	if err == nil {
 		t.Fatalf("helm template succeeded with ipFamily IPv7:\n%s", out)
 	}
+	if env != nil {
+		// Helm 4 (4.3) discards a post-renderer plugin's stderr: only the
+		// failure itself reaches the user (docs/convert.md).
+		if !strings.Contains(stderr, `plugin "dualstack-convert" exited with error`) {
+			t.Errorf("helm's error does not name the failed plugin:\n%s", stderr)
+		}
+		return
+	}
 	if !strings.Contains(stderr, `spec.ipFamily: Invalid value: "IPv7": only the following families are allowed: IPv4, IPv6`) {
 		t.Errorf("helm's error does not carry the field error:\n%s", stderr)
 	}
 }
 
-// findKustomize locates a standalone kustomize (v5 has --enable-exec;
-// kubectl's embedded one does not expose it): $KUSTOMIZE, the e2e tool
-// directory, then $PATH.
-func findKustomize() (string, bool) {
-	if p := os.Getenv("KUSTOMIZE"); p != "" {
-		return p, true
-	}
-	if p, err := filepath.Abs(filepath.Join("..", ".k8s-bin", "current", "kustomize")); err == nil {
-		if _, err := os.Stat(p); err == nil {
-			return p, true
-		}
-	}
-	p, err := exec.LookPath("kustomize")
-	return p, err == nil
-}
-
 // TestKustomizeBuild runs a real `kustomize build --enable-alpha-plugins
-// --enable-exec` with convert configured as an exec transformer.
+// --enable-exec` with convert configured as an exec transformer. kustomize
+// v5 is built by e2e/bin/install.sh (kubectl's embedded kustomize has no
+// --enable-exec).
 func TestKustomizeBuild(t *testing.T) {
-	kustomize, ok := findKustomize()
-	if !ok {
-		t.Skip("no kustomize binary ($KUSTOMIZE, ../.k8s-bin/current/kustomize or $PATH); " +
-			"e.g. GOBIN=/tmp/kbin go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1 && KUSTOMIZE=/tmp/kbin/kustomize go test ./convert")
-	}
+	kustomize := tool(t, "KUSTOMIZE", "kustomize", "extra/kustomize")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -352,14 +447,7 @@ func TestBinary(t *testing.T) {
 		t.Errorf("stderr %q", got)
 	}
 
-	helm, err := filepath.Abs(filepath.Join("..", ".k8s-bin", "current", "helm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(helm); err != nil {
-		t.Logf("helm not available at %s: post-renderer run with the real binary skipped", helm)
-		return
-	}
+	helm := tool(t, "HELM", "helm", "current/helm")
 	chart := t.TempDir()
 	for name, content := range map[string]string{
 		"Chart.yaml":             "apiVersion: v2\nname: legacy\nversion: 0.1.0\n",

@@ -9,7 +9,7 @@ import (
 )
 
 // rewrite is the edit one legacy Service needs: drop spec.ipFamily and, in
-// its place, add what it meant (dualstack-rules.md §3.5).
+// its place, add what it meant (docs/dualstack-rules.md §3.5).
 type rewrite struct {
 	scope      *yaml.Node // the Service: its own sequences show the indent style
 	spec       *yaml.Node // the spec mapping

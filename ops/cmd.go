@@ -20,12 +20,18 @@ import (
 
 // common are the flags every operator command has.
 type common struct {
-	kubeconfig, namespace, poolsConfigMap, output string
+	kubeconfig, context, namespace, poolsConfigMap, output string
 }
 
 func (c *common) add(fs *pflag.FlagSet, output string) {
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)")
-	fs.StringVar(&c.namespace, "namespace", "", "the webhook's namespace: pools and state ConfigMaps (default: $POD_NAMESPACE, else dualstack-webhook)")
+	// --context and -n are kubectl's spellings, so that `kubectl dualstack`
+	// (the same binary as a kubectl plugin, docs/kubectl-plugin.md) takes
+	// the flags an operator types by habit. -n names the webhook's
+	// namespace, not a namespace of Services: that is where every object
+	// these commands read and write first lives.
+	fs.StringVar(&c.context, "context", "", "kubeconfig context to use (default: the current context)")
+	fs.StringVarP(&c.namespace, "namespace", "n", "", "the webhook's namespace: pools and state ConfigMaps (default: $POD_NAMESPACE, else dualstack-webhook)")
 	fs.StringVar(&c.poolsConfigMap, "pools-configmap", DefaultPoolsConfigMap, "name of the pools ConfigMap (key "+"pools.yaml"+")")
 	fs.StringVarP(&c.output, "output", "o", output, "output: table, yaml or json")
 }
@@ -39,7 +45,7 @@ func (c *common) client() (kubernetes.Interface, error) {
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = c.kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: c.context}).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}

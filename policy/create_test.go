@@ -7,7 +7,7 @@ import (
 )
 
 // Hand-written CREATE cases, each traceable to a rule of the rule book
-// (dualstack-rules.md §1) or upstream's TestCreateInitIPFields. The complete
+// (docs/dualstack-rules.md §1) or upstream's TestCreateInitIPFields. The complete
 // 560-cell grid is checked against the real apiserver's answers in
 // grid_test.go.
 func TestCreateRules(t *testing.T) {

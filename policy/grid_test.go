@@ -12,7 +12,7 @@ import (
 )
 
 // gridFile is the apiserver's own answer to every cell of the CREATE matrix
-// (dualstack-rules.md §1.3: 4 cluster shapes × 7 clusterIPs shapes × 4
+// (docs/dualstack-rules.md §1.3: 4 cluster shapes × 7 clusterIPs shapes × 4
 // policies × 5 ipFamilies), recorded from a real kube-apiserver by the e2e
 // grid generator (`make grid`). The engine must give the same outcome for
 // every cell: the same resolved fields, or the same field errors in the same

@@ -106,7 +106,7 @@ const defaultServiceCIDR = "kubernetes"
 
 // CIDRs are the cluster's service ranges: --service-cidrs, or every
 // ServiceCIDR object not being deleted (the apiserver allocates from none
-// of those, dualstack-rules.md §5.3), the default one first.
+// of those, docs/dualstack-rules.md §5.3), the default one first.
 func (w *PoolWatcher) CIDRs() ([]netip.Prefix, error) {
 	if len(w.StaticCIDRs) > 0 {
 		return w.StaticCIDRs, nil

@@ -134,7 +134,7 @@ func denialOf(err error) (errs field.ErrorList, kind, name string, ok bool) {
 			return field.ErrorList{field.Invalid(clusterIPsPath, se.clusterIPs, held.Error())}, "Service", se.name, true
 		case errors.As(se.err, &outside):
 			// The apiserver's own words (MetaAllocator ErrMismatchedNetwork,
-			// dualstack-rules.md §5.3), so kubectl shows the same text
+			// docs/dualstack-rules.md §5.3), so kubectl shows the same text
 			// whether the webhook or the apiserver refuses.
 			return field.ErrorList{field.Invalid(clusterIPsPath, se.clusterIPs,
 				fmt.Sprintf("failed to allocate IP %s: the provided network does not match the current range", outside.IP))}, "Service", se.name, true

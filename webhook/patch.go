@@ -95,7 +95,7 @@ func stateFromRaw(raw []byte) (specState, error) {
 // clusterIPs, when not nil, are the pinned addresses (primary first): they
 // are written to /spec/clusterIPs and their first one to /spec/clusterIP
 // together, because the apiserver rejects a clusterIP that is not
-// clusterIPs[0] (dualstack-rules.md §6.2).
+// clusterIPs[0] (docs/dualstack-rules.md §6.2).
 func buildPatch(raw []byte, d *policy.Decision, clusterIPs []string) (patch []byte, fields []string, err error) {
 	if d.Write == 0 && clusterIPs == nil {
 		return nil, nil, nil

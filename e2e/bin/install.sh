@@ -6,6 +6,11 @@
 #   etcd v3.7.3, kube-apiserver / kube-controller-manager / kubectl v1.37.2,
 #   helm v3.22.0
 #
+# and, in a separately keyed extra stage (see install_extra below), tools that
+# only some tests need, linked into .k8s-bin/extra/ (--print-extra-dir):
+#
+#   kustomize v5.8.2, helm4 (helm v4.3.1)
+#
 # Each comes from a committed wrapper module under e2e/bin/{etcd,k8s,helm}, so
 # the build is checksum-pinned by that module's go.sum (-mod=readonly refuses
 # anything not in it). The versions key includes a hash of the wrapper modules,
@@ -19,15 +24,19 @@
 # Usage:
 #   e2e/bin/install.sh              build what is missing, print the folder
 #   e2e/bin/install.sh --print-dir  print the folder (KUBEBUILDER_ASSETS) only
-#   e2e/bin/install.sh --check      exit 0 if installed, 1 if not; builds nothing
+#   e2e/bin/install.sh --check      exit 0 if installed (extras too), 1 if not; builds nothing
+#   e2e/bin/install.sh --print-extra-dir  print the folder of the extra tools only
 #   e2e/bin/install.sh --force      rebuild even when stamped
 #
-# Cold: ~7 min on 2 cores (kube-apiserver alone peaks at ~2.3 GB RAM).
+# Cold: ~7 min on 2 cores (kube-apiserver alone peaks at ~2.3 GB RAM), plus
+# the extra stage: kustomize + helm4 cost ~4.5 min of CPU cold (measured:
+# 177 s + 462 s wall with an empty Go build cache under a load average of ~25).
 set -euo pipefail
 
 ETCD_VERSION=v3.7.3
 K8S_VERSION=v1.37.2
 HELM_VERSION=v3.22.0
+HELM4_VERSION=v4.3.1 # the version lives in e2e/bin/helm4/go.mod; this only stamps `helm version`
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -43,6 +52,55 @@ dir="$base/$key"         # what callers use (KUBEBUILDER_ASSETS)
 store="$cache_root/$key" # where the files are
 stamp="$store/.stamp"
 binaries=(etcd kube-apiserver kube-controller-manager kubectl helm)
+extra_dir="$base/extra" # per checkout: one symlink per extra tool, into the cache
+
+# The extra stage. Each tool is keyed on its own (name + hash of its wrapper
+# module, package and ldflags) and cached beside the control-plane key, so
+# adding, bumping or dropping one never invalidates the control-plane build or
+# another extra. A stage for more tools is one more line in extras().
+#
+#   install_extra NAME WRAPPER_DIR PKG [LDFLAGS]
+#
+# WRAPPER_DIR is a committed module under e2e/bin/ whose go.mod has a `tool`
+# directive for PKG. In --check mode (extra_mode=check) it only tests.
+extra_mode=install
+extra_missing=0
+install_extra() {
+	local name=$1 mod=$2 pkg=$3 ldflags=${4:--s -w} t=$SECONDS
+	local h
+	h=$(cat "$here/$mod/go.mod" "$here/$mod/go.sum" <(echo "$pkg $ldflags") | sha256sum | cut -c1-10)
+	local xstore="$cache_root/extra/${name}_$h"
+	if [[ $extra_mode == check ]]; then
+		[[ -f "$xstore/.stamp" && -x "$xstore/$name" && "$(readlink "$extra_dir/$name" 2>/dev/null)" == "$xstore/$name" ]] ||
+			extra_missing=1
+		return 0
+	fi
+	if [[ $force -eq 1 || ! -f "$xstore/.stamp" || ! -x "$xstore/$name" ]]; then
+		echo "==> $name: building $pkg (extra stage, key ${name}_$h) ..." >&2
+		mkdir -p "$xstore"
+		rm -f "$xstore/.stamp"
+		(cd "$here/$mod" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -trimpath" \
+			go build -ldflags "$ldflags" -o "$xstore/$name.tmp" "$pkg")
+		mv -f "$xstore/$name.tmp" "$xstore/$name"
+		{
+			echo "$pkg from e2e/bin/$mod ($h)"
+			echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) with $(go version) in $((SECONDS - t))s"
+		} >"$xstore/.stamp"
+		echo "==> $name: done in $((SECONDS - t))s ($(du -h "$xstore/$name" | cut -f1))" >&2
+	fi
+	mkdir -p "$extra_dir"
+	ln -sfn "$xstore/$name" "$extra_dir/$name.tmp"
+	mv -T "$extra_dir/$name.tmp" "$extra_dir/$name"
+}
+
+extras() {
+	install_extra kustomize kustomize sigs.k8s.io/kustomize/kustomize/v5
+	# helm4 beside helm (v3): convert's post-renderer is tested with both
+	# majors (the Helm 4 one is a plugin). Its .Capabilities default follows the client-go it is
+	# built with, so unlike v3 it needs no -X for the Kubernetes version.
+	install_extra helm4 helm4 helm.sh/helm/v4/cmd/helm \
+		"-s -w -X helm.sh/helm/v4/internal/version.version=$HELM4_VERSION"
+}
 
 installed() {
 	[[ -f "$stamp" ]] || return 1
@@ -70,14 +128,20 @@ case "${1:-}" in
 	echo "$dir"
 	exit 0
 	;;
+--print-extra-dir)
+	echo "$extra_dir"
+	exit 0
+	;;
 --check)
-	installed
-	exit $?
+	installed || exit 1
+	extra_mode=check
+	extras
+	exit $extra_missing
 	;;
 --force) force=1 ;;
 "") ;;
 -h | --help)
-	sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	sed -n '2,/^set -e/{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 *)
@@ -105,6 +169,7 @@ fi
 if [[ $force -eq 0 ]] && installed; then
 	link_current
 	echo "install.sh: binaries already installed (stamp $stamp)" >&2
+	extras
 	echo "$dir"
 	exit 0
 fi
@@ -153,5 +218,6 @@ step helm helm helm.sh/helm/v3/cmd/helm "-s -w -X helm.sh/helm/v3/internal/versi
 	echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) with $(go version)"
 } >"$stamp"
 link_current
+extras
 echo "install.sh: all binaries ready in $((SECONDS - t_all))s" >&2
 echo "$dir"

@@ -18,8 +18,10 @@ import (
 	"github.com/dualstack-webhook/dualstack-webhook/e2e/grid"
 )
 
-// TestSeedExamples creates the Services of the "Validate IPv4/IPv6 dual-stack"
-// pages (/work/shared/seeds 000 and 001) through the pinning webhook: each
+// TestSeedExamples creates the Services of the Kubernetes documentation's
+// dual-stack pages ("IPv4/IPv6 dual-stack", "Validate IPv4/IPv6 dual-stack":
+// no policy, ipFamilies IPv6, PreferDualStack, a PreferDualStack LoadBalancer
+// IPv6 first) through the pinning webhook: each
 // comes back with the policy and families the pages show and with addresses
 // from the static band, the lowest free one of each family first, and the
 // reconciler binds every reservation to its Service.
