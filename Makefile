@@ -70,7 +70,7 @@ K8S_BIN_DIR = $(shell e2e/bin/install.sh --print-dir)
 E2E_ENV = KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) E2E_WEBHOOK_BIN=$(CURDIR)/$(BIN)
 IP_FAMILY ?= dual
 
-.PHONY: e2e-bin e2e grid e2e-kind chart pinning ops-e2e
+.PHONY: e2e-bin e2e grid e2e-kind chart pinning ops-e2e e2e-node
 
 chart: e2e-bin ## helm lint --strict, golden helm template (go test ./charts -update rewrites), invariants; helm required
 	E2E_REQUIRED=1 HELM=$(K8S_BIN_DIR)/helm $(GO) test -count=1 ./charts
@@ -95,6 +95,13 @@ ops-e2e: e2e-bin build ## only the status/plan/apply e2e suite (docs/operations.
 
 grid: e2e-bin ## regenerate policy/testdata/*_grid.json from real apiservers (no webhook)
 	cd e2e && $(E2E_ENV) $(GO) test -count=1 -timeout 30m -run 'Grid' ./grid -update -v
+
+e2e-node: e2e-bin image ## the chart's Pods from `make image` on a real node from parts (root: containerd, runc, CNI, kubelet, kube-proxy; e2e/node)
+	e2e/bin/install.sh --node
+	cd e2e && $(GO) vet -tags e2enode ./node/...
+	@mkdir -p e2e/_artifacts
+	set -o pipefail; $(E2E_ENV) e2e/node/run.sh $(CURDIR)/$(IMAGE_ARCHIVE) $(IMAGE) -count=1 -timeout 30m -v 2>&1 \
+		| tee $(CURDIR)/e2e/_artifacts/node-go-test.log | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'
 
 e2e-kind: ## e2e suite against a kind cluster (needs Docker): make e2e-kind IP_FAMILY=ipv4|ipv6|dual
 	e2e/kind/run.sh $(IP_FAMILY)
