@@ -139,6 +139,9 @@ func (e *env) figure(t *testing.T, format string, args ...any) {
 func (e *env) helmInstallArgs(extra ...string) []string {
 	return append([]string{"--namespace", releaseNS,
 		"--set", "image.repository=" + e.imageRepo, "--set", "image.tag=" + e.imageTag,
+		// The image is imported, never pulled: a wrong tag fails at once
+		// (ErrImageNeverPull) instead of reaching for a registry.
+		"--set", "image.pullPolicy=Never",
 		"--set", "replicaCount=3", "--wait", "--timeout", "5m"}, extra...)
 }
 
@@ -824,7 +827,8 @@ func testCertManagerMode(t *testing.T, e *env) {
 	e.must(t, e.kubectl, "apply", "--server-side", "-f", crds)
 	e.must(t, e.kubectl, "wait", "--for=condition=Established", "--timeout=60s", "crd/certificates.cert-manager.io", "crd/issuers.cert-manager.io")
 	e.must(t, e.helm, "install", release, e.chart, "--namespace", releaseNS,
-		"--set", "image.repository="+e.imageRepo, "--set", "image.tag="+e.imageTag, "--set", "certs.mode=certManager", "--wait=false")
+		"--set", "image.repository="+e.imageRepo, "--set", "image.tag="+e.imageTag, "--set", "image.pullPolicy=Never",
+		"--set", "certs.mode=certManager", "--wait=false")
 	defer e.must(t, e.helm, "uninstall", release, "--namespace", releaseNS, "--wait", "--timeout", "3m")
 	got := e.must(t, e.kubectl, "get", "-n", releaseNS, "certificates.cert-manager.io,issuers.cert-manager.io", "-o", "name")
 	if !strings.Contains(got, "certificate") || !strings.Contains(got, "issuer") {
