@@ -187,8 +187,13 @@ func testInstallReady(t *testing.T, e *env) {
 	root := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "root-probe"}, Spec: corev1.PodSpec{
 		Containers: []corev1.Container{{Name: "c", Image: e.imageRepo + ":" + e.imageTag}},
 	}}
-	if _, err := e.c.CoreV1().Pods(releaseNS).Create(ctx, root, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err == nil ||
-		!strings.Contains(err.Error(), "violates PodSecurity") {
+	// (The namespace's default ServiceAccount appears a moment after it.)
+	var err error
+	_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err = e.c.CoreV1().Pods(releaseNS).Create(ctx, root, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err == nil || !strings.Contains(err.Error(), `serviceaccount "default" not found`), nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "violates PodSecurity") {
 		t.Fatalf("a non-restricted Pod in %s: err %v, want a PodSecurity violation", releaseNS, err)
 	}
 	start := time.Now()
