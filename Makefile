@@ -20,9 +20,9 @@ vet: ## go vet + gofmt check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 # Phases of `make test`, run in order, each timed (append a phase here).
-TEST_PHASES := vet unit chart e2e
+TEST_PHASES := vet unit chart e2e e2e-node
 
-test: ## everything CI runs: vet, unit, e2e (which installs its binaries first), each phase timed
+test: ## everything CI runs: vet, unit, chart, e2e, e2e-node (root; each installs its binaries first), each phase timed
 	@for phase in $(TEST_PHASES); do \
 		start=$$(date +%s); \
 		echo "==> make $$phase"; \
