@@ -188,6 +188,22 @@ func rootfsTar(s Spec, bin []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// FullReference spells a short image name the way the kubelet asks
+// containerd for it: "dsw:e2e" is docker.io/library/dsw:e2e, "x/y:1" is
+// docker.io/x/y:1; a name whose first component is a registry (has a dot or
+// a port, or is localhost) is kept. containerd stores the name of an OCI
+// archive as written, so a short one would never match the Pod's image.
+func FullReference(name string) string {
+	first, rest, ok := strings.Cut(name, "/")
+	if ok && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		return name
+	}
+	if !ok {
+		return "docker.io/library/" + name
+	}
+	return "docker.io/" + first + "/" + rest
+}
+
 // WriteArchive writes idx as an OCI image layout in one tar: oci-layout,
 // index.json naming the image (containerd's and the OCI ref-name annotation,
 // so `ctr images import`, `kind load image-archive` and `docker load` tag it)
@@ -244,6 +260,7 @@ func WriteArchive(w io.Writer, idx v1.ImageIndex, name string, epoch time.Time) 
 	if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
 		tag = name[i+1:]
 	}
+	name = FullReference(name)
 	top := v1.IndexManifest{
 		SchemaVersion: 2,
 		MediaType:     types.OCIImageIndex,

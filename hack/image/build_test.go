@@ -230,3 +230,17 @@ func TestValidate(t *testing.T) {
 }
 
 func gzipReader(b []byte) (io.Reader, error) { return gzip.NewReader(bytes.NewReader(b)) }
+
+func TestFullReference(t *testing.T) {
+	for in, want := range map[string]string{
+		"dsw:e2e":                          "docker.io/library/dsw:e2e",
+		"team/dsw:1":                       "docker.io/team/dsw:1",
+		"ghcr.io/dualstack-webhook/dsw:v1": "ghcr.io/dualstack-webhook/dsw:v1",
+		"localhost/x/pause:e2e":            "localhost/x/pause:e2e",
+		"registry:5000/dsw:v1":             "registry:5000/dsw:v1",
+	} {
+		if got := FullReference(in); got != want {
+			t.Errorf("FullReference(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
