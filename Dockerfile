@@ -1,6 +1,11 @@
 # syntax=docker/dockerfile:1
 # dualstack-webhook image: a static Go binary on a distroless, non-root base.
 #   docker build -t dualstack-webhook:dev .
+# For users with Docker. `make image` builds the same image without any
+# container engine or base image (bin/dualstack-webhook.oci.tar: the binary at
+# the same path, USER 65532:65532, the same entrypoint, cmd and ports; its
+# /etc/passwd names only root and nonroot and it carries no CA certificates,
+# which the webhook does not need: it talks only to the in-cluster apiserver).
 # The chart runs it as `dualstack-webhook serve ...` with UID/GID 65532 and a
 # read-only root filesystem; nothing here writes to disk.
 

@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := bin/dualstack-webhook
 
-.PHONY: help build test unit bench vet fmt-check dev
+.PHONY: help build test unit bench vet fmt-check dev image
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -11,23 +11,47 @@ help: ## list targets
 build: ## build bin/dualstack-webhook
 	$(GO) build -o $(BIN) .
 
-unit: ## unit tests of the main module (race detector on)
+unit: ## unit tests of the main module (race detector on) and of the image builder
 	$(GO) test -race -count=1 ./...
+	cd hack/image && $(GO) test -count=1 ./...
 
 vet: ## go vet + gofmt check
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 # Phases of `make test`, run in order, each timed (append a phase here).
-TEST_PHASES := vet unit chart tools e2e
+TEST_PHASES := vet unit chart tools e2e e2e-node
 
-test: ## everything CI runs: vet, unit, e2e (which installs its binaries first), each phase timed
+test: ## everything CI runs: vet, unit, chart, e2e, e2e-node (root; each installs its binaries first), each phase timed
 	@for phase in $(TEST_PHASES); do \
 		start=$$(date +%s); \
 		echo "==> make $$phase"; \
 		$(MAKE) --no-print-directory $$phase || { echo "==> make $$phase FAILED after $$(( $$(date +%s) - start ))s"; exit 1; }; \
 		echo "==> make $$phase: $$(( $$(date +%s) - start ))s"; \
 	done
+
+# The image: OCI labels name the commit; every timestamp is the commit time, so
+# the same commit gives the same digest (SOURCE_DATE_EPOCH overrides).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+IMAGE_REPO ?= ghcr.io/dualstack-webhook/dualstack-webhook
+IMAGE ?= $(IMAGE_REPO):$(VERSION)
+IMAGE_ARCHIVE := bin/dualstack-webhook.oci.tar
+IMAGE_PLATFORMS := amd64 arm64
+
+image: ## bin/dualstack-webhook.oci.tar: OCI image (linux/amd64+arm64) of the static binary, no container engine, reproducible
+	@set -e; epoch=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct)}; bins=(); \
+	for arch in $(IMAGE_PLATFORMS); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -buildvcs=false -ldflags "-s -w" \
+			-o bin/linux-$$arch/dualstack-webhook . ; \
+		bins+=(-binary linux/$$arch=$(CURDIR)/bin/linux-$$arch/dualstack-webhook); \
+	done; \
+	cd hack/image && $(GO) run . -out $(CURDIR)/$(IMAGE_ARCHIVE) -name $(IMAGE) -epoch $$epoch \
+		-path /usr/local/bin/dualstack-webhook -cmd serve -user 65532:65532 -port 8443/tcp -port 8080/tcp "$${bins[@]}" \
+		-label org.opencontainers.image.source=https://github.com/dualstack-webhook/dualstack-webhook \
+		-label org.opencontainers.image.revision=$(REVISION) \
+		-label org.opencontainers.image.version=$(VERSION) \
+		-label org.opencontainers.image.title=dualstack-webhook
 
 dev: ## run the webhook on the embedded default (no cluster, self-signed TLS): go run . serve --dev
 	$(GO) run . serve --dev
@@ -49,7 +73,7 @@ EXTRA_BIN_DIR = $(shell e2e/bin/install.sh --print-extra-dir)
 E2E_ENV = KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) E2E_WEBHOOK_BIN=$(CURDIR)/$(BIN)
 IP_FAMILY ?= dual
 
-.PHONY: e2e-bin e2e grid e2e-kind chart tools pinning ops-e2e bench-defaulting
+.PHONY: e2e-bin e2e grid e2e-kind chart tools pinning ops-e2e bench-defaulting e2e-node
 
 chart: e2e-bin ## helm lint --strict, golden helm template (go test ./charts -update rewrites), invariants; helm required
 	E2E_REQUIRED=1 HELM=$(K8S_BIN_DIR)/helm $(GO) test -count=1 ./charts
@@ -81,6 +105,13 @@ bench-defaulting: e2e-bin build ## Service creates/s and p50/p99: no defaulting 
 
 grid: e2e-bin ## regenerate policy/testdata/*_grid.json from real apiservers (no webhook)
 	cd e2e && $(E2E_ENV) $(GO) test -count=1 -timeout 30m -run 'Grid' ./grid -update -v
+
+e2e-node: e2e-bin image ## the chart's Pods from `make image` on a real node from parts (root: containerd, runc, CNI, kubelet, kube-proxy; e2e/node)
+	e2e/bin/install.sh --node
+	cd e2e && $(GO) vet -tags e2enode ./node/...
+	@mkdir -p e2e/_artifacts
+	set -o pipefail; $(E2E_ENV) e2e/node/run.sh $(CURDIR)/$(IMAGE_ARCHIVE) $(IMAGE) -count=1 -timeout 30m -v 2>&1 \
+		| tee $(CURDIR)/e2e/_artifacts/node-go-test.log | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'
 
 e2e-kind: ## e2e suite against a kind cluster (needs Docker): make e2e-kind IP_FAMILY=ipv4|ipv6|dual
 	e2e/kind/run.sh $(IP_FAMILY)

@@ -37,3 +37,19 @@ modfile=$(cd "$(mktemp -d)" && go mod download -json "k8s.io/kubernetes@$version
 rm -f "$here/k8s/go.sum"
 (cd "$here/k8s" && go mod tidy)
 echo "regenerated $here/k8s/go.mod for $version"
+# The node stage's wrapper (kubelet, kube-proxy, kube-scheduler): the same
+# requirements and replaces, its own tools and go.sum.
+{
+	echo '// Wrapper module: builds the node binaries (kubelet, kube-proxy,'
+	echo '// kube-scheduler) of the same Kubernetes release as ../k8s, checksum-pinned by'
+	echo '// the go.sum beside it. Same require/replace list as ../k8s/go.mod (kept in'
+	echo '// step by ../gen-k8s-gomod.sh); a module of its own so that ../k8s and its'
+	echo '// cache key stay untouched.'
+	sed -e '1,4d' -e 's#^module .*#module github.com/dualstack-webhook/dualstack-webhook/e2e/bin/k8s-node#' \
+		-e 's#k8s.io/kubernetes/cmd/kube-apiserver#k8s.io/kubernetes/cmd/kubelet#' \
+		-e 's#k8s.io/kubernetes/cmd/kube-controller-manager#k8s.io/kubernetes/cmd/kube-proxy#' \
+		-e 's#k8s.io/kubernetes/cmd/kubectl#k8s.io/kubernetes/cmd/kube-scheduler#' "$here/k8s/go.mod"
+} >"$here/k8s-node/go.mod"
+cp "$here/k8s/go.sum" "$here/k8s-node/go.sum"
+(cd "$here/k8s-node" && go mod tidy)
+echo "regenerated $here/k8s-node/go.mod for $version"

@@ -27,6 +27,14 @@
 #   e2e/bin/install.sh --check      exit 0 if installed (extras too), 1 if not; builds nothing
 #   e2e/bin/install.sh --print-extra-dir  print the folder of the extra tools only
 #   e2e/bin/install.sh --force      rebuild even when stamped
+#   e2e/bin/install.sh --node       the node stage (make e2e-node): kubelet,
+#                                   kube-proxy, kube-scheduler of the same
+#                                   release from e2e/bin/k8s-node, keyed and
+#                                   stamped on their own, and the Debian
+#                                   packages containerd, runc,
+#                                   containernetworking-plugins, iptables
+#                                   (apt-get, as root) where missing
+#   e2e/bin/install.sh --print-node-dir / --check-node   as above, node stage
 #
 # Cold: ~7 min on 2 cores (kube-apiserver alone peaks at ~2.3 GB RAM), plus
 # the extra stage: kustomize + helm4 cost ~4.5 min of CPU cold (measured:
@@ -122,8 +130,82 @@ link_current() {
 	mv -T "$base/current.tmp" "$base/current"
 }
 
+# --- node stage: its own key, stamp and binaries, so that adding it changed
+# nothing above (the control-plane key stays as it was).
+node_hash=$(cat "$here"/k8s-node/go.mod "$here"/k8s-node/go.sum | sha256sum | cut -c1-10)
+node_key="node-k8s-${K8S_VERSION}_${node_hash}"
+node_dir="$base/$node_key"
+node_store="$cache_root/$node_key"
+node_binaries=(kubelet kube-proxy kube-scheduler)
+node_debs=(containerd runc containernetworking-plugins iptables)
+
+node_installed() {
+	[[ -f "$node_store/.stamp" ]] || return 1
+	local b
+	for b in "${node_binaries[@]}"; do
+		[[ -x "$node_store/$b" ]] || return 1
+	done
+	for b in "${node_debs[@]}"; do
+		dpkg-query -W -f '${Status}' "$b" 2>/dev/null | grep -q 'install ok installed' || return 1
+	done
+}
+
+node_stage() { # after the lock is held
+	local missing=() d b t
+	for d in "${node_debs[@]}"; do
+		dpkg-query -W -f '${Status}' "$d" 2>/dev/null | grep -q 'install ok installed' || missing+=("$d")
+	done
+	if ((${#missing[@]})); then
+		if [[ $(id -u) -ne 0 ]]; then
+			echo "install.sh: Debian packages missing: ${missing[*]} (run as root, or apt-get install them)" >&2
+			exit 1
+		fi
+		t=$SECONDS
+		echo "==> apt-get install ${missing[*]}" >&2
+		apt-get update -qq >&2
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+		echo "==> Debian packages installed in $((SECONDS - t))s" >&2
+	fi
+	mkdir -p "$node_store"
+	rm -f "$node_store/.stamp"
+	export CGO_ENABLED=0
+	export GOFLAGS="-mod=readonly -buildvcs=false -trimpath"
+	local ld="-s -w" p minor
+	minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+	done
+	for b in "${node_binaries[@]}"; do
+		if [[ $force -eq 0 && -x "$node_store/$b" ]]; then
+			continue
+		fi
+		t=$SECONDS
+		echo "==> $b: building k8s.io/kubernetes/cmd/$b ..." >&2
+		(cd "$here/k8s-node" && go build -ldflags "$ld" -o "$node_store/$b.tmp" "k8s.io/kubernetes/cmd/$b")
+		mv -f "$node_store/$b.tmp" "$node_store/$b"
+		echo "==> $b: done in $((SECONDS - t))s" >&2
+	done
+	echo "kubernetes $K8S_VERSION node binaries, wrapper $node_hash, built $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$node_store/.stamp"
+	if [[ ! -L "$node_dir" ]]; then
+		rm -rf "$node_dir"
+	fi
+	ln -sfn "$node_store" "$node_dir.tmp"
+	mv -T "$node_dir.tmp" "$node_dir"
+	echo "$node_dir"
+}
+
 force=0
+stage=control-plane
 case "${1:-}" in
+--node) stage=node ;;
+--print-node-dir)
+	echo "$node_dir"
+	exit 0
+	;;
+--check-node)
+	node_installed
+	exit $?
+	;;
 --print-dir)
 	echo "$dir"
 	exit 0
@@ -151,6 +233,21 @@ case "${1:-}" in
 esac
 
 mkdir -p "$base" "$cache_root"
+if [[ $stage == node ]]; then
+	# Its own lock: the node stage never waits for a control-plane build.
+	exec 8>"$cache_root/.lock-node"
+	if ! flock -n 8; then
+		echo "install.sh: another node-stage install is running; waiting for it..." >&2
+		flock 8
+	fi
+	if [[ $force -eq 0 ]] && node_installed; then
+		echo "install.sh: node binaries and packages already installed" >&2
+		echo "$node_dir"
+		exit 0
+	fi
+	node_stage
+	exit 0
+fi
 # Serialise concurrent installs (two engineers, two clones, make -j): the
 # second waits for the first and then finds the stamp.
 exec 9>"$cache_root/.lock"

@@ -274,6 +274,16 @@ func (w *Webhook) Running() bool {
 	}
 }
 
+// Terminate sends SIGTERM and returns at once: the process begins its
+// graceful shutdown (--shutdown-delay) while the caller keeps working. Stop
+// still waits for it.
+func (w *Webhook) Terminate() error {
+	if w == nil || w.cmd == nil || w.cmd.Process == nil {
+		return errors.New("webhook not started")
+	}
+	return w.cmd.Process.Signal(syscall.SIGTERM)
+}
+
 // Stop sends SIGTERM (graceful shutdown is part of what users get), waits up
 // to 15s, then kills. It returns the exit error unless the process ended from
 // our own signal.

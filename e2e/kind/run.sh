@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the end-to-end Service suite (e2e/services) against a kind cluster with
-# the webhook installed the way users install it: cert-manager, the image built
-# from the root Dockerfile and loaded into the nodes, the Helm chart.
+# the webhook installed the way users install it: cert-manager, the project's
+# image (`make image`: an OCI archive built without a container engine, loaded
+# with `kind load image-archive`), the Helm chart.
 #
 #   make e2e-kind IP_FAMILY=dual        # or ipv4, ipv6
 #   e2e/kind/run.sh ipv6
@@ -16,7 +17,7 @@
 #   KIND_CLUSTER_NAME     cluster name (default dsw-e2e-<family>)
 #   KEEP_CLUSTER=true     keep the cluster afterwards (default: delete it)
 #   REUSE_CLUSTER=true    use an existing cluster of that name instead of creating one
-#   IMAGE                 image to build and load (default dualstack-webhook:e2e)
+#   IMAGE                 image name to build and load (default dualstack-webhook:e2e)
 #   CERT_MANAGER_VERSION  cert-manager release (default v1.21.2)
 #   E2E_PACKAGES          Go packages of the e2e module to run (default ./services/)
 #   GO_TEST_FLAGS         extra `go test` flags (default -count=1 -v -timeout 30m)
@@ -136,9 +137,9 @@ for i in $(seq 1 60); do
 done
 phase_done
 
-phase "image $image (root Dockerfile)"
-"$DOCKER" build -t "$image" "$root"
-"$KIND" load docker-image "$image" --name "$cluster"
+phase "image $image (make image: bin/dualstack-webhook.oci.tar)"
+make -C "$root" --no-print-directory image IMAGE="$image"
+"$KIND" load image-archive "$root/bin/dualstack-webhook.oci.tar" --name "$cluster"
 phase_done
 
 chart="$root/charts/dualstack-webhook"

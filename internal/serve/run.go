@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dualstack-webhook/dualstack-webhook/certs"
@@ -70,8 +71,26 @@ func Run(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer) er
 // RunWith is Run with pre-bound listeners.
 func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer, ls Listeners) (err error) {
 	start := time.Now()
-	ctx, cancel := context.WithCancel(ctx)
+	// ctx ending (SIGTERM) starts the shutdown, during which the server
+	// keeps answering for --shutdown-delay: the certificate source, the
+	// informers and the allocator must outlive it, or a review that still
+	// arrives waits on a stopped cache until the apiserver's timeout (found
+	// on a real node: creates failed during a rolling update). They run on
+	// work, which ends only when Serve has returned.
+	signal := ctx
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	// Until the server runs, a signal still ends the start-up at once.
+	var serving atomic.Bool
+	go func() {
+		select {
+		case <-signal.Done():
+			if !serving.Load() {
+				cancel()
+			}
+		case <-ctx.Done():
+		}
+	}()
 
 	// client-go (leader election, the event broadcaster, informers) logs
 	// through klog; route it into the same structured stream. klog is
@@ -218,7 +237,11 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 		printDevBanner(stdout, ls.Webhook.Addr(), ls.Metrics, devCA)
 	}
 
-	return webhook.Serve(ctx, webhook.ServeOptions{
+	serving.Store(true)
+	if signal.Err() != nil {
+		return signal.Err()
+	}
+	return webhook.Serve(signal, webhook.ServeOptions{
 		Log:             log.Named("server"),
 		Listener:        ls.Webhook,
 		GetCertificate:  src.GetCertificate,
