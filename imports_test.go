@@ -23,19 +23,21 @@ const module = "github.com/dualstack-webhook/dualstack-webhook"
 // apiserver itself: only alloc/configmap (the store), reconcile (listers),
 // ops, certs and internal/serve (the wiring) depend on client-go.
 var importRules = map[string]importRule{
-	"policy":          {noDeps: []string{"k8s.io/client-go", "go.uber.org/zap", "github.com/prometheus"}, noStd: []string{"os", "io", "net", "net/http", "time"}},
-	"alloc":           {noDeps: []string{"k8s.io/client-go", "github.com/prometheus"}},
-	"alloc/memory":    {project: []string{"alloc"}, noDeps: []string{"k8s.io/client-go"}},
-	"alloc/storetest": {project: []string{"alloc"}, noDeps: []string{"k8s.io/client-go"}},
-	"alloc/configmap": {project: []string{"alloc"}},
-	"webhook":         {project: []string{"alloc", "policy"}, noDeps: []string{"k8s.io/client-go"}},
-	"convert":         {project: []string{"alloc", "policy"}, noDeps: []string{"k8s.io/client-go"}},
-	"reconcile":       {project: []string{"alloc"}},
-	"ops":             {project: []string{"alloc", "alloc/configmap"}},
-	"certs":           {},
-	"charts":          {}, // tests of the Helm chart only
-	"internal/serve":  {project: []string{"alloc", "alloc/configmap", "alloc/memory", "certs", "policy", "reconcile", "webhook"}},
-	"":                {project: []string{"convert", "internal/serve", "ops", "alloc", "alloc/configmap", "alloc/memory", "certs", "policy", "reconcile", "webhook"}},
+	"policy":                 {noDeps: []string{"k8s.io/client-go", "go.uber.org/zap", "github.com/prometheus"}, noStd: []string{"os", "io", "net", "net/http", "time"}},
+	"alloc":                  {noDeps: []string{"k8s.io/client-go", "github.com/prometheus"}},
+	"alloc/memory":           {project: []string{"alloc"}, noDeps: []string{"k8s.io/client-go"}},
+	"alloc/storetest":        {project: []string{"alloc"}, noDeps: []string{"k8s.io/client-go"}},
+	"alloc/configmap":        {project: []string{"alloc"}},
+	"webhook":                {project: []string{"alloc", "policy"}, noDeps: []string{"k8s.io/client-go"}},
+	"convert":                {project: []string{"alloc", "policy"}, noDeps: []string{"k8s.io/client-go"}},
+	"reconcile":              {project: []string{"alloc"}},
+	"ops":                    {project: []string{"alloc", "alloc/configmap"}},
+	"certs":                  {},
+	"charts":                 {}, // tests of the Helm chart only
+	"policy/admissionpolicy": {project: []string{"policy"}, noDeps: []string{"k8s.io/client-go", "go.uber.org/zap", "github.com/prometheus"}, noStd: []string{"os", "io", "net", "net/http", "time"}},
+	"internal/renderpolicy":  {project: []string{"policy", "policy/admissionpolicy"}, noDeps: []string{"k8s.io/client-go"}},
+	"internal/serve":         {project: []string{"alloc", "alloc/configmap", "alloc/memory", "certs", "policy", "reconcile", "webhook"}},
+	"":                       {project: []string{"convert", "internal/serve", "internal/renderpolicy", "policy/admissionpolicy", "ops", "alloc", "alloc/configmap", "alloc/memory", "certs", "policy", "reconcile", "webhook"}},
 }
 
 func TestImportRules(t *testing.T) {

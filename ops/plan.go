@@ -801,7 +801,7 @@ func planReplacePrimary(s *Snapshot, o Options) (*Plan, error) {
 	// The old ServiceCIDR objects: every one listing the old range. Their
 	// other-family ranges move into the new object too, so that the other
 	// family stays allocatable while the old object is Terminating (its
-	// allocator is not ready from the moment deletion is requested, §5.3).
+	// allocator is not ready from the moment deletion is requested, docs/dualstack-rules.md §5.3).
 	var oldObjs []string
 	cidrs := []string{o.CIDR.String()}
 	var shared []netip.Prefix
