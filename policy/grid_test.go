@@ -24,16 +24,10 @@ type gridFile struct {
 		Range string `json:"serviceClusterIPRange"`
 	} `json:"clusters"`
 	Cells []struct {
-		Cluster string `json:"cluster"`
-		Name    string `json:"name"`
-		Input   struct {
-			Policy     *string  `json:"ipFamilyPolicy"`
-			Families   []string `json:"ipFamilies"`
-			ClusterIP  string   `json:"clusterIP"`
-			ClusterIPs []string `json:"clusterIPs"`
-			Selector   bool     `json:"selector"`
-		} `json:"input"`
-		Result *struct {
+		Cluster string      `json:"cluster"`
+		Name    string      `json:"name"`
+		Input   createInput `json:"input"`
+		Result  *struct {
 			Policy            string   `json:"ipFamilyPolicy"`
 			Families          []string `json:"ipFamilies"`
 			ClusterIPFamilies []string `json:"clusterIPFamilies"`
@@ -47,6 +41,36 @@ type gridFile struct {
 			} `json:"causes"`
 		} `json:"error"`
 	} `json:"cells"`
+}
+
+// createInput is the posted spec of one CREATE grid cell.
+type createInput struct {
+	Policy     *string  `json:"ipFamilyPolicy"`
+	Families   []string `json:"ipFamilies"`
+	ClusterIP  string   `json:"clusterIP"`
+	ClusterIPs []string `json:"clusterIPs"`
+	Selector   bool     `json:"selector"`
+}
+
+// spec is the Service spec the cell posted.
+func (in createInput) spec() spec {
+	s := spec{}
+	if in.Policy != nil {
+		s["ipFamilyPolicy"] = *in.Policy
+	}
+	if in.Families != nil {
+		s["ipFamilies"] = in.Families
+	}
+	if in.ClusterIP != "" {
+		s["clusterIP"] = in.ClusterIP
+	}
+	if in.ClusterIPs != nil {
+		s["clusterIPs"] = in.ClusterIPs
+	}
+	if in.Selector {
+		s["selector"] = map[string]any{"app": "grid"}
+	}
+	return s
 }
 
 func TestCreateGridMatchesAPIServer(t *testing.T) {
@@ -71,22 +95,7 @@ func TestCreateGridMatchesAPIServer(t *testing.T) {
 	var accepted, rejected int
 	for _, cell := range g.Cells {
 		t.Run(cell.Cluster+"/"+cell.Name, func(t *testing.T) {
-			s := spec{}
-			if cell.Input.Policy != nil {
-				s["ipFamilyPolicy"] = *cell.Input.Policy
-			}
-			if cell.Input.Families != nil {
-				s["ipFamilies"] = cell.Input.Families
-			}
-			if cell.Input.ClusterIP != "" {
-				s["clusterIP"] = cell.Input.ClusterIP
-			}
-			if cell.Input.ClusterIPs != nil {
-				s["clusterIPs"] = cell.Input.ClusterIPs
-			}
-			if cell.Input.Selector {
-				s["selector"] = map[string]any{"app": "grid"}
-			}
+			s := cell.Input.spec()
 			d, err := Evaluate(Input{Families: shapeOf[cell.Cluster], Operation: Create, Object: svcJSON(t, "grid", s)})
 			if cell.Error != nil {
 				rejected++
@@ -327,22 +336,7 @@ func TestEvaluateCreateLeavesPosted(t *testing.T) {
 	}
 	var objs [][]byte
 	for _, cell := range g.Cells {
-		s := spec{}
-		if cell.Input.Policy != nil {
-			s["ipFamilyPolicy"] = *cell.Input.Policy
-		}
-		if cell.Input.Families != nil {
-			s["ipFamilies"] = cell.Input.Families
-		}
-		if cell.Input.ClusterIP != "" {
-			s["clusterIP"] = cell.Input.ClusterIP
-		}
-		if cell.Input.ClusterIPs != nil {
-			s["clusterIPs"] = cell.Input.ClusterIPs
-		}
-		if cell.Input.Selector {
-			s["selector"] = map[string]any{"app": "grid"}
-		}
+		s := cell.Input.spec()
 		objs = append(objs, svcJSON(t, "grid", s))
 		s["ipFamily"] = "IPv6"
 		objs = append(objs, svcJSON(t, "grid", s))
@@ -389,19 +383,7 @@ func TestConfiguredDefaultNeverRejects(t *testing.T) {
 		if cell.Input.Policy != nil || cell.Error != nil {
 			continue
 		}
-		s := spec{}
-		if cell.Input.Families != nil {
-			s["ipFamilies"] = cell.Input.Families
-		}
-		if cell.Input.ClusterIP != "" {
-			s["clusterIP"] = cell.Input.ClusterIP
-		}
-		if cell.Input.ClusterIPs != nil {
-			s["clusterIPs"] = cell.Input.ClusterIPs
-		}
-		if cell.Input.Selector {
-			s["selector"] = map[string]any{"app": "grid"}
-		}
+		s := cell.Input.spec() // no policy of its own: skipped above
 		for _, p := range []corev1.IPFamilyPolicy{single, prefer, require} {
 			d, err := Evaluate(Input{Families: shapes[cell.Cluster], Operation: Create, Object: svcJSON(t, "grid", s), DefaultPolicy: &p})
 			if err != nil {
