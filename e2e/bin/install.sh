@@ -186,6 +186,13 @@ node_stage() { # after the lock is held
 		echo "==> $b: done in $((SECONDS - t))s" >&2
 	done
 	echo "kubernetes $K8S_VERSION node binaries, wrapper $node_hash, built $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$node_store/.stamp"
+	link_node
+}
+
+# link_node makes this checkout's .k8s-bin/<node key> point at the cache:
+# also when the cache was filled by another clone (CI's fresh clone).
+link_node() {
+	mkdir -p "$base"
 	if [[ ! -L "$node_dir" ]]; then
 		rm -rf "$node_dir"
 	fi
@@ -242,7 +249,7 @@ if [[ $stage == node ]]; then
 	fi
 	if [[ $force -eq 0 ]] && node_installed; then
 		echo "install.sh: node binaries and packages already installed" >&2
-		echo "$node_dir"
+		link_node
 		exit 0
 	fi
 	node_stage
