@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -112,14 +113,23 @@ func NewHTTPServer(h http.Handler, log *zap.Logger) *http.Server {
 // then shuts down gracefully:
 //
 //  1. BeforeShutdown: /readyz starts failing;
-//  2. keep-alives off: idle connections close now and every in-flight
-//     response carries "Connection: close", so the apiserver, which would
-//     otherwise keep reusing its pooled connections to a terminating pod,
-//     has to reconnect through the Service to a ready replica
-//     (kubernetes#127335: "you MUST make your webhook close the connection
-//     ASAP");
+//  2. every response from now on carries "Connection: close", so each
+//     connection the apiserver reuses to this terminating pod is closed
+//     by its next answer and the apiserver reconnects through the Service
+//     to a ready replica (kubernetes#127335: "you MUST make your webhook
+//     close the connection ASAP");
 //  3. ShutdownDelay, still serving;
-//  4. Shutdown: listener closed, in-flight reviews drained.
+//  4. Shutdown: listener closed, connections still idle closed, in-flight
+//     reviews drained.
+//
+// Idle connections are deliberately not closed at step 2
+// (http.Server.SetKeepAlivesEnabled(false) would): the apiserver is still
+// picking them from its pool, and a POST it writes to a connection the
+// server closes in that instant fails with "broken pipe" and is not
+// retried, so the Service create fails. A connection answered with
+// "Connection: close" is one the client already knows not to reuse. What is
+// still idle at step 4 went unused for the whole delay, at the bottom of the
+// client's most-recently-used pool.
 //
 // It returns nil after a clean shutdown, or the first server error.
 func Serve(ctx context.Context, o ServeOptions) error {
@@ -129,7 +139,8 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if o.ShutdownTimeout == 0 {
 		o.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	srv := NewHTTPServer(o.Handler, o.Log)
+	var draining atomic.Bool
+	srv := NewHTTPServer(closeWhenDraining(o.Handler, &draining), o.Log)
 	srv.TLSConfig = TLSConfig(o.GetCertificate)
 	errc := make(chan error, 2)
 	go func() {
@@ -149,11 +160,11 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		o.Log.Error("server stopped unexpectedly", zap.Error(serveErr))
 	}
 
-	o.Log.Info("shutting down: readiness off, keep-alives off", zap.Duration("delay", o.ShutdownDelay))
+	o.Log.Info("shutting down: readiness off, answering with Connection: close", zap.Duration("delay", o.ShutdownDelay))
 	if o.BeforeShutdown != nil {
 		o.BeforeShutdown()
 	}
-	srv.SetKeepAlivesEnabled(false)
+	draining.Store(true)
 	if o.ShutdownDelay > 0 && serveErr == nil {
 		t := time.NewTimer(o.ShutdownDelay)
 		select {
@@ -179,3 +190,46 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	return err
 }
+
+// closeWhenDraining makes every answer written once draining is set carry
+// "Connection: close" (net/http then closes the connection after it),
+// including answers to reviews that were already in flight.
+func closeWhenDraining(h http.Handler, draining *atomic.Bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dw := &drainWriter{ResponseWriter: w, draining: draining}
+		h.ServeHTTP(dw, r)
+		if !dw.wroteHeader {
+			dw.markClose() // net/http writes the header after we return
+		}
+	})
+}
+
+type drainWriter struct {
+	http.ResponseWriter
+	draining    *atomic.Bool
+	wroteHeader bool
+}
+
+func (d *drainWriter) markClose() {
+	if d.draining.Load() {
+		d.Header().Set("Connection", "close")
+	}
+}
+
+func (d *drainWriter) WriteHeader(code int) {
+	if !d.wroteHeader {
+		d.wroteHeader = true
+		d.markClose()
+	}
+	d.ResponseWriter.WriteHeader(code)
+}
+
+func (d *drainWriter) Write(b []byte) (int, error) {
+	if !d.wroteHeader {
+		d.WriteHeader(http.StatusOK)
+	}
+	return d.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (d *drainWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }

@@ -81,6 +81,7 @@ func (e *serveEnv) dial(t *testing.T, cfg *tls.Config) (*conn, error) {
 
 func (c *conn) get(t *testing.T, path string) *http.Response {
 	t.Helper()
+	_ = c.c.SetReadDeadline(time.Time{}) // closedByServer may have set one
 	req, _ := http.NewRequest(http.MethodGet, "https://localhost"+path, nil)
 	if err := req.Write(c.c); err != nil {
 		t.Fatal(err)
@@ -110,21 +111,28 @@ func TestGracefulShutdownDrainsInFlightAndClosesKeepAlives(t *testing.T) {
 	started, release := make(chan struct{}), make(chan struct{})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/fast", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("fast")) })
+	mux.HandleFunc("/empty", func(http.ResponseWriter, *http.Request) {})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, _ *http.Request) {
 		close(started)
 		<-release
 		_, _ = w.Write([]byte("slow"))
 	})
-	e := startServe(t, mux, 300*time.Millisecond)
+	const delay = 400 * time.Millisecond
+	e := startServe(t, mux, delay)
 
-	idle, err := e.dial(t, nil)
-	if err != nil {
-		t.Fatal(err)
+	// reused: a pooled connection the apiserver goes on using; idle: one it
+	// leaves at the bottom of its pool; empty: answered without a body.
+	var reused, idle, empty *conn
+	for _, c := range []**conn{&reused, &idle, &empty} {
+		var err error
+		if *c, err = e.dial(t, nil); err != nil {
+			t.Fatal(err)
+		}
+		if resp := (*c).get(t, "/fast"); resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("before shutdown: status %d, close %v", resp.StatusCode, resp.Close)
+		}
 	}
-	if resp := idle.get(t, "/fast"); resp.StatusCode != 200 || resp.Close {
-		t.Fatalf("before shutdown: status %d, close %v", resp.StatusCode, resp.Close)
-	}
-	if idle.closedByServer(50 * time.Millisecond) {
+	if reused.closedByServer(50 * time.Millisecond) {
 		t.Fatal("keep-alive connection closed before shutdown")
 	}
 
@@ -139,17 +147,28 @@ func TestGracefulShutdownDrainsInFlightAndClosesKeepAlives(t *testing.T) {
 	<-started
 
 	e.cancel() // SIGTERM
-	deadline := time.Now().Add(2 * time.Second)
+	shutdownAt := time.Now()
+	deadline := shutdownAt.Add(2 * time.Second)
 	for !e.drained.Load() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if !e.drained.Load() {
 		t.Fatal("readiness was not failed on shutdown")
 	}
-	// The idle keep-alive connection is closed at once, not after the
-	// delay: the apiserver must stop reusing it (kubernetes#127335).
-	if !idle.closedByServer(200 * time.Millisecond) {
-		t.Error("idle keep-alive connection still open after shutdown began")
+	// An idle pooled connection is not closed under the client's feet: a
+	// POST written to it in that instant would fail with "broken pipe".
+	// Its next answer closes it instead.
+	if reused.closedByServer(100 * time.Millisecond) {
+		t.Fatal("idle keep-alive connection closed by the server while the client may still be writing to it")
+	}
+	if resp := reused.get(t, "/fast"); resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("reused during delay: status %d, Connection: close = %v", resp.StatusCode, resp.Close)
+	}
+	if !reused.closedByServer(200 * time.Millisecond) {
+		t.Error("connection answered with Connection: close left open")
+	}
+	if resp := empty.get(t, "/empty"); resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("empty answer during delay: status %d, Connection: close = %v", resp.StatusCode, resp.Close)
 	}
 	// During the delay the listener still accepts, and answers with
 	// Connection: close.
@@ -173,6 +192,12 @@ func TestGracefulShutdownDrainsInFlightAndClosesKeepAlives(t *testing.T) {
 	}
 	if !busy.closedByServer(time.Second) {
 		t.Error("connection of the drained request left open")
+	}
+	// The connection left idle all along is closed when the delay ends.
+	if !idle.closedByServer(delay + time.Second) {
+		t.Error("idle connection still open after the shutdown delay")
+	} else if waited := time.Since(shutdownAt); waited < delay {
+		t.Errorf("idle connection closed %v after shutdown began, before the %v delay ended", waited, delay)
 	}
 	select {
 	case err := <-e.done:

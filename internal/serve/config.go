@@ -58,7 +58,7 @@ type Config struct {
 	// LogLevel and LogFormat ("json" or "console") shape the logs.
 	LogLevel  zapcore.Level
 	LogFormat string
-	// ShutdownDelay keeps serving (readiness failing, keep-alives off)
+	// ShutdownDelay keeps serving (readiness failing, every answer closing its connection)
 	// after SIGTERM so the pod leaves the endpoints first.
 	ShutdownDelay time.Duration
 
@@ -131,7 +131,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.Retention, "retention", alloc.DefaultRetention, "keep a deleted Service's addresses for its namespace/name this long (delete + re-create gets them back)")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "period of the reconciler's full resync, besides the one every watch event triggers")
 	fs.BoolVar(&c.LeaderElection, "leader-election", true, "run the reconciler only in the replica holding the Lease "+LeaseName+" in --namespace (every replica serves admission)")
-	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, keep serving this long with readiness failing and keep-alives off before closing the listener (default 0 with --dev)")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, keep serving this long with readiness failing and every answer closing its connection before closing the listener (default 0 with --dev)")
 	fs.SortFlags = false
 
 	if err := fs.Parse(args); err != nil {
