@@ -282,8 +282,10 @@ func (p *frontProxy) watchReadiness() {
 	}
 }
 
-func (p *frontProxy) URL() string      { return p.srv.URL }
-func (p *frontProxy) CABundle() []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw}) }
+func (p *frontProxy) URL() string { return p.srv.URL }
+func (p *frontProxy) CABundle() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw})
+}
 
 func (p *frontProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
