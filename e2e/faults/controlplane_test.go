@@ -47,6 +47,8 @@ func TestControlPlaneRestarts(t *testing.T) {
 		ops := l.halt()
 		r := tally(f.name, ops, tFault, time.Time{})
 		r.notes = append(r.notes, fmt.Sprintf("%s down %s", f.component, down.Round(100*time.Millisecond)))
+		r.notes = append(r.notes, cl.env.ControlPlane.Forced...)
+		cl.env.ControlPlane.Forced = nil
 		if tail := tally("tail", ops, tTail, time.Time{}); tail.failed > 0 || tail.total == 0 {
 			t.Errorf("%s: %d of %d requests still failed 10s after %s was back: %v", f.name, tail.failed, tail.total, f.component, tail.messages)
 		}

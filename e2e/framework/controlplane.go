@@ -64,6 +64,9 @@ type ControlPlane struct {
 	tempDir bool
 	// restarted are the components Restart started again.
 	restarted map[string]*restarted
+	// Forced lists the graceful stops of Restart that had to be ended by
+	// SIGKILL, for the caller's report.
+	Forced []string
 }
 
 var quietOnce sync.Once

@@ -53,7 +53,8 @@ func (cp *ControlPlane) Restart(ctx context.Context, component string, sig sysca
 		}
 		select {
 		case <-r.done:
-		case <-time.After(60 * time.Second):
+		case <-time.After(stopTimeout):
+			cp.Forced = append(cp.Forced, fmt.Sprintf("%s did not stop within %s of %s: killed", component, stopTimeout, sig))
 			_ = r.cmd.Process.Kill()
 			<-r.done
 		}
@@ -73,12 +74,15 @@ func (cp *ControlPlane) Restart(ctx context.Context, component string, sig sysca
 			return 0, fmt.Errorf("signal %s (pid %d): %w", component, pid, err)
 		}
 		// envtest waits for (reaps) its own child; the pid is gone then.
-		err = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-			return syscall.Kill(pid, 0) == syscall.ESRCH, nil
-		})
-		if err != nil {
+		// A graceful stop that takes longer than stopTimeout is ended by
+		// SIGKILL, and said so in the log.
+		gone := func(context.Context) (bool, error) { return exited(pid), nil }
+		if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, stopTimeout, true, gone); err != nil {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
-			return 0, fmt.Errorf("%s (pid %d) still running after %s: %w", component, pid, sig, err)
+			cp.Forced = append(cp.Forced, fmt.Sprintf("%s did not stop within %s of %s: killed", component, stopTimeout, sig))
+			if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true, gone); err != nil {
+				return 0, fmt.Errorf("%s (pid %d) still running after SIGKILL: %w", component, pid, err)
+			}
 		}
 	}
 	logFile, err := os.OpenFile(filepath.Join(cp.Dir, component+".log"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
@@ -188,6 +192,23 @@ func (cp *ControlPlane) findProcess(component string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s process with %s", component, marker)
+}
+
+// stopTimeout bounds a graceful stop before Restart kills the process.
+const stopTimeout = 60 * time.Second
+
+// exited: the process is gone, or a zombie nobody reaped yet.
+func exited(pid int) bool {
+	if syscall.Kill(pid, 0) == syscall.ESRCH {
+		return true
+	}
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return true
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
 }
 
 // procStrings reads a NUL-separated /proc/<pid>/<file>.

@@ -19,8 +19,10 @@ const (
 	// is accepted: the peer sees resets and EOFs at once.
 	ProxyDrop
 	// ProxyBlackHole keeps connections open but delivers nothing in
-	// either direction (bytes are read and thrown away), as a network
-	// that silently loses packets: the peer only notices by timing out.
+	// either direction, as a network that silently loses packets: the
+	// peer only notices by timing out. Like TCP's retransmissions, what
+	// was sent meanwhile is delivered once the mode changes back (a
+	// lost byte would corrupt the TLS stream, which no network does).
 	ProxyBlackHole
 	// ProxyDelay forwards every chunk after the proxy's delay (both
 	// directions): a slow apiserver.
@@ -162,11 +164,13 @@ func (p *TCPProxy) pump(dst, src net.Conn) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			mode, delay := p.state()
+			for mode == ProxyBlackHole {
+				time.Sleep(20 * time.Millisecond)
+				mode, delay = p.state()
+			}
 			switch mode {
 			case ProxyDrop:
 				return
-			case ProxyBlackHole:
-				continue
 			case ProxyDelay:
 				time.Sleep(delay)
 				if m, _ := p.state(); m == ProxyDrop {
