@@ -340,12 +340,17 @@ func check(ctx context.Context, c kubernetes.Interface, l *load) (findings, erro
 	}
 	holder := map[netip.Addr]string{}
 	live := map[string]bool{}
-	for _, ns := range l.namespaces {
-		svcs, err := c.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+	// Every namespace: Services of a row's other paths (a replica's own
+	// registration) hold pool addresses too.
+	{
+		svcs, err := c.CoreV1().Services("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return f, err
 		}
 		for _, sv := range svcs.Items {
+			if sv.Namespace == "default" && sv.Name == "kubernetes" {
+				continue
+			}
 			k := sv.Namespace + "/" + sv.Name
 			live[k] = true
 			for _, s := range sv.Spec.ClusterIPs {
