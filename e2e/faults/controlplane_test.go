@@ -45,6 +45,7 @@ func TestControlPlaneRestarts(t *testing.T) {
 		tTail := time.Now()
 		time.Sleep(5 * time.Second)
 		ops := l.halt()
+		l.exemptWindow(tFault, tTail)
 		r := tally(f.name, ops, tFault, time.Time{})
 		r.notes = append(r.notes, fmt.Sprintf("%s down %s", f.component, down.Round(100*time.Millisecond)))
 		r.notes = append(r.notes, cl.env.ControlPlane.Forced...)

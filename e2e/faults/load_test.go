@@ -55,6 +55,29 @@ type load struct {
 	addrs map[string]map[netip.Addr]time.Time
 	// deleted: Services whose delete succeeded, and when it was sent.
 	deleted map[string]time.Time
+	// exempt: windows in which the reconciler could not confirm (its
+	// replica cut off, the apiserver down): an address acquired or given
+	// up then may have stayed pending, and a pending reservation of a
+	// deleted Service is collected, not kept sticky.
+	exempt [][2]time.Time
+}
+
+// exemptWindow excludes [from, to] from the stickiness check.
+func (l *load) exemptWindow(from, to time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.exempt = append(l.exempt, [2]time.Time{from.Add(-confirmedAfter), to.Add(confirmedAfter)})
+}
+
+// exempted: an address got at got and given up at gone falls in a window
+// where it may never have been confirmed.
+func (l *load) exempted(got, gone time.Time) bool {
+	for _, w := range l.exempt {
+		if !gone.Before(w[0]) && !got.After(w[1]) {
+			return true
+		}
+	}
+	return false
 }
 
 // confirmedAfter is how long a Service must have held an address for its
@@ -183,7 +206,7 @@ func (l *load) counts() (created, deleted, sticky int) {
 	defer l.mu.Unlock()
 	for k, at := range l.deleted {
 		for _, got := range l.addrs[k] {
-			if at.Sub(got) >= confirmedAfter {
+			if at.Sub(got) >= confirmedAfter && !l.exempted(got, at) {
 				sticky++
 			}
 		}
@@ -401,7 +424,7 @@ func check(ctx context.Context, c kubernetes.Interface, l *load) (findings, erro
 			continue
 		}
 		for a, got := range l.addrs[k] {
-			if at.Sub(got) < confirmedAfter {
+			if at.Sub(got) < confirmedAfter || l.exempted(got, at) {
 				continue // maybe never bound: a pending reservation is not kept
 			}
 			if r, ok := res[a]; !ok || r.state != "sticky" || r.owner != k {
