@@ -47,6 +47,8 @@ const (
 type pinning struct {
 	alloc *alloc.Allocator
 	ready []webhook.Check
+	// apiserver gates the reviews that need the allocator (nil: --dev).
+	apiserver func() error
 }
 
 // allocOptions are the allocator options every mode shares.
@@ -84,7 +86,7 @@ func startDevPinning(cfg *Config, log *zap.Logger, reg prometheus.Registerer) (*
 // reconciler, and starts them. Every replica serves admission with its own
 // allocator; uniqueness across replicas is the store's (AlreadyExists on
 // one ConfigMap per address).
-func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernetes.Interface, caches *clusterCaches, log *zap.Logger, reg prometheus.Registerer) (*pinning, func(), error) {
+func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernetes.Interface, caches *clusterCaches, probe *apiserverProbe, log *zap.Logger, reg prometheus.Registerer) (*pinning, func(), error) {
 	var stops []func()
 	stop := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -134,7 +136,19 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		return fail(fmt.Errorf("starting the reservation store: %w", err))
 	}
 
+	// Events on Services and on the pools ConfigMap.
+	bc := record.NewBroadcaster(record.WithContext(ctx))
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	stops = append(stops, bc.Shutdown)
+	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dualstack-webhook"})
+	poolMetrics, err := reconcile.NewPoolMetrics(reg)
+	if err != nil {
+		return fail(err)
+	}
+
 	w := &reconcile.PoolWatcher{
+		Recorder:    recorder,
+		Metrics:     poolMetrics,
 		Log:         log.Named("pools"),
 		StaticCIDRs: cfg.ServiceCIDRs,
 		ConfigMaps:  cmLister,
@@ -150,6 +164,11 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		return fail(err)
 	}
 	opts := allocOptions(cfg, log)
+	// Expiries in the apiserver's time: a replica whose clock jumped
+	// forward must not free other replicas' pending reservations, nor
+	// sticky ones, early.
+	clk := probe.Clock()
+	opts.Clock = clk
 	opts.External = reconcile.Holder(caches.services.GetIndexer(), caches.ipaddrLister)
 	// A requested address the caches show held is re-read live, so a
 	// Service may take an address the moment the apiserver freed it.
@@ -187,21 +206,21 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		}
 	}
 
-	// Events on Services.
-	bc := record.NewBroadcaster(record.WithContext(ctx))
-	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
-	stops = append(stops, bc.Shutdown)
-	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dualstack-webhook"})
-
 	r, err := reconcile.New(reconcile.Options{
 		Log:       log.Named("reconcile"),
 		Allocator: a,
 		Store:     st,
 		Services:  caches.serviceLister,
-		Synced:    func() bool { return caches.services.HasSynced() && st.Ready() == nil },
-		Recorder:  recorder,
-		Metrics:   metrics,
-		Interval:  cfg.ReconcileInterval,
+		// Not before the clock was compared with the apiserver's: the
+		// first sync would judge expiries by a clock that may be off.
+		Synced: func() bool {
+			_, known := probe.Skew()
+			return caches.services.HasSynced() && st.Ready() == nil && known
+		},
+		Clock:    clk,
+		Recorder: recorder,
+		Metrics:  metrics,
+		Interval: cfg.ReconcileInterval,
 	})
 	if err != nil {
 		return fail(err)
@@ -228,8 +247,9 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	}()
 
 	return &pinning{
-		alloc: a,
-		ready: []webhook.Check{{Name: "reservations", Func: st.Ready}},
+		alloc:     a,
+		ready:     []webhook.Check{{Name: "reservations", Func: st.Ready}, {Name: "apiserver", Func: probe.Ready}},
+		apiserver: probe.Ready,
 	}, stop, nil
 }
 
