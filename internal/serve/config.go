@@ -82,6 +82,10 @@ type Config struct {
 	// LeaderElection runs the reconciler only in the replica holding the
 	// Lease; every replica serves admission either way.
 	LeaderElection bool
+	// Profiling serves net/http/pprof under /debug/pprof/ on the metrics
+	// listener (--profiling). Off by default: profiles show internals and
+	// cost CPU while they run.
+	Profiling bool
 }
 
 // Families returns the IP families of ServiceCIDRs in order.
@@ -132,6 +136,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "period of the reconciler's full resync, besides the one every watch event triggers")
 	fs.BoolVar(&c.LeaderElection, "leader-election", true, "run the reconciler only in the replica holding the Lease "+LeaseName+" in --namespace (every replica serves admission)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, keep serving this long with readiness failing and every answer closing its connection before closing the listener (default 0 with --dev)")
+	fs.BoolVar(&c.Profiling, "profiling", false, "serve Go profiles (net/http/pprof) under /debug/pprof/ on --metrics-listen")
 	fs.SortFlags = false
 
 	if err := fs.Parse(args); err != nil {
@@ -213,6 +218,9 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("--reconcile-interval must be positive"))
+	}
+	if c.Profiling && c.MetricsListen == "" {
+		errs = append(errs, errors.New("--profiling serves on --metrics-listen, which is empty"))
 	}
 	if c.Dev {
 		// No cluster: no Lease to hold, no reconciler to elect.

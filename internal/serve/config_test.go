@@ -175,7 +175,10 @@ func TestPinningFlags(t *testing.T) {
 	if c.LeaderElection || c.PoolsFile != "p.yaml" {
 		t.Errorf("--dev: leader election %v, pools file %q", c.LeaderElection, c.PoolsFile)
 	}
-	for _, bad := range [][]string{{"--pending-grace=0"}, {"--retention=-1s"}, {"--reconcile-interval=0"}} {
+	if c.Profiling {
+		t.Errorf("--profiling is on by default")
+	}
+	for _, bad := range [][]string{{"--pending-grace=0"}, {"--retention=-1s"}, {"--reconcile-interval=0"}, {"--profiling", "--metrics-listen="}} {
 		if _, err := ParseConfig(append(tls, bad...), noenv, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
