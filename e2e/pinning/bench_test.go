@@ -159,11 +159,51 @@ func TestPinningBenchmark(t *testing.T) {
 	val := rs.proxy.takeLatencies("/validate")
 	profileFiles := profiles()
 
-	// Correctness of what the run created: once the reconciler has bound
+	inPools := func(a netip.Addr) bool { return inBulk(a) || hashed4.contains(a) || hashed6.contains(a) }
+
+	// Replica CPU per create, measured apart from the rounds (whose
+	// reconciler tail spills into the next side): from a settled cluster,
+	// a fixed number of creates on one side, then until the replicas have
+	// settled again (every pin bound), minus what they burn idle over the
+	// same time (Lease renewals).
+	settle := func() {
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			snap, err := takeSnapshot(ctx, c, replicasState)
+			if err == nil && check(snap, inPools, true).empty() {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		time.Sleep(cpuQuiet)
+	}
+	settle()
+	_, idle0 := pr.sample()
+	idleStart := time.Now()
+	time.Sleep(2 * cpuQuiet)
+	_, idle1 := pr.sample()
+	idleRate := float64(idle1-idle0) / float64(time.Since(idleStart))
+	cpuPerCreate := func(ns, prefix string) time.Duration {
+		_, h0 := pr.sample()
+		t0 := time.Now()
+		for _, o := range run(c, single(prefix, ns, cpuCreates), workers, nil) {
+			if o.err != nil {
+				t.Fatalf("CPU phase: create %s/%s: %v", o.ns, o.job.svc.Name, o.err)
+			}
+			alreadyAllocated += len(o.alreadyAllocated)
+		}
+		settle()
+		_, h1 := pr.sample()
+		busy := float64(h1-h0) - idleRate*float64(time.Since(t0))
+		return time.Duration(max(busy, 0) / cpuCreates)
+	}
+	cpuPlain := cpuPerCreate(plainNS, "cpu")
+	cpuPinned := cpuPerCreate(lowestNS, "cpu")
+
+	// Correctness of everything the run created: once the reconciler has bound
 	// every pin, no address is held twice and no reservation is left
 	// without its Service (pool addresses of the unserved namespace are
 	// imported, as for any Service the webhook did not pin).
-	inPools := func(a netip.Addr) bool { return inBulk(a) || hashed4.contains(a) || hashed6.contains(a) }
 	var final findings
 	settled := false
 	deadline := time.Now().Add(90 * time.Second)
@@ -232,6 +272,8 @@ func TestPinningBenchmark(t *testing.T) {
 	for _, f := range profileFiles {
 		fmt.Fprintf(&b, "CPU profile %s\n", f)
 	}
+	fmt.Fprintf(&b, "replica CPU per create (3 replicas together, %d creates from a settled cluster until settled again, idle %.1f ms/s subtracted): unserved namespace %s, pinned (lowest) %s\n",
+		cpuCreates, idleRate*1000, cpuPlain.Round(10*time.Microsecond), cpuPinned.Round(10*time.Microsecond))
 	fmt.Fprintf(&b, "after the run: %d duplicates, %d \"already allocated\", %d leaked or unbound reservations (%s)\n",
 		len(final.Duplicates), alreadyAllocated, leaks, orNone(final.String()))
 	// The summary line (docs/pinning-e2e.md): latency ratios against the
@@ -243,9 +285,9 @@ func TestPinningBenchmark(t *testing.T) {
 		percentile(mutate, 0.99).Seconds()/percentile(plain.lat, 0.99).Seconds(),
 		percentile(mutate, 0.5).Seconds()/percentile(plain.lat, 0.5).Seconds(),
 		rate(pinned)/rate(plain),
-		float64(plain.cpuHook)/float64(time.Millisecond)/float64(plain.n),
+		float64(cpuPlain)/float64(time.Millisecond),
 		len(final.Duplicates), alreadyAllocated, leaks,
-		float64(pinned.cpuHook)/float64(time.Millisecond)/float64(pinned.n),
+		float64(cpuPinned)/float64(time.Millisecond),
 		strings.ReplaceAll(loadAvg(), " ", "/"))
 	t.Log("\n" + b.String())
 	if root, err := framework.RepoRoot(); err == nil {
@@ -258,6 +300,13 @@ func TestPinningBenchmark(t *testing.T) {
 		}
 	}
 }
+
+// The CPU phase of TestPinningBenchmark: creates per side, and how long the
+// replicas must stay quiet to count as settled.
+const (
+	cpuCreates = 300
+	cpuQuiet   = 3 * time.Second
+)
 
 // EnvBenchProfile=<seconds> makes TestPinningBenchmark take a CPU profile of
 // every replica over the first <seconds> of the measured rounds (the
