@@ -207,12 +207,9 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		return fail(err)
 	}
 	rec.Store(r)
-	kick := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { r.Kick() },
-		UpdateFunc: func(any, any) { r.Kick() },
-		DeleteFunc: func(any) { r.Kick() },
-	}
-	if _, err := caches.services.AddEventHandler(kick); err != nil {
+	// A Service event syncs that Service only; full syncs come with the
+	// interval, the next expiry and deleted state (onDelete above).
+	if _, err := caches.services.AddEventHandler(reconcile.ServiceEvents(r)); err != nil {
 		return fail(err)
 	}
 
