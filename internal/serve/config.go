@@ -82,6 +82,9 @@ type Config struct {
 	// LeaderElection runs the reconciler only in the replica holding the
 	// Lease; every replica serves admission either way.
 	LeaderElection bool
+	// LowestSpread is alloc.Options.Spread (--lowest-spread): how far a
+	// replica that lost a race spreads its "lowest" picks.
+	LowestSpread int
 	// Profiling serves net/http/pprof under /debug/pprof/ on the metrics
 	// listener (--profiling). Off by default: profiles show internals and
 	// cost CPU while they run.
@@ -136,6 +139,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "period of the reconciler's full resync, besides the one every watch event triggers")
 	fs.BoolVar(&c.LeaderElection, "leader-election", true, "run the reconciler only in the replica holding the Lease "+LeaseName+" in --namespace (every replica serves admission)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, keep serving this long with readiness failing and every answer closing its connection before closing the listener (default 0 with --dev)")
+	fs.IntVar(&c.LowestSpread, "lowest-spread", alloc.DefaultSpread, "strategy lowest with several replicas: a replica that lost a race for an address to another takes one of the lowest N free addresses (a random rank, drawn again at each lost race) for the next 10 minutes; 1: always exactly the lowest free (replicas then race for it)")
 	fs.BoolVar(&c.Profiling, "profiling", false, "serve Go profiles (net/http/pprof) under /debug/pprof/ on --metrics-listen")
 	fs.SortFlags = false
 
@@ -215,6 +219,9 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.Retention < 0 {
 		errs = append(errs, errors.New("--retention must not be negative (0 frees a deleted Service's addresses at once)"))
+	}
+	if c.LowestSpread < 1 {
+		errs = append(errs, errors.New("--lowest-spread must be at least 1 (1: always exactly the lowest free address)"))
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("--reconcile-interval must be positive"))

@@ -51,7 +51,7 @@ type pinning struct {
 
 // allocOptions are the allocator options every mode shares.
 func allocOptions(cfg *Config, log *zap.Logger) alloc.Options {
-	o := alloc.Options{Logger: log.Named("alloc"), Retention: cfg.Retention, PendingGrace: cfg.PendingGrace}
+	o := alloc.Options{Logger: log.Named("alloc"), Retention: cfg.Retention, PendingGrace: cfg.PendingGrace, Spread: cfg.LowestSpread}
 	if cfg.Retention == 0 {
 		o.Retention = -1 // alloc reads 0 as "default"; the flag's 0 means "at once"
 	}
