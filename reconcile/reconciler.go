@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
@@ -102,7 +103,10 @@ type Reconciler struct {
 	o    Options
 	kick chan struct{}
 
-	// touched Services (namespace/name) waiting for SyncServices.
+	// touched Services (namespace/name) waiting for SyncServices, recorded
+	// only while Run runs (active): Run starts with a full sync, and a
+	// replica that does not lead must not collect every Service's name.
+	active  atomic.Bool
 	mu      sync.Mutex
 	dirty   map[string]struct{}
 	touched chan struct{}
@@ -134,6 +138,9 @@ func New(o Options) (*Reconciler, error) {
 // Touch asks for the sync of one Service (namespace/name) soon, without a
 // full comparison: what a Service watch event needs. It never blocks.
 func (r *Reconciler) Touch(key string) {
+	if !r.active.Load() {
+		return
+	}
 	r.mu.Lock()
 	r.dirty[key] = struct{}{}
 	r.mu.Unlock()
@@ -196,6 +203,8 @@ func (r *Reconciler) Kick() {
 func (r *Reconciler) Run(ctx context.Context) {
 	r.o.Log.Info("reconciler started", zap.Duration("interval", r.o.Interval))
 	defer r.o.Log.Info("reconciler stopped")
+	r.active.Store(true)
+	defer func() { r.active.Store(false); r.takeDirty() }()
 	full := true
 	var due time.Time // when the next full sync is due
 	for {

@@ -598,6 +598,12 @@ func TestServiceEventsTouchOnlyWhatMatters(t *testing.T) {
 	base := svc("u1", corev1.ServiceTypeClusterIP, "10.96.0.2")
 	relabelled := base.DeepCopy()
 	relabelled.Labels = map[string]string{"x": "y"}
+	// Not running (a replica that does not lead): nothing is recorded.
+	h.OnAdd(base, false)
+	if got := e.r.takeDirty(); len(got) != 0 {
+		t.Errorf("touched %v while the reconciler is not running", got)
+	}
+	e.r.active.Store(true) // as Run does
 	for _, tc := range []struct {
 		name  string
 		event func()
