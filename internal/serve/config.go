@@ -136,7 +136,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.PoolsFile, "pools-file", "", "pools.yaml file to use instead of --pools-configmap (for --dev)")
 	fs.DurationVar(&c.PendingGrace, "pending-grace", 2*time.Minute, "free a reservation made at admission when its Service has not appeared after this long")
 	fs.DurationVar(&c.Retention, "retention", alloc.DefaultRetention, "keep a deleted Service's addresses for its namespace/name this long (delete + re-create gets them back)")
-	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "period of the reconciler's full resync, besides the one every watch event triggers")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "period of the reconciler's full resync (a Service event syncs that Service alone)")
 	fs.BoolVar(&c.LeaderElection, "leader-election", true, "run the reconciler only in the replica holding the Lease "+LeaseName+" in --namespace (every replica serves admission)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, keep serving this long with readiness failing and every answer closing its connection before closing the listener (default 0 with --dev)")
 	fs.IntVar(&c.LowestSpread, "lowest-spread", alloc.DefaultSpread, "strategy lowest with several replicas: a replica that lost a race for an address to another takes one of the lowest N free addresses (a random rank, drawn again at each lost race) for the next 10 minutes; 1: always exactly the lowest free (replicas then race for it)")
