@@ -62,8 +62,7 @@ bench: ## benchmarks (figures are ratios against a baseline measured in the same
 	$(MAKE) --no-print-directory e2e-bin
 	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -run '^$$' -bench . -benchtime 2s ./allocstore
 	@# pinning: Service creates/s with 3 pinning replicas vs no webhook, admission p50/p99 (docs/pinning-e2e.md)
-	$(MAKE) --no-print-directory build
-	cd e2e && E2E_REQUIRED=1 E2E_PINNING_BENCH=1 $(E2E_ENV) $(GO) test -count=1 -timeout 15m -run '^TestPinningBenchmark$$' -v ./pinning
+	$(MAKE) --no-print-directory bench-pinning
 	@# defaulting: Service creates with no defaulting vs the MutatingAdmissionPolicy vs the defaulting webhook
 	$(MAKE) --no-print-directory bench-defaulting
 
@@ -73,7 +72,7 @@ EXTRA_BIN_DIR = $(shell e2e/bin/install.sh --print-extra-dir)
 E2E_ENV = KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) E2E_WEBHOOK_BIN=$(CURDIR)/$(BIN)
 IP_FAMILY ?= dual
 
-.PHONY: e2e-bin e2e grid e2e-kind chart tools pinning ops-e2e bench-defaulting e2e-node faults
+.PHONY: e2e-bin e2e grid e2e-kind chart tools pinning ops-e2e bench-defaulting bench-pinning e2e-node faults
 
 chart: e2e-bin ## helm lint --strict, golden helm template (go test ./charts -update rewrites), invariants; helm required
 	E2E_REQUIRED=1 HELM=$(K8S_BIN_DIR)/helm $(GO) test -count=1 ./charts
@@ -104,6 +103,13 @@ faults: e2e-bin build ## every row of the fault suite (apiserver/etcd restarts, 
 
 ops-e2e: e2e-bin build ## only the status/plan/apply e2e suite (docs/operations.md); `make e2e` runs it too
 	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -count=1 -timeout 15m -v ./ops
+
+bench-pinning: e2e-bin build ## 3 pinning replicas vs no webhook, same run: creates/s, /mutate p50/p99, replica CPU per create, duplicates; ends with a `bench-pinning: key=value` line (docs/pinning-e2e.md)
+	@mkdir -p e2e/_artifacts
+	@rm -f e2e/_artifacts/pinning-bench-latest.txt
+	cd e2e && set -o pipefail && E2E_REQUIRED=1 E2E_PINNING_BENCH=1 $(E2E_ENV) $(GO) test -count=1 -timeout 20m -run '^TestPinningBenchmark$$' -v ./pinning 2>&1 \
+		> $(CURDIR)/e2e/_artifacts/pinning-bench-go-test.log || { tail -50 $(CURDIR)/e2e/_artifacts/pinning-bench-go-test.log; exit 1; }
+	@cat e2e/_artifacts/pinning-bench-latest.txt
 
 bench-defaulting: e2e-bin build ## Service creates/s and p50/p99: no defaulting vs MutatingAdmissionPolicy vs defaulting webhook (docs/defaulting-policy.md)
 	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -count=1 -run '^$$' -bench '^BenchmarkDefaulting$$' -benchtime 400x ./admissionpolicy

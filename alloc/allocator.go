@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,15 @@ const (
 	// with N replicas racing, N attempts always suffice; the rest is margin
 	// for caches that lag behind the apiserver).
 	DefaultMaxAttempts = 32
+	// DefaultSpread and DefaultSpreadFor: see Options.Spread. 32 leaves
+	// room for three replicas with a dozen requests in flight each to
+	// settle on ranks that do not overlap.
+	DefaultSpread    = 32
+	DefaultSpreadFor = 10 * time.Minute
+	// recentTTL bounds how long an address this allocator created or lost
+	// is kept aside when the store's view never shows it (created and
+	// deleted again before the watch delivered it).
+	recentTTL = 10 * time.Second
 )
 
 // HolderFunc reports whether something outside our records holds ip (a live
@@ -61,6 +71,21 @@ type Options struct {
 	// that a pools change cannot leave it outside its pool's selectors
 	// (ValidateAccessChange). nil skips that check.
 	Subjects SubjectFunc
+	// Spread shapes StrategyLowest when several allocators (replicas)
+	// share the store. Alone, an allocator never loses a race and hands
+	// out exactly the lowest free address. Once it has lost a race to
+	// another writer, and for SpreadFor after its last lost race, it takes
+	// the free address of rank r (0 = the lowest free) instead, r drawn at
+	// random in [0, Spread) at each lost race: replicas settle on ranks
+	// that do not collide, instead of all racing for the same lowest
+	// address (kube-apiserver's allocator starts at a random offset for the
+	// same reason). 0 takes DefaultSpread; 1 or less never spreads.
+	Spread int
+	// SpreadFor: see Spread; 0 takes DefaultSpreadFor.
+	SpreadFor time.Duration
+	// Rand returns a random int in [0, n); nil uses math/rand/v2. Tests
+	// inject it.
+	Rand func(n int) int
 }
 
 // Allocator hands out, records and frees pinned clusterIPs. The choice is
@@ -80,6 +105,14 @@ type Allocator struct {
 	// can win per round; the losers would starve under "lowest").
 	inflightMu sync.Mutex
 	inflight   map[netip.Addr]struct{}
+	// recent holds addresses this allocator created, or lost to another
+	// writer, that the store's view may not show yet (CandidateView): they
+	// are skipped at once instead of being tried again, and forgotten as
+	// soon as the view shows them (or after recentTTL).
+	recent map[netip.Addr]time.Time
+	// rank and spreadUntil: see Options.Spread.
+	rank        int
+	spreadUntil time.Time
 }
 
 // New returns an Allocator over store with the compiled pools.
@@ -105,7 +138,17 @@ func New(store Store, pools *Pools, opts Options) (*Allocator, error) {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
 	}
-	a := &Allocator{store: store, log: opts.Logger, clock: opts.Clock, opts: opts, inflight: map[netip.Addr]struct{}{}}
+	if opts.Spread == 0 {
+		opts.Spread = DefaultSpread
+	}
+	if opts.SpreadFor <= 0 {
+		opts.SpreadFor = DefaultSpreadFor
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.IntN
+	}
+	a := &Allocator{store: store, log: opts.Logger, clock: opts.Clock, opts: opts,
+		inflight: map[netip.Addr]struct{}{}, recent: map[netip.Addr]time.Time{}}
 	a.pools.Store(pools)
 	return a, nil
 }
@@ -239,6 +282,7 @@ func (a *Allocator) rollback(undos []undo) {
 		switch {
 		case u.created != nil:
 			err = a.store.Delete(ctx, *u.created)
+			a.forget(u.created.IP)
 		case u.before != nil:
 			b := *u.before
 			b.Version = u.after.Version
@@ -363,7 +407,7 @@ func (a *Allocator) reserveNext(ctx context.Context, pool *Pool, f corev1.IPFami
 		if _, ok := lost[ip]; ok {
 			return true
 		}
-		if a.isInflight(ip) {
+		if a.isBusy(ip) {
 			return true
 		}
 		if a.opts.External != nil {
@@ -375,8 +419,13 @@ func (a *Allocator) reserveNext(ctx context.Context, pool *Pool, f corev1.IPFami
 	for range a.opts.MaxAttempts {
 		var cand netip.Addr
 		var found bool
-		if err := a.store.Taken(ctx, func(t *IPSet) {
-			cand, found = Next(pool.Addresses, f, t, pool.Strategy, key, skip)
+		if err := a.view(ctx, func(t *IPSet) {
+			a.prune(t)
+			if rank := a.spreadRank(); pool.Strategy != StrategyHash && rank > 0 {
+				cand, found = NextRank(pool.Addresses, f, t, rank, skip)
+			} else {
+				cand, found = Next(pool.Addresses, f, t, pool.Strategy, key, skip)
+			}
 		}); err != nil {
 			return Reservation{}, nil, err
 		}
@@ -395,21 +444,93 @@ func (a *Allocator) reserveNext(ctx context.Context, pool *Pool, f corev1.IPFami
 		a.unclaim(cand)
 		if errors.Is(err, ErrExists) {
 			lost[cand] = struct{}{}
+			a.lostRace(cand, pool.Strategy)
 			continue
 		}
 		if err != nil {
 			return Reservation{}, nil, err
 		}
+		a.remember(cand)
 		return saved, &undo{created: &saved}, nil
 	}
 	return Reservation{}, nil, fmt.Errorf("pool %q: %d candidates lost: %w", pool.Name, len(lost), ErrContended)
 }
 
-func (a *Allocator) isInflight(ip netip.Addr) bool {
+// view runs fn on the taken set the decision is made on: the store's
+// current view when it offers one (CandidateView), else Taken.
+func (a *Allocator) view(ctx context.Context, fn func(*IPSet)) error {
+	if cv, ok := a.store.(CandidateView); ok {
+		return cv.TakenNow(fn)
+	}
+	return a.store.Taken(ctx, fn)
+}
+
+// isBusy: a sibling request is creating ip, or this allocator recently
+// created or lost it.
+func (a *Allocator) isBusy(ip netip.Addr) bool {
 	a.inflightMu.Lock()
 	defer a.inflightMu.Unlock()
-	_, ok := a.inflight[ip]
+	if _, ok := a.inflight[ip]; ok {
+		return true
+	}
+	_, ok := a.recent[ip]
 	return ok
+}
+
+// remember keeps an address this allocator created aside until the view
+// shows it.
+func (a *Allocator) remember(ip netip.Addr) {
+	a.inflightMu.Lock()
+	defer a.inflightMu.Unlock()
+	a.recent[ip] = a.clock.Now()
+}
+
+// forget: an address is free again by this allocator's own delete
+// (rollback, Free, Collect), so it need not wait for recentTTL.
+func (a *Allocator) forget(ip netip.Addr) {
+	a.inflightMu.Lock()
+	defer a.inflightMu.Unlock()
+	delete(a.recent, ip)
+}
+
+// lostRace: another writer created ip first. It is kept aside at once (the
+// view will show it shortly), and under StrategyLowest this allocator
+// spreads its picks (Options.Spread) on a freshly drawn rank.
+func (a *Allocator) lostRace(ip netip.Addr, s Strategy) {
+	a.inflightMu.Lock()
+	defer a.inflightMu.Unlock()
+	now := a.clock.Now()
+	a.recent[ip] = now
+	if s == StrategyHash || a.opts.Spread <= 1 {
+		return
+	}
+	a.rank = a.opts.Rand(a.opts.Spread)
+	a.spreadUntil = now.Add(a.opts.SpreadFor)
+}
+
+// spreadRank is the rank StrategyLowest takes now: 0 (the lowest free)
+// unless a race was lost within SpreadFor.
+func (a *Allocator) spreadRank() int {
+	a.inflightMu.Lock()
+	defer a.inflightMu.Unlock()
+	if a.rank == 0 || !a.clock.Now().Before(a.spreadUntil) {
+		return 0
+	}
+	return a.rank
+}
+
+// prune forgets the recent addresses the view now shows (or that it never
+// showed within recentTTL). It runs inside the view callback; the set is
+// as small as the writes in flight.
+func (a *Allocator) prune(taken *IPSet) {
+	a.inflightMu.Lock()
+	defer a.inflightMu.Unlock()
+	now := a.clock.Now()
+	for ip, at := range a.recent {
+		if taken.Contains(ip) || now.Sub(at) > recentTTL {
+			delete(a.recent, ip)
+		}
+	}
 }
 
 func (a *Allocator) claim(ip netip.Addr) bool {
@@ -558,7 +679,9 @@ func (a *Allocator) Release(ctx context.Context, ip netip.Addr, owner Owner) err
 			return nil
 		}
 		if cur.Owner.Name == "" || a.opts.Retention < 0 {
-			err = a.store.Delete(ctx, cur)
+			if err = a.store.Delete(ctx, cur); err == nil {
+				a.forget(ip)
+			}
 		} else {
 			now := a.clock.Now()
 			next := cur
@@ -586,6 +709,7 @@ func (a *Allocator) Free(ctx context.Context, ip netip.Addr) error {
 		}
 		err = a.store.Delete(ctx, cur)
 		if err == nil || errors.Is(err, ErrNotFound) {
+			a.forget(ip)
 			return nil
 		}
 		if !errors.Is(err, ErrConflict) {
@@ -633,6 +757,7 @@ func (a *Allocator) CollectWith(ctx context.Context, held HolderFunc) ([]Reserva
 		if err != nil {
 			return freed, err
 		}
+		a.forget(r.IP)
 		a.log.Info("reservation expired", zap.Stringer("ip", r.IP), zap.String("owner", r.Owner.String()), zap.String("state", string(r.State)))
 		freed = append(freed, r)
 	}

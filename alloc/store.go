@@ -36,3 +36,13 @@ type Store interface {
 	// r.Version; otherwise ErrConflict (or ErrNotFound if it is gone).
 	Delete(ctx context.Context, r Reservation) error
 }
+
+// CandidateView is an optional Store capability for the allocation
+// decision: the taken set as the store holds it right now, without waiting
+// for the store's own completed writes to show (Taken waits). A candidate
+// chosen on a lagging view is still safe, since Create arbitrates; the
+// Allocator keeps its own recent writes and lost races aside until the view
+// shows them, so that the lag costs no extra round trip.
+type CandidateView interface {
+	TakenNow(fn func(taken *IPSet)) error
+}

@@ -76,6 +76,43 @@ func Next(pool *IPSet, f corev1.IPFamily, taken *IPSet, s Strategy, key string, 
 
 func (a u128) add1(b u128) u128 { v, _ := a.add(b); return v }
 
+// NextRank is the decision of StrategyLowest when several writers share the
+// pool: the free address of the given rank, counting from 0 at the lowest
+// free one (neither taken nor skipped) of family f. With fewer than rank+1
+// free addresses it returns the (rank mod k)-th of the k there are, so any
+// rank finds an address while one is free; rank 0 is Next's answer. ok is
+// false when the pool has no free address of the family.
+//
+// Cost: one Next step per rank, so rank stays small (Options.Spread).
+func NextRank(pool *IPSet, f corev1.IPFamily, taken *IPSet, rank int, skip func(netip.Addr) bool) (netip.Addr, bool) {
+	if pool == nil || rank < 0 {
+		return netip.Addr{}, false
+	}
+	var found []netip.Addr
+	for _, x := range pool.spans(f) {
+		cur := x.lo
+		for {
+			a, ok := scan(f, cur, x.hi, taken, skip)
+			if !ok {
+				break
+			}
+			if len(found) == rank {
+				return a, true
+			}
+			found = append(found, a)
+			v := toU128(a)
+			if v == x.hi {
+				break
+			}
+			cur = v.inc1()
+		}
+	}
+	if len(found) == 0 {
+		return netip.Addr{}, false
+	}
+	return found[rank%len(found)], true
+}
+
 // scan returns the first address in [lo, hi] neither taken nor skipped.
 func scan(f corev1.IPFamily, lo, hi u128, taken *IPSet, skip func(netip.Addr) bool) (netip.Addr, bool) {
 	cur := lo

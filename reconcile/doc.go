@@ -11,8 +11,9 @@
 //	                                      └──▶ Events on the Service, metrics
 //
 // Sync is a full, idempotent comparison of the two sides, run by one replica
-// at a time (leader election on a Lease) on every watch event and
-// periodically. What every replica needs for admission lives here too:
+// at a time (leader election on a Lease) at start, periodically, at the next
+// expiry and when state is deleted; a Service watch event runs SyncServices,
+// the same comparison for that Service alone. What every replica needs for admission lives here too:
 // Holder (addresses held by live Services and IPAddress objects, fed to
 // alloc.Options.External so they are never handed out) and PoolWatcher
 // (re-applies the pools ConfigMap and the ServiceCIDRs to the allocator).

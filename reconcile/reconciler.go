@@ -6,15 +6,20 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 )
@@ -83,12 +88,28 @@ type Options struct {
 	Interval time.Duration
 }
 
+// ReservationReader is what the per-Service sync reads of the store
+// (alloc.Store's Get and ByOwner). A Store without it gets a full sync for
+// every Touch.
+type ReservationReader interface {
+	Get(ctx context.Context, ip netip.Addr) (alloc.Reservation, bool, error)
+	ByOwner(ctx context.Context, key string) ([]alloc.Reservation, error)
+}
+
 // Reconciler compares live Services with the reservations and repairs the
 // latter. Only one should run at a time (leader election); concurrent runs
 // are still safe, since every write carries the version it read.
 type Reconciler struct {
 	o    Options
 	kick chan struct{}
+
+	// touched Services (namespace/name) waiting for SyncServices, recorded
+	// only while Run runs (active): Run starts with a full sync, and a
+	// replica that does not lead must not collect every Service's name.
+	active  atomic.Bool
+	mu      sync.Mutex
+	dirty   map[string]struct{}
+	touched chan struct{}
 }
 
 // New returns a Reconciler.
@@ -111,11 +132,64 @@ func New(o Options) (*Reconciler, error) {
 	if o.Recorder == nil {
 		o.Recorder = &record.FakeRecorder{} // nil channel: discards
 	}
-	return &Reconciler{o: o, kick: make(chan struct{}, 1)}, nil
+	return &Reconciler{o: o, kick: make(chan struct{}, 1), dirty: map[string]struct{}{}, touched: make(chan struct{}, 1)}, nil
 }
 
-// Kick asks for a sync soon; it never blocks. Informer event handlers call
-// it.
+// Touch asks for the sync of one Service (namespace/name) soon, without a
+// full comparison: what a Service watch event needs. It never blocks.
+func (r *Reconciler) Touch(key string) {
+	if !r.active.Load() {
+		return
+	}
+	r.mu.Lock()
+	r.dirty[key] = struct{}{}
+	r.mu.Unlock()
+	select {
+	case r.touched <- struct{}{}:
+	default:
+	}
+}
+
+// ServiceEvents is the Service informer's event handler for r: a create or
+// delete Touches the Service, and so does an update that changes what it
+// holds (UID, type, clusterIPs); other updates (status, labels, a relist
+// replaying what the cache has) cost nothing.
+func ServiceEvents(r *Reconciler) cache.ResourceEventHandlerFuncs {
+	touch := func(obj any) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			r.Touch(key)
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: touch,
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Service)
+			n, ok2 := cur.(*corev1.Service)
+			if ok1 && ok2 && o.UID == n.UID && o.Spec.Type == n.Spec.Type &&
+				o.Spec.ClusterIP == n.Spec.ClusterIP && slices.Equal(o.Spec.ClusterIPs, n.Spec.ClusterIPs) {
+				return
+			}
+			touch(cur)
+		},
+		DeleteFunc: touch,
+	}
+}
+
+// takeDirty returns the touched Services and forgets them.
+func (r *Reconciler) takeDirty() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := make([]string, 0, len(r.dirty))
+	for k := range r.dirty {
+		keys = append(keys, k)
+	}
+	clear(r.dirty)
+	slices.Sort(keys)
+	return keys
+}
+
+// Kick asks for a full sync soon; it never blocks. The state store's
+// deletions (rebuild) and pool changes call it; Service events call Touch.
 func (r *Reconciler) Kick() {
 	select {
 	case r.kick <- struct{}{}:
@@ -123,16 +197,23 @@ func (r *Reconciler) Kick() {
 	}
 }
 
-// Run syncs on every kick, every Interval and at the next expiry of a
-// pending or sticky reservation, until ctx ends.
+// Run syncs fully at start, on every kick, every Interval and at the next
+// expiry of a pending or sticky reservation, and syncs touched Services
+// one by one in between, until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) {
 	r.o.Log.Info("reconciler started", zap.Duration("interval", r.o.Interval))
 	defer r.o.Log.Info("reconciler stopped")
+	r.active.Store(true)
+	defer func() { r.active.Store(false); r.takeDirty() }()
+	full := true
+	var due time.Time // when the next full sync is due
 	for {
-		wait := r.o.Interval
 		if !r.o.Synced() {
-			wait = time.Second
-		} else {
+			full = true
+		} else if full {
+			// Touched Services are part of the full comparison.
+			r.takeDirty()
+			wait := r.o.Interval
 			next, err := r.Sync(ctx)
 			if err != nil && ctx.Err() == nil {
 				r.o.Log.Error("reconcile failed; retrying", zap.Error(err))
@@ -141,16 +222,34 @@ func (r *Reconciler) Run(ctx context.Context) {
 			if !next.IsZero() {
 				wait = min(wait, max(next.Sub(r.o.Clock.Now()), minGap))
 			}
+			due, full = r.o.Clock.Now().Add(wait), false
+		} else if keys := r.takeDirty(); len(keys) > 0 {
+			if err := r.SyncServices(ctx, keys); err != nil && ctx.Err() == nil {
+				r.o.Log.Error("reconciling touched Services failed; a full sync follows", zap.Error(err))
+				due = minTime(due, r.o.Clock.Now().Add(5*time.Second))
+			}
+		}
+		wait := time.Second // caches not synced yet
+		if r.o.Synced() {
+			wait = max(due.Sub(r.o.Clock.Now()), 0)
 		}
 		t := r.o.Clock.NewTimer(wait)
+		var burst bool
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C():
+			full = true
 		case <-r.kick:
 			t.Stop()
-			// Let a burst of events land before the full comparison.
+			full, burst = true, true
+		case <-r.touched:
+			t.Stop()
+			burst = true
+		}
+		if burst {
+			// Let a burst of events land before acting on it.
 			gap := r.o.Clock.NewTimer(minGap)
 			select {
 			case <-ctx.Done():
@@ -160,6 +259,84 @@ func (r *Reconciler) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// SyncServices is Sync restricted to the given Services (namespace/name),
+// for watch events: each pool address a Service holds is confirmed bound to
+// it, and each address bound to it that it no longer holds is released
+// (sticky, the Service being gone) or freed (it lives without it). It
+// reads only those Services and their reservations, so a burst of creates
+// costs in proportion to the burst, not to the cluster. Expiries and
+// anything an event cannot reveal (deleted state, a missed event) are left
+// to the full Sync.
+func (r *Reconciler) SyncServices(ctx context.Context, keys []string) (err error) {
+	if !r.o.Synced() {
+		return errors.New("caches not synced")
+	}
+	rd, ok := r.o.Store.(ReservationReader)
+	if !ok {
+		_, err := r.Sync(ctx)
+		return err
+	}
+	defer func() {
+		if err != nil && r.o.Metrics != nil {
+			r.o.Metrics.ReconcileErrors.Inc()
+		}
+	}()
+	pools := r.o.Allocator.Pools()
+	var errs []error
+	for _, key := range keys {
+		ns, name, ok := strings.Cut(key, "/")
+		if !ok {
+			continue
+		}
+		s, err := r.o.Services.Services(ns).Get(name)
+		switch {
+		case apierrors.IsNotFound(err):
+			s = nil
+		case err != nil:
+			errs = append(errs, fmt.Errorf("reading Service %s: %w", key, err))
+			continue
+		}
+		var held []netip.Addr
+		if s != nil {
+			held = heldIPs(s)
+		}
+		for _, ip := range held {
+			if pools.PoolOf(ip) == nil {
+				continue
+			}
+			cur, had, err := rd.Get(ctx, ip)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("reading the reservation of %s: %w", ip, err))
+				continue
+			}
+			if _, err := r.confirm(ctx, s, ip, cur, had); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		rs, err := rd.ByOwner(ctx, key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reading the reservations of %s: %w", key, err))
+			continue
+		}
+		for _, x := range rs {
+			if x.State != alloc.StateBound || slices.Contains(held, x.IP) {
+				continue
+			}
+			if err := r.release(ctx, x, s); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Sync compares every live Service with every reservation once:
@@ -219,28 +396,13 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		if pools.PoolOf(ip) == nil {
 			continue // outside every pool: the apiserver's alone
 		}
-		owner := alloc.Owner{Namespace: s.Namespace, Name: s.Name, UID: string(s.UID)}
 		cur, had := byIP[ip]
-		if had && cur.State == alloc.StateBound && cur.Owner == owner {
-			continue
-		}
-		saved, err := r.o.Allocator.Confirm(ctx, ip, owner)
+		saved, err := r.confirm(ctx, s, ip, cur, had)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("confirming %s for %s/%s: %w", ip, s.Namespace, s.Name, err))
+			errs = append(errs, err)
 			continue
 		}
 		byIP[ip] = saved
-		switch {
-		case !had:
-			r.count(func(m *Metrics) { m.Imported.Inc() })
-			r.event(s, corev1.EventTypeNormal, ReasonImported, "clusterIP %s (pool %s) recorded: the Service holds it but the webhook had no reservation", ip, saved.Pool)
-			r.o.Log.Info("reservation imported", zap.Stringer("ip", ip), zap.String("service", owner.String()))
-		case sameName(cur.Owner, owner) || (cur.Owner.Name == "" && cur.Owner.Namespace == s.Namespace):
-			r.event(s, corev1.EventTypeNormal, ReasonPinned, "clusterIP %s (pool %s) bound to the Service (was %s)", ip, saved.Pool, cur.State)
-		default:
-			r.count(func(m *Metrics) { m.Conflicts.Inc() })
-			r.event(s, corev1.EventTypeWarning, ReasonTakenOver, "clusterIP %s was reserved to %s (%s); the Service holds it, so it is now recorded for the Service", ip, cur.Owner, cur.State)
-		}
 	}
 
 	// 2. Release what no live Service holds any more.
@@ -251,25 +413,9 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		if _, held := holder[x.IP]; held {
 			continue
 		}
-		if s, ok := live[x.Owner.Namespace+"/"+x.Owner.Name]; ok {
-			// The Service (or a re-created one of that name) lives without
-			// the address: downgraded, turned ExternalName or headless, or
-			// re-created with other addresses. Nothing to stick to.
-			if err := r.o.Allocator.Free(ctx, x.IP); err != nil {
-				errs = append(errs, fmt.Errorf("freeing %s of %s: %w", x.IP, x.Owner, err))
-				continue
-			}
-			r.count(func(m *Metrics) { m.Collected.Inc() })
-			r.event(s, corev1.EventTypeNormal, ReasonReleased, "clusterIP %s (pool %s) freed: the Service no longer holds it", x.IP, x.Pool)
-			r.o.Log.Info("reservation freed: Service no longer holds it", zap.Stringer("ip", x.IP), zap.String("service", x.Owner.String()))
-			continue
+		if err := r.release(ctx, x, live[x.Owner.Namespace+"/"+x.Owner.Name]); err != nil {
+			errs = append(errs, err)
 		}
-		if err := r.o.Allocator.Release(ctx, x.IP, x.Owner); err != nil {
-			errs = append(errs, fmt.Errorf("releasing %s of %s: %w", x.IP, x.Owner, err))
-			continue
-		}
-		r.event(gone(x.Owner), corev1.EventTypeNormal, ReasonReleased, "Service deleted: clusterIP %s (pool %s) stays reserved to %s for re-creation", x.IP, x.Pool, x.Owner)
-		r.o.Log.Info("reservation sticky: Service deleted", zap.Stringer("ip", x.IP), zap.String("service", x.Owner.String()))
 	}
 
 	// 3. Collect expired pending and sticky reservations.
@@ -301,6 +447,56 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		}
 	}
 	return next, errors.Join(errs...)
+}
+
+// confirm records that the live Service s holds ip (pool address), given
+// its current reservation cur (had: one exists): pending → bound, sticky →
+// bound, none → imported, another owner's → taken over. Nothing is written
+// when it is already bound to s.
+func (r *Reconciler) confirm(ctx context.Context, s *corev1.Service, ip netip.Addr, cur alloc.Reservation, had bool) (alloc.Reservation, error) {
+	owner := alloc.Owner{Namespace: s.Namespace, Name: s.Name, UID: string(s.UID)}
+	if had && cur.State == alloc.StateBound && cur.Owner == owner {
+		return cur, nil
+	}
+	saved, err := r.o.Allocator.Confirm(ctx, ip, owner)
+	if err != nil {
+		return saved, fmt.Errorf("confirming %s for %s/%s: %w", ip, s.Namespace, s.Name, err)
+	}
+	switch {
+	case !had:
+		r.count(func(m *Metrics) { m.Imported.Inc() })
+		r.event(s, corev1.EventTypeNormal, ReasonImported, "clusterIP %s (pool %s) recorded: the Service holds it but the webhook had no reservation", ip, saved.Pool)
+		r.o.Log.Info("reservation imported", zap.Stringer("ip", ip), zap.String("service", owner.String()))
+	case sameName(cur.Owner, owner) || (cur.Owner.Name == "" && cur.Owner.Namespace == s.Namespace):
+		r.event(s, corev1.EventTypeNormal, ReasonPinned, "clusterIP %s (pool %s) bound to the Service (was %s)", ip, saved.Pool, cur.State)
+	default:
+		r.count(func(m *Metrics) { m.Conflicts.Inc() })
+		r.event(s, corev1.EventTypeWarning, ReasonTakenOver, "clusterIP %s was reserved to %s (%s); the Service holds it, so it is now recorded for the Service", ip, cur.Owner, cur.State)
+	}
+	return saved, nil
+}
+
+// release handles a bound reservation x whose Service no longer holds its
+// address: freed when the Service (or a re-created one of that name) s
+// lives without it (downgraded, turned ExternalName or headless, or
+// re-created with other addresses: nothing to stick to), sticky to its
+// name when the Service is gone (s nil).
+func (r *Reconciler) release(ctx context.Context, x alloc.Reservation, s *corev1.Service) error {
+	if s != nil {
+		if err := r.o.Allocator.Free(ctx, x.IP); err != nil {
+			return fmt.Errorf("freeing %s of %s: %w", x.IP, x.Owner, err)
+		}
+		r.count(func(m *Metrics) { m.Collected.Inc() })
+		r.event(s, corev1.EventTypeNormal, ReasonReleased, "clusterIP %s (pool %s) freed: the Service no longer holds it", x.IP, x.Pool)
+		r.o.Log.Info("reservation freed: Service no longer holds it", zap.Stringer("ip", x.IP), zap.String("service", x.Owner.String()))
+		return nil
+	}
+	if err := r.o.Allocator.Release(ctx, x.IP, x.Owner); err != nil {
+		return fmt.Errorf("releasing %s of %s: %w", x.IP, x.Owner, err)
+	}
+	r.event(gone(x.Owner), corev1.EventTypeNormal, ReasonReleased, "Service deleted: clusterIP %s (pool %s) stays reserved to %s for re-creation", x.IP, x.Pool, x.Owner)
+	r.o.Log.Info("reservation sticky: Service deleted", zap.Stringer("ip", x.IP), zap.String("service", x.Owner.String()))
+	return nil
 }
 
 // heldIPs are the addresses a live Service holds as far as pinning is

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -510,4 +511,117 @@ func TestLeakedIPAddressDoesNotKeepAPendingReservation(t *testing.T) {
 			t.Fatalf("%s handed out while the apiserver records it", ips[0])
 		}
 	})
+}
+
+// TestSyncServicesTouchesOnlyThoseServices: the per-Service sync of watch
+// events binds, imports, frees and releases exactly like the full Sync for
+// the Services it is given, and looks at no other (an untouched pending
+// reservation stays pending). Once every Service has been touched, a full
+// Sync finds nothing left to write. Every cluster shape.
+func TestSyncServicesTouchesOnlyThoseServices(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		touch := func(keys ...string) {
+			t.Helper()
+			if err := e.r.SyncServices(e.ctx, keys); err != nil {
+				t.Fatalf("SyncServices(%v): %v", keys, err)
+			}
+		}
+		a := e.admit(alloc.Owner{Namespace: "demo", Name: "a", RequestUID: "r1"}, e.fams...)
+		b := e.admit(alloc.Owner{Namespace: "demo", Name: "b", RequestUID: "r2"}, e.fams[0])
+		e.live("demo", "a", "uid-a", a...)
+		e.live("demo", "b", "uid-b", b...)
+		touch("demo/a")
+		for _, ip := range a {
+			e.wantState(ip, alloc.StateBound, "demo/a")
+			e.wantEvent(ReasonPinned, ip)
+		}
+		e.wantState(b[0], alloc.StatePending, "demo/b") // not touched
+		e.noEvents()
+
+		// A Service holding a pool address nobody reserved is imported.
+		imported := band[e.fams[0]][2]
+		e.live("demo", "c", "uid-c", imported)
+		touch("demo/c", "demo/b")
+		e.wantState(imported, alloc.StateBound, "demo/c")
+		e.wantEvent(ReasonImported, imported)
+		e.wantState(b[0], alloc.StateBound, "demo/b")
+		e.wantEvent(ReasonPinned, b[0])
+
+		// a lives without its addresses but the primary (downgrade), or
+		// turns ExternalName: what it gave up is freed.
+		if len(a) == 2 {
+			e.live("demo", "a", "uid-a", a[0])
+			touch("demo/a")
+			e.wantState(a[0], alloc.StateBound, "demo/a")
+			e.wantFree(a[1])
+			e.wantEvent(ReasonReleased, a[1])
+		} else {
+			e.services.Update(&corev1.Service{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "a", UID: "uid-a"},
+				Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"},
+			})
+			touch("demo/a")
+			e.wantFree(a[0])
+			e.wantEvent(ReasonReleased, a[0])
+		}
+
+		// b is deleted: its address stays sticky to its name.
+		e.remove("demo", "b")
+		touch("demo/b")
+		e.wantState(b[0], alloc.StateSticky, "demo/b")
+		e.wantEvent(ReasonReleased, b[0])
+
+		// Nothing left for the full comparison to write.
+		before, _ := e.store.List(e.ctx)
+		e.sync()
+		after, _ := e.store.List(e.ctx)
+		if fmt.Sprint(before) != fmt.Sprint(after) {
+			t.Errorf("a full Sync after the per-Service ones rewrote the state:\n before %v\n after  %v", before, after)
+		}
+		e.noEvents()
+	})
+}
+
+// TestServiceEventsTouchOnlyWhatMatters: creates, deletes and updates of
+// what a Service holds are touched; updates of anything else are not.
+func TestServiceEventsTouchOnlyWhatMatters(t *testing.T) {
+	e := newEnv(t, clusters["IPv4,IPv6"])
+	h := ServiceEvents(e.r)
+	svc := func(uid string, typ corev1.ServiceType, ips ...string) *corev1.Service {
+		s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: types.UID(uid)},
+			Spec: corev1.ServiceSpec{Type: typ, ClusterIPs: ips}}
+		if len(ips) > 0 {
+			s.Spec.ClusterIP = ips[0]
+		}
+		return s
+	}
+	base := svc("u1", corev1.ServiceTypeClusterIP, "10.96.0.2")
+	relabelled := base.DeepCopy()
+	relabelled.Labels = map[string]string{"x": "y"}
+	// Not running (a replica that does not lead): nothing is recorded.
+	h.OnAdd(base, false)
+	if got := e.r.takeDirty(); len(got) != 0 {
+		t.Errorf("touched %v while the reconciler is not running", got)
+	}
+	e.r.active.Store(true) // as Run does
+	for _, tc := range []struct {
+		name  string
+		event func()
+		want  bool
+	}{
+		{"add", func() { h.OnAdd(base, false) }, true},
+		{"delete", func() { h.OnDelete(base) }, true},
+		{"delete tombstone", func() { h.OnDelete(cache.DeletedFinalStateUnknown{Key: "demo/web", Obj: base}) }, true},
+		{"labels only", func() { h.OnUpdate(base, relabelled) }, false},
+		{"same object (relist)", func() { h.OnUpdate(base, base.DeepCopy()) }, false},
+		{"secondary added", func() { h.OnUpdate(base, svc("u1", corev1.ServiceTypeClusterIP, "10.96.0.2", "fd00:10:96::2")) }, true},
+		{"type changed", func() { h.OnUpdate(base, svc("u1", corev1.ServiceTypeExternalName)) }, true},
+		{"re-created (new UID)", func() { h.OnUpdate(base, svc("u2", corev1.ServiceTypeClusterIP, "10.96.0.2")) }, true},
+	} {
+		tc.event()
+		got := e.r.takeDirty()
+		if touched := len(got) == 1 && got[0] == "demo/web"; touched != tc.want {
+			t.Errorf("%s: touched %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }

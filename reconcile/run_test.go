@@ -18,9 +18,10 @@ import (
 )
 
 // TestRunFollowsInformerEvents wires Run the way serve does (a Service
-// informer on a fake clientset whose events Kick the reconciler) and
-// follows one Service through create and delete. The interval is an hour,
-// so only the events can drive it.
+// informer on a fake clientset whose events Touch the reconciler,
+// ServiceEvents) and follows one Service through create and delete. The
+// interval is an hour, so only the per-Service syncs can drive it (the full
+// one runs once at start, before the Service exists).
 func TestRunFollowsInformerEvents(t *testing.T) {
 	cs := fake.NewClientset()
 	f := informers.NewSharedInformerFactory(cs, 0)
@@ -43,8 +44,7 @@ func TestRunFollowsInformerEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kick := func(any) { r.Kick() }
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: kick, UpdateFunc: func(_, o any) { kick(o) }, DeleteFunc: kick}); err != nil {
+	if _, err := inf.AddEventHandler(ServiceEvents(r)); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -19,11 +19,15 @@
 // confirm/release (Conflict = someone changed it), Delete with a
 // resourceVersion precondition = free. Reads come from a namespace-scoped,
 // label-selected informer, and every read first waits until the informer has
-// delivered this store's own completed writes: otherwise a replica would
-// decide on a cache that does not yet show what it just reserved and hand the
-// same address out twice (the CAPI in-cluster IPAM lesson). Because a watch
-// delivers events in resourceVersion order, seeing our own write also means
-// having seen every earlier write of the other replicas.
+// delivered this store's own completed writes that can change its answer
+// (Get: writes of that address; ByOwner: writes giving that owner an address
+// or taking one from it; List and Taken: all): otherwise a replica would
+// decide on a cache that does not yet show what it just reserved (the CAPI
+// in-cluster IPAM lesson). Because a watch delivers events in resourceVersion
+// order, seeing our own write also means having seen every earlier write of
+// the other replicas. TakenNow, the allocator's candidate view, waits for
+// nothing: a candidate is only a guess that Create (AlreadyExists) settles,
+// and the allocator keeps its own recent writes aside itself.
 //
 // Rate limits: client-go defaults to 5 QPS / burst 10, which caps an
 // allocator at about 5 reservations per second. Build the client with

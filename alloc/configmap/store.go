@@ -84,6 +84,10 @@ type expectation struct {
 	// any: someone else's object we learnt of through AlreadyExists; any
 	// event for the name settles it.
 	any bool
+	// owner is the Owner.Key() our write recorded, prev the one the cache
+	// showed for the address when the write returned: only ByOwner of
+	// these two can change when the write is delivered.
+	owner, prev string
 }
 
 // Store is the ConfigMap-backed alloc.Store. Create it with New, then Start.
@@ -330,8 +334,9 @@ func (s *Store) observe(obj any, deleted bool) {
 }
 
 // expectWrite registers a completed write of ours, unless the informer
-// already delivered it (the watch event can beat the API response).
-func (s *Store) expectWrite(ip netip.Addr, rv string, gone bool) {
+// already delivered it (the watch event can beat the API response). owner is
+// the Owner.Key() of the reservation written (or deleted).
+func (s *Store) expectWrite(ip netip.Addr, rv string, gone bool, owner string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	name := Name(ip)
@@ -347,8 +352,12 @@ func (s *Store) expectWrite(ip netip.Addr, rv string, gone bool) {
 	case gone && ok && cur.Version != rv && newer(cur.Version, rv):
 		return
 	}
+	prev := ""
+	if ok {
+		prev = cur.Owner.Key()
+	}
 	s.seq++
-	s.expect[name] = expectation{seq: s.seq, rv: rv, gone: gone}
+	s.expect[name] = expectation{seq: s.seq, rv: rv, gone: gone, owner: owner, prev: prev}
 }
 
 // expectExisting registers an object another writer created that the cache
@@ -372,7 +381,7 @@ func (s *Store) expectExisting(ip netip.Addr) {
 // read (ErrConflict).
 func (s *Store) absent(ctx context.Context, ip netip.Addr, verb string) error {
 	var ok bool
-	if err := s.caughtUp(ctx, func() { _, ok = s.idx.Get(ip) }); err != nil {
+	if err := s.caughtUp(ctx, named(Name(ip)), func() { _, ok = s.idx.Get(ip) }); err != nil {
 		return err
 	}
 	if !ok {
@@ -389,9 +398,31 @@ func (s *Store) absent(ctx context.Context, ip netip.Addr, verb string) error {
 // past this the read goes on. A watch event normally lands in milliseconds.
 const DefaultHintWait = time.Second
 
+// A waitFor selects the expectations a read depends on: a read waits only
+// for the writes that can change its answer, so that one request's read is
+// not held up by the watch delivering every other request's writes.
+type waitFor func(name string, e expectation) bool
+
+// all: List and Taken depend on every write.
+func all(string, expectation) bool { return true }
+
+// named: Get(ip) depends on writes of that object only (hints included, so
+// that an address lost to another writer reads as that writer's).
+func named(want string) waitFor {
+	return func(name string, _ expectation) bool { return name == want }
+}
+
+// ownedBy: ByOwner(key) depends on our writes that give key an address or
+// take one from it. Writes for other owners (the other requests in flight,
+// the reconciler binding other Services) and other writers' objects cannot
+// change its answer.
+func ownedBy(key string) waitFor {
+	return func(_ string, e expectation) bool { return !e.any && (e.owner == key || e.prev == key) }
+}
+
 // caughtUp waits until the informer has delivered every write this store
-// completed before the call, then runs fn under the lock.
-func (s *Store) caughtUp(ctx context.Context, fn func()) error {
+// completed before the call that wait selects, then runs fn under the lock.
+func (s *Store) caughtUp(ctx context.Context, wait waitFor, fn func()) error {
 	deadline := time.NewTimer(s.wait)
 	defer deadline.Stop()
 	hints := time.NewTimer(min(s.hintWait, s.wait))
@@ -406,7 +437,7 @@ func (s *Store) caughtUp(ctx context.Context, fn func()) error {
 		}
 		var behind []string
 		for name, e := range s.expect {
-			if e.seq > limit {
+			if e.seq > limit || !wait(name, e) {
 				continue
 			}
 			if e.any && hintsDone {
@@ -447,25 +478,40 @@ func (s *Store) caughtUp(ctx context.Context, fn func()) error {
 
 // Get implements alloc.Store.
 func (s *Store) Get(ctx context.Context, ip netip.Addr) (r alloc.Reservation, ok bool, err error) {
-	err = s.caughtUp(ctx, func() { r, ok = s.idx.Get(ip) })
+	err = s.caughtUp(ctx, named(Name(ip)), func() { r, ok = s.idx.Get(ip) })
 	return r, ok, err
 }
 
 // ByOwner implements alloc.Store.
 func (s *Store) ByOwner(ctx context.Context, key string) (rs []alloc.Reservation, err error) {
-	err = s.caughtUp(ctx, func() { rs = s.idx.ByOwner(key) })
+	err = s.caughtUp(ctx, ownedBy(key), func() { rs = s.idx.ByOwner(key) })
 	return rs, err
 }
 
 // List implements alloc.Store.
 func (s *Store) List(ctx context.Context) (rs []alloc.Reservation, err error) {
-	err = s.caughtUp(ctx, func() { rs = s.idx.List() })
+	err = s.caughtUp(ctx, all, func() { rs = s.idx.List() })
 	return rs, err
 }
 
 // Taken implements alloc.Store.
 func (s *Store) Taken(ctx context.Context, fn func(*alloc.IPSet)) error {
-	return s.caughtUp(ctx, func() { fn(s.idx.Taken()) })
+	return s.caughtUp(ctx, all, func() { fn(s.idx.Taken()) })
+}
+
+// TakenNow implements alloc.CandidateView: the cache as it is, without
+// waiting for the watch to deliver our own writes. The allocator chooses
+// candidates from it and keeps its own recent writes and lost races aside
+// until the cache shows them; the apiserver's AlreadyExists keeps the
+// choice safe whatever the cache lags.
+func (s *Store) TakenNow(fn func(*alloc.IPSet)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.synced {
+		return fmt.Errorf("reservation cache not synced: %w", alloc.ErrNotReady)
+	}
+	fn(s.idx.Taken())
+	return nil
 }
 
 // Create implements alloc.Store.
@@ -485,7 +531,7 @@ func (s *Store) Create(ctx context.Context, r alloc.Reservation) (alloc.Reservat
 	if err != nil {
 		return alloc.Reservation{}, fmt.Errorf("creating ConfigMap %s/%s: %w", s.ns, Name(r.IP), err)
 	}
-	s.expectWrite(r.IP, cm.ResourceVersion, false)
+	s.expectWrite(r.IP, cm.ResourceVersion, false, r.Owner.Key())
 	r.Version = cm.ResourceVersion
 	return r, nil
 }
@@ -504,7 +550,7 @@ func (s *Store) Update(ctx context.Context, r alloc.Reservation) (alloc.Reservat
 	case err != nil:
 		return alloc.Reservation{}, fmt.Errorf("updating ConfigMap %s/%s: %w", s.ns, Name(r.IP), err)
 	}
-	s.expectWrite(r.IP, cm.ResourceVersion, false)
+	s.expectWrite(r.IP, cm.ResourceVersion, false, r.Owner.Key())
 	r.Version = cm.ResourceVersion
 	return r, nil
 }
@@ -526,6 +572,6 @@ func (s *Store) Delete(ctx context.Context, r alloc.Reservation) error {
 	case err != nil:
 		return fmt.Errorf("deleting ConfigMap %s/%s: %w", s.ns, name, err)
 	}
-	s.expectWrite(r.IP, r.Version, true)
+	s.expectWrite(r.IP, r.Version, true, r.Owner.Key())
 	return nil
 }

@@ -258,7 +258,9 @@ pools:
 		t.Run(name, func(t *testing.T) {
 			cs := fakeAPI(t)
 			s := startStore(t, cs)
-			a, err := alloc.New(s, pools, alloc.Options{})
+			// Spread 1: the next candidate after a lost race is the next
+			// lowest (by default a replica that loses spreads its picks).
+			a, err := alloc.New(s, pools, alloc.Options{Spread: 1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -354,9 +356,9 @@ func TestStaleDeleteDoesNotSettleRecreate(t *testing.T) {
 		return c
 	}
 	s.observe(cm("1"), false)
-	s.expectWrite(ip, "1", true)  // our delete of rv 1
-	s.expectWrite(ip, "3", false) // our re-create answered rv 3
-	s.observe(cm("2"), true)      // DELETED of the old incarnation, at rv 2
+	s.expectWrite(ip, "1", true, "")  // our delete of rv 1
+	s.expectWrite(ip, "3", false, "") // our re-create answered rv 3
+	s.observe(cm("2"), true)          // DELETED of the old incarnation, at rv 2
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -370,9 +372,69 @@ func TestStaleDeleteDoesNotSettleRecreate(t *testing.T) {
 	}
 
 	// Someone else deleting our object after our write does settle it.
-	s.expectWrite(ip, "5", false)
+	s.expectWrite(ip, "5", false, "")
 	s.observe(cm("6"), true)
 	if _, ok, err := s.Get(context.Background(), ip); err != nil || ok {
 		t.Fatalf("Get after a later foreign delete = ok %v err %v, want absent", ok, err)
+	}
+}
+
+// A read waits only for our writes that can change its answer: one
+// request's reads are not held up by the watch delivering the writes of the
+// other requests in flight. TakenNow never waits (the allocator keeps its
+// recent writes aside itself).
+func TestReadsWaitOnlyForTheirWrites(t *testing.T) {
+	s := startStore(t, fakeAPI(t))
+	mine := netip.MustParseAddr("10.96.0.7")
+	other := netip.MustParseAddr("10.96.0.8")
+	moved := netip.MustParseAddr("10.96.0.9")
+	a := alloc.Owner{Namespace: "n", Name: "a"}
+	b := alloc.Owner{Namespace: "n", Name: "b"}
+	cm := func(ip netip.Addr, o alloc.Owner, rv string) *corev1.ConfigMap {
+		c := encode(testNS, alloc.Reservation{IP: ip, Pool: "p", State: alloc.StatePending, Owner: o})
+		c.ResourceVersion = rv
+		return c
+	}
+	// Address moved is b's in the cache; our update gives it to a.
+	s.observe(cm(moved, b, "1"), false)
+	s.expectWrite(mine, "2", false, a.Key())  // our create of mine for a
+	s.expectWrite(moved, "3", false, a.Key()) // our update of moved: b → a
+
+	blocked := func(what string, read func(ctx context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if err := read(ctx); err == nil {
+			t.Errorf("%s answered before the cache showed our write", what)
+		}
+	}
+	free := func(what string, read func(ctx context.Context) error) {
+		t.Helper()
+		if err := read(context.Background()); err != nil {
+			t.Errorf("%s waited for writes it does not depend on: %v", what, err)
+		}
+	}
+	byOwner := func(o alloc.Owner) func(context.Context) error {
+		return func(ctx context.Context) error { _, err := s.ByOwner(ctx, o.Key()); return err }
+	}
+	get := func(ip netip.Addr) func(context.Context) error {
+		return func(ctx context.Context) error { _, _, err := s.Get(ctx, ip); return err }
+	}
+	blocked("ByOwner(a)", byOwner(a))
+	blocked("ByOwner(b), whose address our update takes", byOwner(b))
+	blocked("Get(mine)", get(mine))
+	blocked("Taken", func(ctx context.Context) error { return s.Taken(ctx, func(*alloc.IPSet) {}) })
+	blocked("List", func(ctx context.Context) error { _, err := s.List(ctx); return err })
+	free("ByOwner(c)", byOwner(alloc.Owner{Namespace: "n", Name: "c"}))
+	free("Get(other)", get(other))
+	free("TakenNow", func(context.Context) error { return s.TakenNow(func(*alloc.IPSet) {}) })
+
+	s.observe(cm(mine, a, "2"), false)
+	s.observe(cm(moved, a, "3"), false)
+	free("ByOwner(a) once delivered", byOwner(a))
+	free("ByOwner(b) once delivered", byOwner(b))
+	free("List once delivered", func(ctx context.Context) error { _, err := s.List(ctx); return err })
+	if rs, _ := s.ByOwner(context.Background(), a.Key()); len(rs) != 2 {
+		t.Errorf("ByOwner(a) = %v, want mine and moved", rs)
 	}
 }

@@ -59,9 +59,10 @@ type replicaSet struct {
 }
 
 // startReplicas brings up a replicaSet named name (artifacts folder, scope
-// label) with poolsDoc in the pools ConfigMap; everything stops when the
-// test ends, logs kept if it failed.
-func startReplicas(t *testing.T, name string, n int, poolsDoc string) *replicaSet {
+// label) with poolsDoc in the pools ConfigMap, each replica started with the
+// suite's flags plus extra; everything stops when the test ends, logs kept
+// if it failed.
+func startReplicas(t *testing.T, name string, n int, poolsDoc string, extra ...string) *replicaSet {
 	t.Helper()
 	framework.NeedPrereq(t, prereqErr)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -94,7 +95,7 @@ func startReplicas(t *testing.T, name string, n int, poolsDoc string) *replicaSe
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--leader-election=true"}, pinFlags...)
+	args := append(append([]string{"--leader-election=true"}, pinFlags...), extra...)
 	for i := range n {
 		w, err := framework.StartWebhook(ctx, framework.WebhookOptions{
 			Binary: bin, Name: fmt.Sprintf("replica-%d", i), Dir: env.Artifacts, Kubeconfig: env.Kubeconfig,

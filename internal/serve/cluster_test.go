@@ -6,11 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualstack-webhook/dualstack-webhook/reconcile"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 )
 
 func TestServiceCIDRFamiliesFollowTheCluster(t *testing.T) {
@@ -86,5 +89,63 @@ func waitFamilies(t *testing.T, s serviceCIDRFamilies, want []corev1.IPFamily) {
 			t.Fatalf("families = %v (%v), want %v", got, err, want)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSlimKeepsWhatTheWebhookReads: the informers' transform keeps of a
+// Service, an IPAddress and a Namespace exactly what the allocator, the
+// reconciler and admission read, drops the rest (managedFields, spec
+// fields, status, annotations of Services), and passes tombstones through.
+func TestSlimKeepsWhatTheWebhookReads(t *testing.T) {
+	mf := []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "u1", ResourceVersion: "7",
+			Labels: map[string]string{"tier": "api"}, Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{…}"},
+			ManagedFields: mf},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: "10.96.0.12", ClusterIPs: []string{"10.96.0.12", "fd00:10:96::12"},
+			Ports: []corev1.ServicePort{{Port: 80}}, Selector: map[string]string{"app": "web"}},
+		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "192.0.2.1"}}}},
+	}
+	got, err := slim(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "u1", ResourceVersion: "7", Labels: map[string]string{"tier": "api"}},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: "10.96.0.12", ClusterIPs: []string{"10.96.0.12", "fd00:10:96::12"}},
+	}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("Service slimmed to %+v, want %+v", got, want)
+	}
+	// What the allocator's holder index and the reconciler read still works.
+	if ips, _ := reconcile.IndexByClusterIP(got); len(ips) != 2 || ips[1] != "fd00:10:96::12" {
+		t.Errorf("IndexByClusterIP of the slim Service = %v", ips)
+	}
+
+	parent := &networkingv1.ParentReference{Resource: "services", Namespace: "shop", Name: "web"}
+	ipa := &networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.12", ResourceVersion: "8", ManagedFields: mf,
+		Labels: map[string]string{"ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io"}},
+		Spec: networkingv1.IPAddressSpec{ParentRef: parent}}
+	if got, _ := slim(ipa); !equality.Semantic.DeepEqual(got, &networkingv1.IPAddress{
+		ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.12", ResourceVersion: "8"}, Spec: networkingv1.IPAddressSpec{ParentRef: parent}}) {
+		t.Errorf("IPAddress slimmed to %+v", got)
+	}
+
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", ManagedFields: mf,
+		Labels: map[string]string{"team": "a"}, Annotations: map[string]string{"dualstack-webhook.io/ip-family-policy": "PreferDualStack"}},
+		Status: corev1.NamespaceStatus{Phase: corev1.NamespaceActive}}
+	if got, _ := slim(ns); !equality.Semantic.DeepEqual(got, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop",
+		Labels: ns.Labels, Annotations: ns.Annotations}}) {
+		t.Errorf("Namespace slimmed to %+v", got)
+	}
+
+	sc := &networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", ManagedFields: mf},
+		Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.96.0.0/16"}}}
+	if got, _ := slim(sc); got.(*networkingv1.ServiceCIDR).ManagedFields != nil || got.(*networkingv1.ServiceCIDR).Spec.CIDRs[0] != "10.96.0.0/16" {
+		t.Errorf("ServiceCIDR slimmed to %+v", got)
+	}
+	tomb := cache.DeletedFinalStateUnknown{Key: "shop/web", Obj: svc}
+	if got, _ := slim(tomb); got != tomb {
+		t.Errorf("tombstone changed: %+v", got)
 	}
 }

@@ -87,6 +87,13 @@ type Config struct {
 	// reconciler) by a fixed amount: a hidden test hook with which the
 	// fault suite makes one replica's clock jump. Not for production.
 	TestClockOffset time.Duration
+	// LowestSpread is alloc.Options.Spread (--lowest-spread): how far a
+	// replica that lost a race spreads its "lowest" picks.
+	LowestSpread int
+	// Profiling serves net/http/pprof under /debug/pprof/ on the metrics
+	// listener (--profiling). Off by default: profiles show internals and
+	// cost CPU while they run.
+	Profiling bool
 }
 
 // Families returns the IP families of ServiceCIDRs in order.
@@ -134,11 +141,13 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.PoolsFile, "pools-file", "", "pools.yaml file to use instead of --pools-configmap (for --dev)")
 	fs.DurationVar(&c.PendingGrace, "pending-grace", 2*time.Minute, "free a reservation made at admission when its Service has not appeared after this long")
 	fs.DurationVar(&c.Retention, "retention", alloc.DefaultRetention, "keep a deleted Service's addresses for its namespace/name this long (delete + re-create gets them back)")
-	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "period of the reconciler's full resync, besides the one every watch event triggers")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "period of the reconciler's full resync (a Service event syncs that Service alone)")
 	fs.BoolVar(&c.LeaderElection, "leader-election", true, "run the reconciler only in the replica holding the Lease "+LeaseName+" in --namespace (every replica serves admission)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, keep serving this long with readiness failing and every answer closing its connection before closing the listener (default 0 with --dev)")
 	fs.DurationVar(&c.TestClockOffset, "test-clock-offset", 0, "test hook: move this process's clock by this much")
 	_ = fs.MarkHidden("test-clock-offset")
+	fs.IntVar(&c.LowestSpread, "lowest-spread", alloc.DefaultSpread, "strategy lowest with several replicas: a replica that lost a race for an address to another takes one of the lowest N free addresses (a random rank, drawn again at each lost race) for the next 10 minutes; 1: always exactly the lowest free (replicas then race for it)")
+	fs.BoolVar(&c.Profiling, "profiling", false, "serve Go profiles (net/http/pprof) under /debug/pprof/ on --metrics-listen")
 	fs.SortFlags = false
 
 	if err := fs.Parse(args); err != nil {
@@ -218,8 +227,14 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.Retention < 0 {
 		errs = append(errs, errors.New("--retention must not be negative (0 frees a deleted Service's addresses at once)"))
 	}
+	if c.LowestSpread < 1 {
+		errs = append(errs, errors.New("--lowest-spread must be at least 1 (1: always exactly the lowest free address)"))
+	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("--reconcile-interval must be positive"))
+	}
+	if c.Profiling && c.MetricsListen == "" {
+		errs = append(errs, errors.New("--profiling serves on --metrics-listen, which is empty"))
 	}
 	if c.Dev {
 		// No cluster: no Lease to hold, no reconciler to elect.

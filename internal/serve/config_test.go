@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 	"io"
 	"net/netip"
 	"strings"
@@ -175,7 +176,20 @@ func TestPinningFlags(t *testing.T) {
 	if c.LeaderElection || c.PoolsFile != "p.yaml" {
 		t.Errorf("--dev: leader election %v, pools file %q", c.LeaderElection, c.PoolsFile)
 	}
-	for _, bad := range [][]string{{"--pending-grace=0"}, {"--retention=-1s"}, {"--reconcile-interval=0"}} {
+	if c.Profiling {
+		t.Errorf("--profiling is on by default")
+	}
+	if c.LowestSpread != alloc.DefaultSpread {
+		t.Errorf("--lowest-spread defaults to %d, want %d", c.LowestSpread, alloc.DefaultSpread)
+	}
+	c, err = ParseConfig(append(tls, "--lowest-spread=1"), noenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := allocOptions(c, zapNop()); o.Spread != 1 {
+		t.Errorf("--lowest-spread=1 gives alloc Spread %d", o.Spread)
+	}
+	for _, bad := range [][]string{{"--pending-grace=0"}, {"--retention=-1s"}, {"--reconcile-interval=0"}, {"--profiling", "--metrics-listen="}, {"--lowest-spread=0"}} {
 		if _, err := ParseConfig(append(tls, bad...), noenv, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
 		}

@@ -53,7 +53,7 @@ type pinning struct {
 
 // allocOptions are the allocator options every mode shares.
 func allocOptions(cfg *Config, log *zap.Logger) alloc.Options {
-	o := alloc.Options{Logger: log.Named("alloc"), Retention: cfg.Retention, PendingGrace: cfg.PendingGrace}
+	o := alloc.Options{Logger: log.Named("alloc"), Retention: cfg.Retention, PendingGrace: cfg.PendingGrace, Spread: cfg.LowestSpread}
 	if cfg.Retention == 0 {
 		o.Retention = -1 // alloc reads 0 as "default"; the flag's 0 means "at once"
 	}
@@ -226,12 +226,9 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		return fail(err)
 	}
 	rec.Store(r)
-	kick := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { r.Kick() },
-		UpdateFunc: func(any, any) { r.Kick() },
-		DeleteFunc: func(any) { r.Kick() },
-	}
-	if _, err := caches.services.AddEventHandler(kick); err != nil {
+	// A Service event syncs that Service only; full syncs come with the
+	// interval, the next expiry and deleted state (onDelete above).
+	if _, err := caches.services.AddEventHandler(reconcile.ServiceEvents(r)); err != nil {
 		return fail(err)
 	}
 

@@ -123,6 +123,11 @@ func TestDevServesTheExampleAndIsReadyFast(t *testing.T) {
 		}
 	}
 
+	// Profiles only with --profiling (TestProfiling).
+	if code := getStatus(t, "http://"+ml.Addr().String()+"/debug/pprof/cmdline"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/cmdline without --profiling: %d, want 404", code)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -132,6 +137,45 @@ func TestDevServesTheExampleAndIsReadyFast(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
+}
+
+// TestProfiling: --profiling serves net/http/pprof on the metrics listener.
+func TestProfiling(t *testing.T) {
+	cfg, err := ParseConfig([]string{"--dev", "--profiling", "--dev-ca-file", filepath.Join(t.TempDir(), "ca.pem")}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl, _ := net.Listen("tcp", "127.0.0.1:0")
+	ml, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- RunWith(ctx, cfg, zap.NewNop(), io.Discard, Listeners{Webhook: wl, Metrics: ml}) }()
+	defer func() { cancel(); <-done }()
+	base := "http://" + ml.Addr().String()
+	deadline := time.Now().Add(3 * time.Second)
+	for getStatus(t, base+"/metrics") != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("metrics listener not serving after 3s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, path := range []string{"/debug/pprof/cmdline", "/debug/pprof/heap", "/debug/pprof/profile?seconds=1"} {
+		if code := getStatus(t, base+path); code != http.StatusOK {
+			t.Errorf("%s with --profiling: %d, want 200", path, code)
+		}
+	}
+}
+
+// getStatus GETs url and returns the status code (0 if unreachable).
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func waitForFile(path string, d time.Duration) ([]byte, error) {
