@@ -36,6 +36,9 @@ type Config struct {
 	// MetricsListen is the plain-HTTP /metrics address (--metrics-listen);
 	// empty disables it.
 	MetricsListen string
+	// Profiling serves Go's /debug/pprof on the metrics listener
+	// (--profiling), for finding where CPU and memory go at scale.
+	Profiling bool
 	// TLSCertFile and TLSKeyFile are the serving pair, reloaded on change.
 	TLSCertFile, TLSKeyFile string
 	// Bootstrap is self-bootstrap TLS (--tls-bootstrap-*): the webhook keeps
@@ -113,6 +116,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	)
 	fs.StringVar(&c.Listen, "listen", ":8443", "TLS address of the webhook (POST /mutate, /validate; GET /healthz, /readyz)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", ":8080", "plain-HTTP address of GET /metrics (empty: off)")
+	fs.BoolVar(&c.Profiling, "profiling", false, "serve Go's /debug/pprof/ on --metrics-listen (CPU, heap, goroutine profiles)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM serving certificate (reloaded when it changes)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	c.Bootstrap.AddFlags(fs)

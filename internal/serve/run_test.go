@@ -122,6 +122,9 @@ func TestDevServesTheExampleAndIsReadyFast(t *testing.T) {
 			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(string(mb), "pool_addresses"))
 		}
 	}
+	if code := httpStatus(t, "http://"+ml.Addr().String()+"/debug/pprof/heap"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/heap without --profiling: HTTP %d, want 404", code)
+	}
 
 	cancel()
 	select {
@@ -272,4 +275,43 @@ pools:
 			t.Errorf("%s: %q lacks %q", tc.what, got, tc.want)
 		}
 	}
+}
+
+// TestProfilingServesPprof: --profiling adds Go's /debug/pprof/ to the
+// metrics listener (make bench-scale profiles the replicas through it).
+func TestProfilingServesPprof(t *testing.T) {
+	cfg, err := ParseConfig([]string{"--dev", "--profiling", "--dev-ca-file", filepath.Join(t.TempDir(), "ca.pem")}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl, _ := net.Listen("tcp", "127.0.0.1:0")
+	ml, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- RunWith(ctx, cfg, zap.NewNop(), io.Discard, Listeners{Webhook: wl, Metrics: ml}) }()
+	defer func() { cancel(); <-done }()
+	url := "http://" + ml.Addr().String() + "/debug/pprof/heap?debug=1"
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code := httpStatus(t, url)
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: HTTP %d, want 200", url, code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// httpStatus is the status of GET url (0 when the request fails).
+func httpStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
