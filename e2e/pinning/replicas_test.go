@@ -56,12 +56,19 @@ type replicaSet struct {
 	hooks []*framework.Webhook
 	proxy *rrProxy
 	scope string
+	opts  []framework.WebhookOptions // how each replica was started
 }
 
 // startReplicas brings up a replicaSet named name (artifacts folder, scope
 // label) with poolsDoc in the pools ConfigMap; everything stops when the
 // test ends, logs kept if it failed.
 func startReplicas(t *testing.T, name string, n int, poolsDoc string) *replicaSet {
+	t.Helper()
+	return startReplicasWith(t, name, n, poolsDoc, append([]string{"--leader-election=true"}, pinFlags...))
+}
+
+// startReplicasWith is startReplicas with the replicas' extra flags given.
+func startReplicasWith(t *testing.T, name string, n int, poolsDoc string, args []string) *replicaSet {
 	t.Helper()
 	framework.NeedPrereq(t, prereqErr)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -94,16 +101,17 @@ func startReplicas(t *testing.T, name string, n int, poolsDoc string) *replicaSe
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--leader-election=true"}, pinFlags...)
 	for i := range n {
-		w, err := framework.StartWebhook(ctx, framework.WebhookOptions{
+		o := framework.WebhookOptions{
 			Binary: bin, Name: fmt.Sprintf("replica-%d", i), Dir: env.Artifacts, Kubeconfig: env.Kubeconfig,
 			ServiceCIDRs: framework.DualStackCIDRs, Namespace: replicasState, ExtraArgs: args,
-		})
+		}
+		w, err := framework.StartWebhook(ctx, o)
 		if err != nil {
 			t.Fatalf("replica %d: %v", i, err)
 		}
 		rs.hooks = append(rs.hooks, w)
+		rs.opts = append(rs.opts, o)
 	}
 	rs.proxy = newRRProxy(t, rs.hooks)
 	registerServices(t, c, name, rs.proxy.URL(), rs.proxy.CABundle())
@@ -353,6 +361,12 @@ func TestReplicas(t *testing.T) {
 // last findings after timeout. Duplicates fail at once: they cannot heal.
 func consistent(t *testing.T, c kubernetes.Interface, what string, timeout time.Duration) {
 	t.Helper()
+	consistentIn(t, c, what, timeout, inBulk)
+}
+
+// consistentIn is consistent for the pools pool says an address is in.
+func consistentIn(t *testing.T, c kubernetes.Interface, what string, timeout time.Duration, inBulk inPool) snapshot {
+	t.Helper()
 	var snap snapshot
 	eventually(t, timeout, what, func(ctx context.Context) (bool, string) {
 		var err error
@@ -378,6 +392,7 @@ func consistent(t *testing.T, c kubernetes.Interface, what string, timeout time.
 	if pinned != len(snap.Reservations) {
 		t.Errorf("%d pool addresses but %d reservations", pinned, len(snap.Reservations))
 	}
+	return snap
 }
 
 // deleteState deletes every reservation ConfigMap and returns how many.
@@ -417,11 +432,31 @@ func leaseHolder(t *testing.T, c kubernetes.Interface) string {
 // kill sends SIGKILL to a webhook process the harness started (found by its
 // unique --listen address in /proc): a crash, not a graceful stop.
 func kill(w *framework.Webhook) error {
+	pid, err := pidOf(w)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for w.Running() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d still running 10s after SIGKILL", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// pidOf finds a webhook process the harness started by its unique --listen
+// address in /proc.
+func pidOf(w *framework.Webhook) (int, error) {
 	listen := strings.TrimPrefix(w.URL, "https://")
 	want := []byte("--listen\x00" + listen + "\x00")
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(d.Name())
@@ -432,17 +467,7 @@ func kill(w *framework.Webhook) error {
 		if err != nil || !bytes.Contains(cmdline, want) || !bytes.HasPrefix(cmdline, []byte(w.Args[0]+"\x00")) {
 			continue
 		}
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			return err
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for w.Running() {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("pid %d still running 10s after SIGKILL", pid)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return nil
+		return pid, nil
 	}
-	return errors.New("no process with " + strings.ReplaceAll(string(want), "\x00", " "))
+	return 0, errors.New("no process with " + strings.ReplaceAll(string(want), "\x00", " "))
 }
