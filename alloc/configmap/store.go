@@ -96,6 +96,9 @@ type Store struct {
 	onDelete func()
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
+	// handled reports when the event handler (which fills idx) has seen
+	// the initial list; the informer's own HasSynced only covers its cache.
+	handled cache.ResourceEventHandlerRegistration
 
 	mu      sync.Mutex
 	idx     *alloc.Index
@@ -152,21 +155,26 @@ func New(client kubernetes.Interface, opts Options) (*Store, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if _, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { s.observe(obj, false) },
 		UpdateFunc: func(_, obj any) { s.observe(obj, false) },
 		DeleteFunc: func(obj any) { s.observe(obj, true) },
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
+	s.handled = reg
 	return s, nil
 }
 
-// Start runs the informer until ctx ends and returns once the cache has
-// synced (or with ctx's error).
+// Start runs the informer until ctx ends and returns once the index holds
+// the initial list (or with ctx's error). Handlers run behind the
+// informer's cache: with thousands of reservations the cache reports synced
+// while the index is still filling, and a read then would miss
+// reservations (status saw half of 3,000 that way).
 func (s *Store) Start(ctx context.Context) error {
 	s.factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced, s.handled.HasSynced) {
 		return fmt.Errorf("reservation cache of namespace %s: %w", s.ns, errors.Join(alloc.ErrNotReady, ctx.Err()))
 	}
 	s.mu.Lock()
