@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -146,13 +147,9 @@ func New(client kubernetes.Interface, opts Options) (*Store, error) {
 		informers.WithNamespace(opts.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = Selector }))
 	s.informer = s.factory.Core().V1().ConfigMaps().Informer()
-	// The index keeps the decoded form; drop what the cache does not need.
-	if err := s.informer.SetTransform(func(obj any) (any, error) {
-		if cm, ok := obj.(*corev1.ConfigMap); ok {
-			cm.ManagedFields = nil
-		}
-		return obj, nil
-	}); err != nil {
+	// The index keeps the decoded form; the cache keeps only what
+	// identifies the object (see cached).
+	if err := s.informer.SetTransform(compact); err != nil {
 		return nil, err
 	}
 	reg, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -289,6 +286,35 @@ func newer(a, b string) bool {
 	return err1 == nil && err2 == nil && x >= y
 }
 
+// cached is what the informer keeps of a reservation ConfigMap: its name
+// and resourceVersion and the decoded reservation, whose strings the index
+// shares. The ConfigMap itself (data map, labels, uid, timestamps) would
+// cost about three times as much per reservation, twice over with the
+// index beside it.
+type cached struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta // Name, Namespace and ResourceVersion only
+	r                 alloc.Reservation
+	err               error // decode's, reported when the event is handled
+}
+
+// DeepCopyObject makes cached a runtime.Object; nothing mutates one.
+func (c *cached) DeepCopyObject() runtime.Object { x := *c; return &x }
+
+// compact is the informer's transform: ConfigMap → *cached. It is
+// idempotent, as client-go requires.
+func compact(obj any) (any, error) {
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return obj, nil
+	}
+	r, err := decode(cm)
+	return &cached{
+		ObjectMeta: metav1.ObjectMeta{Name: cm.Name, Namespace: cm.Namespace, ResourceVersion: cm.ResourceVersion},
+		r:          r, err: err,
+	}, nil
+}
+
 // observe applies one informer event to the index and settles the
 // expectations it satisfies.
 func (s *Store) observe(obj any, deleted bool) {
@@ -299,11 +325,14 @@ func (s *Store) observe(obj any, deleted bool) {
 	if deleted && s.onDelete != nil {
 		defer s.onDelete()
 	}
-	cm, ok := obj.(*corev1.ConfigMap)
+	if _, ok := obj.(*corev1.ConfigMap); ok {
+		obj, _ = compact(obj)
+	}
+	cm, ok := obj.(*cached)
 	if !ok {
 		return
 	}
-	r, err := decode(cm)
+	r, err := cm.r, cm.err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
