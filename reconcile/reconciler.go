@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
@@ -81,7 +82,16 @@ type Options struct {
 	Clock clock.Clock
 	// Interval: see DefaultInterval.
 	Interval time.Duration
+	// Workers: see DefaultWorkers.
+	Workers int
 }
+
+// DefaultWorkers bounds the confirms and imports one Sync runs at once.
+// Each is a write plus a wait for the watch to show it, so one at a time
+// rebuilt about 150 reservations a second whatever the apiserver could
+// take; 16 in flight stay far below the apiserver's default
+// max-mutating-inflight (200).
+const DefaultWorkers = 16
 
 // Reconciler compares live Services with the reservations and repairs the
 // latter. Only one should run at a time (leader election); concurrent runs
@@ -107,6 +117,9 @@ func New(o Options) (*Reconciler, error) {
 	}
 	if o.Interval <= 0 {
 		o.Interval = DefaultInterval
+	}
+	if o.Workers <= 0 {
+		o.Workers = DefaultWorkers
 	}
 	if o.Recorder == nil {
 		o.Recorder = &record.FakeRecorder{} // nil channel: discards
@@ -214,22 +227,22 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		ips = append(ips, ip)
 	}
 	slices.SortFunc(ips, netip.Addr.Compare)
-	for _, ip := range ips {
+	var (
+		mu   sync.Mutex // errs
+		wg   sync.WaitGroup
+		work = make(chan netip.Addr)
+	)
+	confirm := func(ip netip.Addr) {
 		s := holder[ip]
-		if pools.PoolOf(ip) == nil {
-			continue // outside every pool: the apiserver's alone
-		}
 		owner := alloc.Owner{Namespace: s.Namespace, Name: s.Name, UID: string(s.UID)}
 		cur, had := byIP[ip]
-		if had && cur.State == alloc.StateBound && cur.Owner == owner {
-			continue
-		}
 		saved, err := r.o.Allocator.Confirm(ctx, ip, owner)
 		if err != nil {
+			mu.Lock()
 			errs = append(errs, fmt.Errorf("confirming %s for %s/%s: %w", ip, s.Namespace, s.Name, err))
-			continue
+			mu.Unlock()
+			return
 		}
-		byIP[ip] = saved
 		switch {
 		case !had:
 			r.count(func(m *Metrics) { m.Imported.Inc() })
@@ -242,6 +255,28 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 			r.event(s, corev1.EventTypeWarning, ReasonTakenOver, "clusterIP %s was reserved to %s (%s); the Service holds it, so it is now recorded for the Service", ip, cur.Owner, cur.State)
 		}
 	}
+	for range min(r.o.Workers, len(ips)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ip := range work {
+				confirm(ip)
+			}
+		}()
+	}
+	for _, ip := range ips {
+		if pools.PoolOf(ip) == nil {
+			continue // outside every pool: the apiserver's alone
+		}
+		s := holder[ip]
+		owner := alloc.Owner{Namespace: s.Namespace, Name: s.Name, UID: string(s.UID)}
+		if cur, had := byIP[ip]; had && cur.State == alloc.StateBound && cur.Owner == owner {
+			continue
+		}
+		work <- ip // each address once: no two workers write the same reservation
+	}
+	close(work)
+	wg.Wait()
 
 	// 2. Release what no live Service holds any more.
 	for _, x := range rs {
