@@ -57,6 +57,7 @@ type replicaSet struct {
 	proxy *rrProxy
 	scope string
 	opts  []framework.WebhookOptions // how each replica was started
+	keep  bool                       // keep the logs (and profiles) even when the test passes
 }
 
 // startReplicas brings up a replicaSet named name (artifacts folder, scope
@@ -86,7 +87,7 @@ func startReplicasWith(t *testing.T, name string, n int, poolsDoc string, args [
 			go func() { defer wg.Done(); _ = w.Stop() }()
 		}
 		wg.Wait()
-		if err := env.Close(t.Failed()); err != nil {
+		if err := env.Close(t.Failed() || rs.keep); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
 	})

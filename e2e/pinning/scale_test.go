@@ -135,6 +135,7 @@ func TestScale(t *testing.T) {
 		args = append(args, "--profiling")
 	}
 	rs := startReplicasWith(t, "scale", 3, scaleDoc, args)
+	rs.keep = bench // the profiles are the point
 	c := rs.env.Client
 	ctx := context.Background()
 	var namespaces []string
