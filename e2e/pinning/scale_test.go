@@ -222,7 +222,17 @@ func TestScale(t *testing.T) {
 
 	// status counts every bound address.
 	statusTime := timeStatus(t, rs, pinned)
-	row("status: %s for %d pool addresses", statusTime.Round(10*time.Millisecond), pinned)
+	// The baseline: the apiserver listing what status reads most of.
+	listStart := time.Now()
+	if _, err := c.CoreV1().Services("").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CoreV1().ConfigMaps(replicasState).List(ctx, metav1.ListOptions{LabelSelector: configmap.Selector}); err != nil {
+		t.Fatal(err)
+	}
+	listTime := time.Since(listStart)
+	row("status: %s for %d pool addresses (listing every Service and reservation ConfigMap alone: %s)", statusTime.Round(10*time.Millisecond), pinned,
+		listTime.Round(10*time.Millisecond))
 
 	var fullP50 time.Duration
 	readyTime := time.Duration(0)
