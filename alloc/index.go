@@ -9,14 +9,16 @@ import (
 // address, by owner, and the set of taken addresses the strategies search.
 // It is not safe for concurrent use; stores guard it with their own lock.
 type Index struct {
-	byIP    map[netip.Addr]Reservation
-	byOwner map[string]map[netip.Addr]struct{}
+	byIP map[netip.Addr]Reservation
+	// byOwner: an owner holds one address, two when dual-stack; a slice
+	// costs a fraction of a map per owner.
+	byOwner map[string][]netip.Addr
 	taken   IPSet
 }
 
 // NewIndex returns an empty index.
 func NewIndex() *Index {
-	return &Index{byIP: map[netip.Addr]Reservation{}, byOwner: map[string]map[netip.Addr]struct{}{}}
+	return &Index{byIP: map[netip.Addr]Reservation{}, byOwner: map[string][]netip.Addr{}}
 }
 
 // Put records r, replacing any reservation of the same address.
@@ -28,12 +30,7 @@ func (x *Index) Put(r Reservation) {
 	}
 	x.byIP[r.IP] = r
 	k := r.Owner.Key()
-	m := x.byOwner[k]
-	if m == nil {
-		m = map[netip.Addr]struct{}{}
-		x.byOwner[k] = m
-	}
-	m[r.IP] = struct{}{}
+	x.byOwner[k] = append(x.byOwner[k], r.IP)
 }
 
 // Delete forgets the reservation of ip.
@@ -49,11 +46,14 @@ func (x *Index) Delete(ip netip.Addr) {
 
 func (x *Index) unlinkOwner(r Reservation) {
 	k := r.Owner.Key()
-	if m := x.byOwner[k]; m != nil {
-		delete(m, r.IP)
-		if len(m) == 0 {
-			delete(x.byOwner, k)
-		}
+	ips := x.byOwner[k]
+	if i := slices.Index(ips, r.IP); i >= 0 {
+		ips = slices.Delete(ips, i, i+1)
+	}
+	if len(ips) == 0 {
+		delete(x.byOwner, k)
+	} else {
+		x.byOwner[k] = ips
 	}
 }
 
@@ -66,9 +66,9 @@ func (x *Index) Get(ip netip.Addr) (Reservation, bool) {
 // ByOwner returns the reservations whose Owner.Key() is key, lowest
 // address first.
 func (x *Index) ByOwner(key string) []Reservation {
-	m := x.byOwner[key]
-	out := make([]Reservation, 0, len(m))
-	for ip := range m {
+	ips := x.byOwner[key]
+	out := make([]Reservation, 0, len(ips))
+	for _, ip := range ips {
 		out = append(out, x.byIP[ip])
 	}
 	slices.SortFunc(out, func(a, b Reservation) int { return a.IP.Compare(b.IP) })

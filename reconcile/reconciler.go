@@ -86,6 +86,8 @@ type Options struct {
 	Clock clock.Clock
 	// Interval: see DefaultInterval.
 	Interval time.Duration
+	// Workers: see DefaultWorkers.
+	Workers int
 }
 
 // ReservationReader is what the per-Service sync reads of the store
@@ -95,6 +97,13 @@ type ReservationReader interface {
 	Get(ctx context.Context, ip netip.Addr) (alloc.Reservation, bool, error)
 	ByOwner(ctx context.Context, key string) ([]alloc.Reservation, error)
 }
+
+// DefaultWorkers bounds the confirms and imports one Sync runs at once.
+// Each is a write plus a wait for the watch to show it, so one at a time
+// rebuilt about 150 reservations a second whatever the apiserver could
+// take; 16 in flight stay far below the apiserver's default
+// max-mutating-inflight (200).
+const DefaultWorkers = 16
 
 // Reconciler compares live Services with the reservations and repairs the
 // latter. Only one should run at a time (leader election); concurrent runs
@@ -128,6 +137,9 @@ func New(o Options) (*Reconciler, error) {
 	}
 	if o.Interval <= 0 {
 		o.Interval = DefaultInterval
+	}
+	if o.Workers <= 0 {
+		o.Workers = DefaultWorkers
 	}
 	if o.Recorder == nil {
 		o.Recorder = &record.FakeRecorder{} // nil channel: discards
@@ -391,19 +403,42 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		ips = append(ips, ip)
 	}
 	slices.SortFunc(ips, netip.Addr.Compare)
-	for _, ip := range ips {
+	var (
+		mu   sync.Mutex // errs
+		wg   sync.WaitGroup
+		work = make(chan netip.Addr)
+	)
+	confirm := func(ip netip.Addr) {
 		s := holder[ip]
+		cur, had := byIP[ip] // read only: workers never write the map
+		if _, err := r.confirm(ctx, s, ip, cur, had); err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	}
+	for range min(r.o.Workers, len(ips)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ip := range work {
+				confirm(ip)
+			}
+		}()
+	}
+	for _, ip := range ips {
 		if pools.PoolOf(ip) == nil {
 			continue // outside every pool: the apiserver's alone
 		}
-		cur, had := byIP[ip]
-		saved, err := r.confirm(ctx, s, ip, cur, had)
-		if err != nil {
-			errs = append(errs, err)
+		s := holder[ip]
+		owner := alloc.Owner{Namespace: s.Namespace, Name: s.Name, UID: string(s.UID)}
+		if cur, had := byIP[ip]; had && cur.State == alloc.StateBound && cur.Owner == owner {
 			continue
 		}
-		byIP[ip] = saved
+		work <- ip // each address once: no two workers write the same reservation
 	}
+	close(work)
+	wg.Wait()
 
 	// 2. Release what no live Service holds any more.
 	for _, x := range rs {

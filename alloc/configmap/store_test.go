@@ -438,3 +438,50 @@ func TestReadsWaitOnlyForTheirWrites(t *testing.T) {
 		t.Errorf("ByOwner(a) = %v, want mine and moved", rs)
 	}
 }
+
+// TestCacheKeepsCompactRecords: the informer caches the decoded
+// reservation and the object's identity, not the ConfigMap (its data map
+// and labels would double the memory per reservation beside the index);
+// a malformed ConfigMap is still ignored, and a deletion still reaches the
+// index.
+func TestCacheKeepsCompactRecords(t *testing.T) {
+	cs := fakeAPI(t)
+	ctx := context.Background()
+	bad := encode(testNS, alloc.Reservation{IP: netip.MustParseAddr("10.96.0.9"), Pool: "p", State: alloc.StateBound})
+	bad.Data[keyIP] = "not-an-ip"
+	if _, err := cs.CoreV1().ConfigMaps(testNS).Create(ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := startStore(t, cs)
+	r := alloc.Reservation{IP: netip.MustParseAddr("fd00:10:96::7"), Pool: "p", Owner: alloc.Owner{Namespace: "a", Name: "b"}, State: alloc.StatePending}
+	saved, err := s.Create(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.Get(ctx, r.IP)
+	if err != nil || !ok || got.Owner != r.Owner || got.Version != saved.Version {
+		t.Fatalf("Get = %+v, %v, %v; want the created reservation", got, ok, err)
+	}
+	items := s.informer.GetStore().List()
+	if len(items) != 2 {
+		t.Fatalf("informer cache holds %d objects, want 2", len(items))
+	}
+	for _, it := range items {
+		c, ok := it.(*cached)
+		if !ok {
+			t.Fatalf("informer cache holds a %T, want *cached", it)
+		}
+		if c.Labels != nil || c.UID != "" || c.ResourceVersion == "" {
+			t.Errorf("cached %s keeps more than name and version: %+v", c.Name, c.ObjectMeta)
+		}
+	}
+	if rs, _ := s.List(ctx); len(rs) != 1 {
+		t.Errorf("List = %v, want only the well-formed reservation", rs)
+	}
+	if err := s.Delete(ctx, saved); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.Get(ctx, r.IP); ok || err != nil {
+		t.Errorf("after Delete: Get = %v, %v; want gone", ok, err)
+	}
+}

@@ -56,6 +56,8 @@ type replicaSet struct {
 	hooks []*framework.Webhook
 	proxy *rrProxy
 	scope string
+	opts  []framework.WebhookOptions // how each replica was started
+	keep  bool                       // keep the logs (and profiles) even when the test passes
 }
 
 // startReplicas brings up a replicaSet named name (artifacts folder, scope
@@ -63,6 +65,12 @@ type replicaSet struct {
 // suite's flags plus extra; everything stops when the test ends, logs kept
 // if it failed.
 func startReplicas(t *testing.T, name string, n int, poolsDoc string, extra ...string) *replicaSet {
+	t.Helper()
+	return startReplicasWith(t, name, n, poolsDoc, append(append([]string{"--leader-election=true"}, pinFlags...), extra...))
+}
+
+// startReplicasWith is startReplicas with the replicas' extra flags given.
+func startReplicasWith(t *testing.T, name string, n int, poolsDoc string, args []string) *replicaSet {
 	t.Helper()
 	framework.NeedPrereq(t, prereqErr)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -80,7 +88,7 @@ func startReplicas(t *testing.T, name string, n int, poolsDoc string, extra ...s
 			go func() { defer wg.Done(); _ = w.Stop() }()
 		}
 		wg.Wait()
-		if err := env.Close(t.Failed()); err != nil {
+		if err := env.Close(t.Failed() || rs.keep); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
 	})
@@ -95,16 +103,17 @@ func startReplicas(t *testing.T, name string, n int, poolsDoc string, extra ...s
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append(append([]string{"--leader-election=true"}, pinFlags...), extra...)
 	for i := range n {
-		w, err := framework.StartWebhook(ctx, framework.WebhookOptions{
+		o := framework.WebhookOptions{
 			Binary: bin, Name: fmt.Sprintf("replica-%d", i), Dir: env.Artifacts, Kubeconfig: env.Kubeconfig,
 			ServiceCIDRs: framework.DualStackCIDRs, Namespace: replicasState, ExtraArgs: args,
-		})
+		}
+		w, err := framework.StartWebhook(ctx, o)
 		if err != nil {
 			t.Fatalf("replica %d: %v", i, err)
 		}
 		rs.hooks = append(rs.hooks, w)
+		rs.opts = append(rs.opts, o)
 	}
 	rs.proxy = newRRProxy(t, rs.hooks)
 	registerServices(t, c, name, rs.proxy.URL(), rs.proxy.CABundle())
@@ -354,6 +363,12 @@ func TestReplicas(t *testing.T) {
 // last findings after timeout. Duplicates fail at once: they cannot heal.
 func consistent(t *testing.T, c kubernetes.Interface, what string, timeout time.Duration) {
 	t.Helper()
+	consistentIn(t, c, what, timeout, inBulk)
+}
+
+// consistentIn is consistent for the pools pool says an address is in.
+func consistentIn(t *testing.T, c kubernetes.Interface, what string, timeout time.Duration, inBulk inPool) snapshot {
+	t.Helper()
 	var snap snapshot
 	eventually(t, timeout, what, func(ctx context.Context) (bool, string) {
 		var err error
@@ -379,6 +394,7 @@ func consistent(t *testing.T, c kubernetes.Interface, what string, timeout time.
 	if pinned != len(snap.Reservations) {
 		t.Errorf("%d pool addresses but %d reservations", pinned, len(snap.Reservations))
 	}
+	return snap
 }
 
 // deleteState deletes every reservation ConfigMap and returns how many.
@@ -418,11 +434,31 @@ func leaseHolder(t *testing.T, c kubernetes.Interface) string {
 // kill sends SIGKILL to a webhook process the harness started (found by its
 // unique --listen address in /proc): a crash, not a graceful stop.
 func kill(w *framework.Webhook) error {
+	pid, err := pidOf(w)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for w.Running() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d still running 10s after SIGKILL", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+// pidOf finds a webhook process the harness started by its unique --listen
+// address in /proc.
+func pidOf(w *framework.Webhook) (int, error) {
 	listen := strings.TrimPrefix(w.URL, "https://")
 	want := []byte("--listen\x00" + listen + "\x00")
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(d.Name())
@@ -433,17 +469,7 @@ func kill(w *framework.Webhook) error {
 		if err != nil || !bytes.Contains(cmdline, want) || !bytes.HasPrefix(cmdline, []byte(w.Args[0]+"\x00")) {
 			continue
 		}
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			return err
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for w.Running() {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("pid %d still running 10s after SIGKILL", pid)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return nil
+		return pid, nil
 	}
-	return errors.New("no process with " + strings.ReplaceAll(string(want), "\x00", " "))
+	return 0, errors.New("no process with " + strings.ReplaceAll(string(want), "\x00", " "))
 }

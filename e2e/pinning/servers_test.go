@@ -124,12 +124,13 @@ func certPEM(s *httptest.Server) []byte {
 // pod; the request is retried on the next one. It times every forwarded
 // request, which is the admission latency the apiserver sees minus loopback.
 type rrProxy struct {
-	srv      *httptest.Server
-	backends []string
-	client   *http.Client
-	next     atomic.Uint64
+	srv  *httptest.Server
+	next atomic.Uint64
 
 	mu        sync.Mutex
+	backends  []string
+	cas       [][]byte
+	client    *http.Client
 	served    []int
 	failovers int
 	latency   map[string][]time.Duration // by path
@@ -139,13 +140,29 @@ type rrProxy struct {
 // trusted together).
 func newRRProxy(t testing.TB, hooks []*framework.Webhook) *rrProxy {
 	t.Helper()
-	pool := x509.NewCertPool()
 	p := &rrProxy{served: make([]int, len(hooks)), latency: map[string][]time.Duration{}}
 	for _, w := range hooks {
-		if !pool.AppendCertsFromPEM(w.CABundle) {
-			t.Fatalf("webhook %s: bad CA bundle", w.URL)
-		}
 		p.backends = append(p.backends, w.URL)
+		p.cas = append(p.cas, w.CABundle)
+	}
+	if err := p.newClient(); err != nil {
+		t.Fatal(err)
+	}
+	p.srv = httptest.NewUnstartedServer(p)
+	p.srv.EnableHTTP2 = true
+	p.srv.StartTLS()
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+// newClient (re)builds the client trusting every backend's CA; p.mu held
+// or p not yet shared.
+func (p *rrProxy) newClient() error {
+	pool := x509.NewCertPool()
+	for i, ca := range p.cas {
+		if !pool.AppendCertsFromPEM(ca) {
+			return fmt.Errorf("webhook %s: bad CA bundle", p.backends[i])
+		}
 	}
 	p.client = &http.Client{
 		Timeout: 10 * time.Second,
@@ -155,11 +172,15 @@ func newRRProxy(t testing.TB, hooks []*framework.Webhook) *rrProxy {
 			ForceAttemptHTTP2:   true,
 		},
 	}
-	p.srv = httptest.NewUnstartedServer(p)
-	p.srv.EnableHTTP2 = true
-	p.srv.StartTLS()
-	t.Cleanup(p.srv.Close)
-	return p
+	return nil
+}
+
+// replace puts a restarted replica (new port, new CA) in place of backend i.
+func (p *rrProxy) replace(i int, w *framework.Webhook) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.backends[i], p.cas[i] = w.URL, w.CABundle
+	return p.newClient()
 }
 
 // URL is the proxy's base URL.
@@ -175,10 +196,13 @@ func (p *rrProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := int(p.next.Add(1))
+	p.mu.Lock()
+	backends, client := append([]string(nil), p.backends...), p.client
+	p.mu.Unlock()
 	var lastErr error
-	for k := range p.backends {
-		b := (start + k) % len(p.backends)
-		req, err := http.NewRequestWithContext(r.Context(), r.Method, p.backends[b]+r.URL.RequestURI(), bytes.NewReader(body))
+	for k := range backends {
+		b := (start + k) % len(backends)
+		req, err := http.NewRequestWithContext(r.Context(), r.Method, backends[b]+r.URL.RequestURI(), bytes.NewReader(body))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -186,7 +210,7 @@ func (p *rrProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
 		req.Header.Set("Accept", r.Header.Get("Accept"))
 		t0 := time.Now()
-		resp, err := p.client.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			lastErr = err
 			p.mu.Lock()

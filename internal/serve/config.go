@@ -36,6 +36,9 @@ type Config struct {
 	// MetricsListen is the plain-HTTP /metrics address (--metrics-listen);
 	// empty disables it.
 	MetricsListen string
+	// Profiling serves Go's /debug/pprof on the metrics listener
+	// (--profiling), for finding where CPU and memory go at scale.
+	Profiling bool
 	// TLSCertFile and TLSKeyFile are the serving pair, reloaded on change.
 	TLSCertFile, TLSKeyFile string
 	// Bootstrap is self-bootstrap TLS (--tls-bootstrap-*): the webhook keeps
@@ -90,10 +93,6 @@ type Config struct {
 	// LowestSpread is alloc.Options.Spread (--lowest-spread): how far a
 	// replica that lost a race spreads its "lowest" picks.
 	LowestSpread int
-	// Profiling serves net/http/pprof under /debug/pprof/ on the metrics
-	// listener (--profiling). Off by default: profiles show internals and
-	// cost CPU while they run.
-	Profiling bool
 }
 
 // Families returns the IP families of ServiceCIDRs in order.
@@ -125,6 +124,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	)
 	fs.StringVar(&c.Listen, "listen", ":8443", "TLS address of the webhook (POST /mutate, /validate; GET /healthz, /readyz)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", ":8080", "plain-HTTP address of GET /metrics (empty: off)")
+	fs.BoolVar(&c.Profiling, "profiling", false, "serve Go's /debug/pprof/ on --metrics-listen (CPU, heap, goroutine profiles)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM serving certificate (reloaded when it changes)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	c.Bootstrap.AddFlags(fs)
@@ -147,7 +147,6 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.TestClockOffset, "test-clock-offset", 0, "test hook: move this process's clock by this much")
 	_ = fs.MarkHidden("test-clock-offset")
 	fs.IntVar(&c.LowestSpread, "lowest-spread", alloc.DefaultSpread, "strategy lowest with several replicas: a replica that lost a race for an address to another takes one of the lowest N free addresses (a random rank, drawn again at each lost race) for the next 10 minutes; 1: always exactly the lowest free (replicas then race for it)")
-	fs.BoolVar(&c.Profiling, "profiling", false, "serve Go profiles (net/http/pprof) under /debug/pprof/ on --metrics-listen")
 	fs.SortFlags = false
 
 	if err := fs.Parse(args); err != nil {

@@ -122,10 +122,11 @@ func TestDevServesTheExampleAndIsReadyFast(t *testing.T) {
 			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(string(mb), "pool_addresses"))
 		}
 	}
-
 	// Profiles only with --profiling (TestProfiling).
-	if code := getStatus(t, "http://"+ml.Addr().String()+"/debug/pprof/cmdline"); code != http.StatusNotFound {
-		t.Errorf("/debug/pprof/cmdline without --profiling: %d, want 404", code)
+	for _, path := range []string{"/debug/pprof/cmdline", "/debug/pprof/heap"} {
+		if code := getStatus(t, "http://"+ml.Addr().String()+path); code != http.StatusNotFound {
+			t.Errorf("%s without --profiling: %d, want 404", path, code)
+		}
 	}
 
 	cancel()
@@ -317,3 +318,4 @@ pools:
 		}
 	}
 }
+

@@ -1,0 +1,522 @@
+package pinning
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/metadata"
+
+	"github.com/dualstack-webhook/dualstack-webhook/alloc/configmap"
+	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
+)
+
+// TestScale's knobs. Without them it is the correctness run `make test`
+// includes; `make bench-scale` sets both.
+const (
+	// EnvScaleServices: how many pinned Services TestScale creates
+	// (default defaultScaleServices).
+	EnvScaleServices = "E2E_SCALE_SERVICES"
+	// EnvScaleBench adds the measurements (a baseline on the empty
+	// cluster, Services created without the webhook for the throughput
+	// ratio, replica restart, status, memory, profiles) and prints the
+	// bench-scale table. Figures are printed, never asserted.
+	EnvScaleBench = "E2E_SCALE_BENCH"
+
+	defaultScaleServices = 2000
+	scaleNamespaces      = 50
+	scaleWorkers         = 16
+)
+
+// scaleDoc: three pools, each serving the namespaces labelled
+// e2e-scale-pool=<a|b|c>, each far bigger than 20,000 Services need. No
+// default pool: the namespace the no-webhook side uses is not served anyway.
+// 10.96.255.255 is the ServiceCIDR's broadcast address, which a pool must
+// exclude.
+const scaleDoc = `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+pools:
+- name: scale-a
+  namespaceSelector:
+    matchLabels: {e2e-scale-pool: a}
+  addresses:
+    ipv4: ["10.96.64.0/18"]
+    ipv6: ["fd00:10:96::4:0/110"]
+- name: scale-b
+  namespaceSelector:
+    matchLabels: {e2e-scale-pool: b}
+  addresses:
+    ipv4: ["10.96.128.0/18"]
+    ipv6: ["fd00:10:96::8:0/110"]
+- name: scale-c
+  strategy: hash
+  namespaceSelector:
+    matchLabels: {e2e-scale-pool: c}
+  addresses:
+    ipv4: ["10.96.192.0/18"]
+    ipv6: ["fd00:10:96::c:0/110"]
+  exclude: ["10.96.255.255"]
+`
+
+var scalePools = []netip.Prefix{
+	netip.MustParsePrefix("10.96.64.0/18"), netip.MustParsePrefix("10.96.128.0/18"), netip.MustParsePrefix("10.96.192.0/18"),
+	netip.MustParsePrefix("fd00:10:96::4:0/110"), netip.MustParsePrefix("fd00:10:96::8:0/110"), netip.MustParsePrefix("fd00:10:96::c:0/110"),
+}
+
+func inScale(a netip.Addr) bool {
+	for _, p := range scalePools {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// scaleService is the i-th Service of the scale workload: a quarter
+// RequireDualStack (both family orders), the rest the apiserver's default
+// (SingleStack IPv4).
+func scaleService(name string, i int) *corev1.Service {
+	switch i % 8 {
+	case 0:
+		return newService(name, framework.WithPolicy(corev1.IPFamilyPolicyRequireDualStack), framework.WithFamilies(v4, v6))
+	case 4:
+		return newService(name, framework.WithPolicy(corev1.IPFamilyPolicyRequireDualStack), framework.WithFamilies(v6, v4))
+	}
+	return newService(name)
+}
+
+func scaleJobs(prefix string, from, n int, namespaces []string) []job {
+	jobs := make([]job, 0, n)
+	for i := from; i < from+n; i++ {
+		jobs = append(jobs, job{ns: namespaces[i%len(namespaces)], svc: scaleService(fmt.Sprintf("%s-%d", prefix, i), i)})
+	}
+	return jobs
+}
+
+// TestScale pins many Services (default 2,000; E2E_SCALE_SERVICES) with
+// three replicas, a quarter dual-stack, over 50 namespaces and 3 pools, then
+// deletes every state ConfigMap while admissions go on, and checks after
+// both: no address held twice, every pool address of a live Service
+// reserved and bound to it, no reservation without its Service, and
+// `dualstack-webhook status` counting every bound address. With
+// E2E_SCALE_BENCH it also measures (never asserts) what docs/allocator.md
+// reports: replica memory, restart readiness, rebuild and status time, and
+// /mutate latency and create throughput against baselines of the same run.
+func TestScale(t *testing.T) {
+	n := defaultScaleServices
+	if v := os.Getenv(EnvScaleServices); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 100 {
+			t.Fatalf("%s=%q: want a number >= 100", EnvScaleServices, v)
+		}
+	}
+	bench := os.Getenv(EnvScaleBench) != ""
+	// The shipped defaults for grace and resync: a 3s grace at this scale
+	// would free the reservation of a create the apiserver is still
+	// persisting.
+	args := []string{"--leader-election=true", "--pending-grace", "2m", "--retention", "10m"}
+	if bench {
+		args = append(args, "--profiling")
+	}
+	rs := startReplicasWith(t, "scale", 3, scaleDoc, args)
+	rs.keep = bench // the profiles are the point
+	c := rs.env.Client
+	ctx := context.Background()
+	var namespaces []string
+	for i := range scaleNamespaces {
+		ns, err := framework.Namespace(ctx, c, fmt.Sprintf("scale%d", i),
+			map[string]string{framework.ScopeLabel: rs.scope, "e2e-scale-pool": string(rune('a' + i%3))}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		namespaces = append(namespaces, ns)
+	}
+	plainNS, err := framework.Namespace(ctx, c, "scale-plain", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := startRSSSampler(t, rs)
+	defer mem.stop()
+	var table strings.Builder
+	row := func(format string, a ...any) {
+		line := fmt.Sprintf(format, a...)
+		fmt.Fprintln(&table, line)
+		t.Log(line)
+	}
+	created := 0
+	create := func(phase string, jobs []job, workers int) (time.Duration, []time.Duration) {
+		t.Helper()
+		rs.proxy.takeLatencies("/mutate")
+		start := time.Now()
+		outs := run(c, jobs, workers, nil)
+		el := time.Since(start)
+		for _, o := range outs {
+			if o.err != nil {
+				t.Fatalf("%s: create %s/%s: %v", phase, o.ns, o.job.svc.Name, o.err)
+			}
+			for _, m := range o.alreadyAllocated {
+				t.Errorf("%s: %s/%s: apiserver said %q", phase, o.ns, o.job.svc.Name, m)
+			}
+		}
+		return el, rs.proxy.takeLatencies("/mutate")
+	}
+	const probeN = 200
+	var emptyP50 time.Duration
+	if bench {
+		create("warm-up", scaleJobs("warm", 0, 40, namespaces), scaleWorkers)
+		_, lat := create("probe on the empty cluster", scaleJobs("probe0", 0, probeN, namespaces), scaleWorkers)
+		emptyP50 = percentile(lat, 0.5)
+		created += 40 + probeN
+		row("/mutate on the empty cluster: p50 %s p99 %s (n=%d, %d concurrent creators)", emptyP50.Round(100*time.Microsecond),
+			percentile(lat, 0.99).Round(100*time.Microsecond), len(lat), scaleWorkers)
+	}
+
+	// The bulk: in rounds, each followed (bench) by a tenth as many
+	// Services in the unserved namespace, the no-webhook baseline.
+	rounds := 10
+	per := n / rounds
+	var pinnedTime, plainTime time.Duration
+	plainN := 0
+	for r := range rounds {
+		k := per
+		if r == rounds-1 {
+			k = n - per*(rounds-1)
+		}
+		el, lat := create(fmt.Sprintf("round %d", r+1), scaleJobs("s", r*per, k, namespaces), scaleWorkers)
+		pinnedTime += el
+		created += k
+		line := fmt.Sprintf("round %2d: %6d pinned Services, %5.1f creates/s, /mutate p50 %s", r+1, created, float64(k)/el.Seconds(),
+			percentile(lat, 0.5).Round(100*time.Microsecond))
+		if bench {
+			m := max(k/10, 20)
+			pel, _ := create("no webhook", scaleJobs(fmt.Sprintf("plain%d", r), 0, m, []string{plainNS}), scaleWorkers)
+			plainTime += pel
+			plainN += m
+			line += fmt.Sprintf("; no webhook %5.1f creates/s; max RSS %s MiB", float64(m)/pel.Seconds(), mem.maxString())
+		}
+		row("%s", line)
+	}
+	throughputRatio := 0.0
+	if bench {
+		throughputRatio = (float64(n) / pinnedTime.Seconds()) / (float64(plainN) / plainTime.Seconds())
+		row("create throughput: pinned %.1f/s, no webhook %.1f/s: %.2fx", float64(n)/pinnedTime.Seconds(), float64(plainN)/plainTime.Seconds(), throughputRatio)
+	}
+	snap := consistentIn(t, c, fmt.Sprintf("%d Services created (every pool address bound, 0 duplicates)", created), 5*time.Minute, inScale)
+	pinned := pinnedAddrs(snap)
+
+	// status counts every bound address.
+	statusTime := timeStatus(t, rs, pinned)
+	// The baseline: the apiserver listing what status reads most of.
+	listStart := time.Now()
+	if _, err := c.CoreV1().Services("").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CoreV1().ConfigMaps(replicasState).List(ctx, metav1.ListOptions{LabelSelector: configmap.Selector}); err != nil {
+		t.Fatal(err)
+	}
+	listTime := time.Since(listStart)
+	row("status: %s for %d pool addresses (listing every Service and reservation ConfigMap alone: %s)", statusTime.Round(10*time.Millisecond), pinned,
+		listTime.Round(10*time.Millisecond))
+
+	var fullP50 time.Duration
+	readyTime := time.Duration(0)
+	if bench {
+		_, lat := create(fmt.Sprintf("probe at %d", created), scaleJobs("probe1", 0, probeN, namespaces), scaleWorkers)
+		created += probeN
+		fullP50 = percentile(lat, 0.5)
+		row("/mutate at %d Services: p50 %s p99 %s (n=%d): %.2fx the empty cluster's p50", created, fullP50.Round(100*time.Microsecond),
+			percentile(lat, 0.99).Round(100*time.Microsecond), len(lat), float64(fullP50)/float64(emptyP50))
+		saveProfiles(t, rs, "full")
+		// A replica restarted (graceful stop, new process): time to Ready.
+		last := len(rs.hooks) - 1
+		if err := rs.hooks[last].Stop(); err != nil {
+			t.Fatalf("stop replica %d: %v", last, err)
+		}
+		start := time.Now()
+		w, err := framework.StartWebhook(ctx, rs.opts[last])
+		if err != nil {
+			t.Fatalf("restart replica %d: %v", last, err)
+		}
+		readyTime = time.Since(start)
+		rs.hooks[last] = w
+		if err := rs.proxy.replace(last, w); err != nil {
+			t.Fatal(err)
+		}
+		row("replica %d restarted: Ready (GET /readyz 200) after %s", last, readyTime.Round(10*time.Millisecond))
+	}
+
+	// Rebuild: every state ConfigMap deleted, admissions going on.
+	var cpuProfile sync.WaitGroup
+	if bench {
+		cpuProfile.Add(1)
+		go func() { defer cpuProfile.Done(); saveCPUProfile(t, rs, "rebuild", 30*time.Second) }()
+	}
+	delStart := time.Now()
+	deleted := deleteState(t, c)
+	delTime := time.Since(delStart)
+	rebuildStart := time.Now()
+	extra := max(n/50, 40)
+	_, lat := create("during the rebuild", scaleJobs("rebuild", 0, extra, namespaces), 4)
+	created += extra
+	row("%d state ConfigMaps deleted in %s; %d Services created meanwhile (/mutate p50 %s p99 %s)", deleted, delTime.Round(10*time.Millisecond), extra,
+		percentile(lat, 0.5).Round(100*time.Microsecond), percentile(lat, 0.99).Round(100*time.Microsecond))
+	want := pinned
+	for _, ns := range namespaces {
+		list, err := c.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range list.Items {
+			if strings.HasPrefix(s.Name, "rebuild-") {
+				for _, ip := range s.Spec.ClusterIPs {
+					if a, err := netip.ParseAddr(ip); err == nil && inScale(a) {
+						want++
+					}
+				}
+			}
+		}
+	}
+	rebuildTime := waitBoundCount(t, rs.env, want, 10*time.Minute, rebuildStart)
+	row("state rebuilt: %d reservations bound %s after the delete returned", want, rebuildTime.Round(10*time.Millisecond))
+	snap = consistentIn(t, c, "state rebuilt (every pool address bound, 0 duplicates)", 5*time.Minute, inScale)
+	dups := len(check(snap, inScale, true).Duplicates)
+	cpuProfile.Wait()
+	if !bench {
+		return
+	}
+	saveProfiles(t, rs, "end")
+	row("replica RSS max over the run: %s MiB (per replica: %s)", mem.maxString(), mem.perReplica())
+	summary := fmt.Sprintf("bench-scale: services=%d rss_mib_max=%s ready_s=%.2f rebuild_s=%.1f status_s=%.2f mutate_p50_ratio=%.2f throughput_ratio=%.2f duplicates=%d",
+		n, mem.maxString(), readyTime.Seconds(), rebuildTime.Seconds(), statusTime.Seconds(), float64(fullP50)/float64(emptyP50), throughputRatio, dups)
+	head := fmt.Sprintf("bench-scale %s: %d pinned Services (a quarter dual-stack) in %d namespaces, 3 pools, 3 replicas, %d concurrent creators; kube-apiserver v1.37.2 + etcd on loopback, %d CPUs, load %s\n",
+		time.Now().UTC().Format(time.RFC3339), n, scaleNamespaces, scaleWorkers, runtimeCPUs(), loadAvg())
+	out := head + table.String() + summary + "\n"
+	t.Log("\n" + out)
+	fmt.Println(summary)
+	if root, err := framework.RepoRoot(); err == nil {
+		p := filepath.Join(root, "e2e", "_artifacts", "bench-scale-"+time.Now().Format("20060102-150405")+".txt")
+		if err := os.WriteFile(p, []byte(out), 0o644); err == nil {
+			t.Logf("written to %s (profiles in %s)", p, rs.env.Artifacts)
+		}
+	}
+}
+
+// pinnedAddrs counts the pool addresses live Services hold.
+func pinnedAddrs(s snapshot) int {
+	n := 0
+	for _, ips := range s.Services {
+		for _, ip := range ips {
+			if inScale(ip) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// timeStatus runs `dualstack-webhook status -o json` against the cluster
+// and fails unless its bound counts add up to pinned.
+func timeStatus(t *testing.T, rs *replicaSet, pinned int) time.Duration {
+	t.Helper()
+	bin, err := framework.WebhookBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, err := exec.Command(bin, "status", "--kubeconfig", rs.env.Kubeconfig, "-n", replicasState, "-o", "json").Output()
+	el := time.Since(start)
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	var st struct {
+		Pools []struct {
+			Families []struct {
+				Bound, Pending, Sticky, Unrecorded int
+			} `json:"families"`
+		} `json:"pools"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("status output: %v\n%s", err, out)
+	}
+	bound, other := 0, 0
+	for _, p := range st.Pools {
+		for _, f := range p.Families {
+			bound += f.Bound
+			other += f.Pending + f.Sticky + f.Unrecorded
+		}
+	}
+	if bound != pinned || other != 0 {
+		t.Errorf("status counts %d bound and %d pending/sticky/unrecorded, want %d bound and 0:\n%s", bound, other, pinned, out)
+	}
+	return el
+}
+
+// waitBoundCount polls the bound reservations (metadata only, from the
+// watch cache) until there are want; it returns the time since since.
+func waitBoundCount(t *testing.T, env *framework.Env, want int, timeout time.Duration, since time.Time) time.Duration {
+	t.Helper()
+	mc, err := metadata.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cms := mc.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}).Namespace(replicasState)
+	sel := configmap.Selector + "," + configmap.LabelState + "=bound"
+	deadline := time.Now().Add(timeout)
+	last := -1
+	for {
+		list, err := cms.List(context.Background(), metav1.ListOptions{LabelSelector: sel, ResourceVersion: "0"})
+		if err == nil {
+			last = len(list.Items)
+			if last >= want {
+				return time.Since(since)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rebuild: %d of %d reservations bound after %s (last error %v)", last, want, timeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// rssSampler records each replica's resident set size every second.
+type rssSampler struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	max  []int64 // KiB, per replica slot
+}
+
+func startRSSSampler(t *testing.T, rs *replicaSet) *rssSampler {
+	s := &rssSampler{done: make(chan struct{}), max: make([]int64, len(rs.hooks))}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			for i, w := range append([]*framework.Webhook(nil), rs.hooks...) {
+				pid, err := pidOf(w)
+				if err != nil {
+					continue
+				}
+				if kib := vmRSS(pid); kib > 0 {
+					s.mu.Lock()
+					s.max[i] = max(s.max[i], kib)
+					s.mu.Unlock()
+				}
+			}
+			select {
+			case <-s.done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *rssSampler) stop() {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	s.wg.Wait()
+}
+
+func (s *rssSampler) maxString() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var m int64
+	for _, v := range s.max {
+		m = max(m, v)
+	}
+	return fmt.Sprintf("%.0f", float64(m)/1024)
+}
+
+func (s *rssSampler) perReplica() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var parts []string
+	for _, v := range s.max {
+		parts = append(parts, fmt.Sprintf("%.0f", float64(v)/1024))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// vmRSS is /proc/<pid>/status VmRSS in KiB (0 if unreadable).
+func vmRSS(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kib, _ := strconv.ParseInt(f[0], 10, 64)
+				return kib
+			}
+		}
+	}
+	return 0
+}
+
+// saveProfiles writes each replica's heap profile into the artifacts
+// (`go tool pprof -top <file>` reads them).
+func saveProfiles(t *testing.T, rs *replicaSet, tag string) {
+	for i, w := range rs.hooks {
+		saveURL(t, w.MetricsURL+"/debug/pprof/heap", filepath.Join(rs.env.Artifacts, fmt.Sprintf("heap-%s-replica-%d.pb.gz", tag, i)), 30*time.Second)
+	}
+}
+
+// saveCPUProfile profiles every replica for d at once.
+func saveCPUProfile(t *testing.T, rs *replicaSet, tag string, d time.Duration) {
+	var wg sync.WaitGroup
+	for i, w := range append([]*framework.Webhook(nil), rs.hooks...) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			saveURL(t, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", w.MetricsURL, int(d.Seconds())),
+				filepath.Join(rs.env.Artifacts, fmt.Sprintf("cpu-%s-replica-%d.pb.gz", tag, i)), d+30*time.Second)
+		}()
+	}
+	wg.Wait()
+}
+
+func saveURL(t *testing.T, url, path string, timeout time.Duration) {
+	cl := &http.Client{Timeout: timeout}
+	resp, err := cl.Get(url)
+	if err != nil {
+		t.Logf("profile %s: %v", url, err)
+		return
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := io.Copy(&b, resp.Body); err != nil || resp.StatusCode != http.StatusOK {
+		t.Logf("profile %s: HTTP %d %v", url, resp.StatusCode, err)
+		return
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Logf("profile %s: %v", path, err)
+	}
+}
