@@ -180,10 +180,23 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 	if !r.o.Synced() {
 		return time.Time{}, errors.New("caches not synced")
 	}
+	// work counts what this sync repaired; with the failures it is the
+	// backlog gauge (what a sync right now still had to do).
+	work := 0
+	var errs []error
 	defer func() {
-		if err != nil && r.o.Metrics != nil {
+		if r.o.Metrics == nil {
+			return
+		}
+		if err != nil {
 			r.o.Metrics.ReconcileErrors.Inc()
 		}
+		r.o.Metrics.Syncs.Inc()
+		backlog := work + len(errs)
+		if err != nil && backlog == 0 {
+			backlog = 1 // failed before it could see what there was to do
+		}
+		r.o.Metrics.Backlog.Set(float64(backlog))
 	}()
 	svcs, err := r.o.Services.List(labels.Everything())
 	if err != nil {
@@ -206,7 +219,6 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 			holder[ip] = s
 		}
 	}
-	var errs []error
 
 	// 1. Confirm and import.
 	ips := make([]netip.Addr, 0, len(holder))
@@ -230,6 +242,7 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 			continue
 		}
 		byIP[ip] = saved
+		work++
 		switch {
 		case !had:
 			r.count(func(m *Metrics) { m.Imported.Inc() })
@@ -259,6 +272,7 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 				errs = append(errs, fmt.Errorf("freeing %s of %s: %w", x.IP, x.Owner, err))
 				continue
 			}
+			work++
 			r.count(func(m *Metrics) { m.Collected.Inc() })
 			r.event(s, corev1.EventTypeNormal, ReasonReleased, "clusterIP %s (pool %s) freed: the Service no longer holds it", x.IP, x.Pool)
 			r.o.Log.Info("reservation freed: Service no longer holds it", zap.Stringer("ip", x.IP), zap.String("service", x.Owner.String()))
@@ -268,6 +282,7 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 			errs = append(errs, fmt.Errorf("releasing %s of %s: %w", x.IP, x.Owner, err))
 			continue
 		}
+		work++
 		r.event(gone(x.Owner), corev1.EventTypeNormal, ReasonReleased, "Service deleted: clusterIP %s (pool %s) stays reserved to %s for re-creation", x.IP, x.Pool, x.Owner)
 		r.o.Log.Info("reservation sticky: Service deleted", zap.Stringer("ip", x.IP), zap.String("service", x.Owner.String()))
 	}
@@ -282,6 +297,7 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		return "", false
 	}
 	freed, err := r.o.Allocator.CollectWith(ctx, liveHolder)
+	work += len(freed)
 	for _, x := range freed {
 		r.count(func(m *Metrics) { m.Collected.Inc() })
 		if x.State == alloc.StateSticky {

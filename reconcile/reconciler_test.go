@@ -511,3 +511,52 @@ func TestLeakedIPAddressDoesNotKeepAPendingReservation(t *testing.T) {
 		}
 	})
 }
+
+// TestBacklogCountsWhatASyncRepaired: the backlog gauge is what the last
+// sync had to do (so the soak suite can tell a caught-up reconciler from a
+// lagging one) and drops to 0 on the next quiet sync; syncs are counted.
+func TestBacklogCountsWhatASyncRepaired(t *testing.T) {
+	for _, name := range []string{"IPv4", "IPv6", "IPv4,IPv6", "IPv6,IPv4"} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, clusters[name])
+			gauge := func() float64 {
+				var m dto.Metric
+				if err := e.metrics.Backlog.Write(&m); err != nil {
+					t.Fatal(err)
+				}
+				return m.GetGauge().GetValue()
+			}
+			step := func(what string, wantBacklog float64, wantSyncs float64) {
+				t.Helper()
+				e.sync()
+				if got := gauge(); got != wantBacklog {
+					t.Errorf("%s: backlog %v, want %v", what, got, wantBacklog)
+				}
+				if got := counterValue(e.metrics.Syncs); got != wantSyncs {
+					t.Errorf("%s: syncs %v, want %v", what, got, wantSyncs)
+				}
+			}
+			n := float64(len(e.fams))
+			web := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
+			e.live("demo", "web", "uid-1", web...)
+			step("pins confirmed", n, 1)
+			step("nothing left", 0, 2)
+			e.live("demo", "other", "uid-2", band[e.fams[0]][2]) // pinned while the webhook was away
+			step("import", 1, 3)
+			e.remove("demo", "web")
+			step("release to sticky", n, 4)
+			step("quiet again", 0, 5)
+			e.admit(alloc.Owner{Namespace: "demo", Name: "never"}, e.fams[0])
+			step("pending within its grace", 0, 6)
+			e.clock.Step(grace + time.Second)
+			step("pending collected", 1, 7)
+			e.synced = false
+			if _, err := e.r.Sync(e.ctx); err == nil {
+				t.Fatal("Sync ran on unsynced caches")
+			}
+			if got := counterValue(e.metrics.Syncs); got != 7 {
+				t.Errorf("a refused sync counted: syncs %v", got)
+			}
+		})
+	}
+}
