@@ -56,14 +56,14 @@ func TestPinningBenchmark(t *testing.T) {
 		workers = 16
 	)
 	rs := startReplicas(t, "pinbench", 3, benchDoc)
-	c := rs.env.Client
+	c := rs.Env.Client
 	ctx := context.Background()
 	plainNS, err := framework.Namespace(ctx, c, "plain", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lowestNS := scoped(t, c, rs.scope, "lowest")
-	hashNS, err := framework.Namespace(ctx, c, "hash", map[string]string{framework.ScopeLabel: rs.scope, "e2e-pool": "hashed"}, nil)
+	lowestNS := scoped(t, c, rs.Scope, "lowest")
+	hashNS, err := framework.Namespace(ctx, c, "hash", map[string]string{framework.ScopeLabel: rs.Scope, "e2e-pool": "hashed"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestPinningBenchmark(t *testing.T) {
 		cpuCP   time.Duration // kube-apiserver + etcd
 		cpuHook time.Duration // the webhook replicas
 	}
-	pr, err := findProcs(rs.env, rs.hooks)
+	pr, err := findProcs(rs.Env, rs.Hooks)
 	if err != nil {
 		t.Fatalf("find the processes to charge CPU to: %v", err)
 	}
@@ -95,13 +95,13 @@ func TestPinningBenchmark(t *testing.T) {
 	hashed := &side{name: "pinned (hash)", ns: hashNS}
 	sides := []*side{plain, pinned, hashed}
 	measure := func(s *side, prefix string, n int, record bool) {
-		rs.proxy.takeLatencies("/mutate")
+		rs.Proxy.TakeLatencies("/mutate")
 		cp0, hk0 := pr.sample()
 		start := time.Now()
 		outs := run(c, single(prefix, s.ns, n), workers, nil)
 		el := time.Since(start)
 		cp1, hk1 := pr.sample()
-		mut := rs.proxy.takeLatencies("/mutate")
+		mut := rs.Proxy.TakeLatencies("/mutate")
 		for _, o := range outs {
 			if o.err != nil {
 				t.Fatalf("%s: create %s/%s: %v", s.name, o.ns, o.job.svc.Name, o.err)
@@ -123,8 +123,8 @@ func TestPinningBenchmark(t *testing.T) {
 	for _, s := range sides {
 		measure(s, "warm", 20, false)
 	}
-	rs.proxy.takeLatencies("/validate")
-	before := scrapeHistograms(t, rs.hooks)
+	rs.Proxy.TakeLatencies("/validate")
+	before := scrapeHistograms(t, rs.Hooks)
 
 	var perRound []string
 	roundRatios := map[*side][]float64{}
@@ -143,8 +143,8 @@ func TestPinningBenchmark(t *testing.T) {
 		}
 		perRound = append(perRound, fmt.Sprintf("round %d: %s", r+1, strings.Join(rates, ", ")))
 	}
-	after := scrapeHistograms(t, rs.hooks)
-	val := rs.proxy.takeLatencies("/validate")
+	after := scrapeHistograms(t, rs.Hooks)
+	val := rs.Proxy.TakeLatencies("/validate")
 
 	rate := func(s *side) float64 { return float64(s.n) / s.elapsed.Seconds() }
 	var b strings.Builder
@@ -155,10 +155,10 @@ func TestPinningBenchmark(t *testing.T) {
 	}
 	for _, s := range sides {
 		fmt.Fprintf(&b, "%-16s %6.1f creates/s (%.2fx)  create p50 %s p99 %s  retries %d", s.name, rate(s), rate(s)/rate(plain),
-			percentile(s.lat, 0.5).Round(100*time.Microsecond), percentile(s.lat, 0.99).Round(100*time.Microsecond), s.retries)
+			framework.Percentile(s.lat, 0.5).Round(100*time.Microsecond), framework.Percentile(s.lat, 0.99).Round(100*time.Microsecond), s.retries)
 		if len(s.mutate) > 0 {
-			fmt.Fprintf(&b, "  /mutate via proxy p50 %s p99 %s (n=%d)", percentile(s.mutate, 0.5).Round(100*time.Microsecond),
-				percentile(s.mutate, 0.99).Round(100*time.Microsecond), len(s.mutate))
+			fmt.Fprintf(&b, "  /mutate via proxy p50 %s p99 %s (n=%d)", framework.Percentile(s.mutate, 0.5).Round(100*time.Microsecond),
+				framework.Percentile(s.mutate, 0.99).Round(100*time.Microsecond), len(s.mutate))
 		}
 		fmt.Fprintln(&b)
 	}
@@ -183,13 +183,13 @@ func TestPinningBenchmark(t *testing.T) {
 			s.name, rate(s)/rate(plain), rr[len(rr)/2], rr[0], rr[len(rr)-1])
 	}
 	fmt.Fprintf(&b, "/validate via proxy p50 %s p99 %s (n=%d)\n",
-		percentile(val, 0.5).Round(100*time.Microsecond), percentile(val, 0.99).Round(100*time.Microsecond), len(val))
+		framework.Percentile(val, 0.5).Round(100*time.Microsecond), framework.Percentile(val, 0.99).Round(100*time.Microsecond), len(val))
 	for _, ep := range []string{"mutate", "validate"} {
 		h := after[ep].minus(before[ep])
 		fmt.Fprintf(&b, "webhook histogram    %s: n=%.0f, p50 ~%s, p99 ~%s (buckets %v s)\n", ep, h.count(),
 			h.quantile(0.5).Round(100*time.Microsecond), h.quantile(0.99).Round(100*time.Microsecond), h.bounds())
 	}
-	served, failovers := rs.proxy.stats()
+	served, failovers := rs.Proxy.Stats()
 	fmt.Fprintf(&b, "requests per replica %v, failovers %d\n", served, failovers)
 	t.Log("\n" + b.String())
 	if root, err := framework.RepoRoot(); err == nil {
