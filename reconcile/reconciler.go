@@ -11,6 +11,7 @@ import (
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -69,6 +70,13 @@ type Options struct {
 	Store     ReservationLister
 	// Services lists live Services of every namespace (informer cache).
 	Services corev1listers.ServiceLister
+	// GetService, when set, reads one Service from the apiserver. Before a
+	// pending reservation past its grace is freed while the cache shows no
+	// Service holding it, its owner is read live: on a loaded control
+	// plane the cache can lag a create by more than the grace, and freeing
+	// the address of a Service that holds it hands it to the next request,
+	// which the apiserver then refuses ("already allocated").
+	GetService func(ctx context.Context, namespace, name string) (*corev1.Service, error)
 	// Synced reports whether every cache Sync reads has synced: a sync on
 	// a half-filled Service cache would release live Services' addresses.
 	Synced func() bool
@@ -294,7 +302,7 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		if s, ok := holder[ip]; ok {
 			return s.Namespace + "/" + s.Name, true
 		}
-		return "", false
+		return r.ownerHolds(ctx, byIP[ip], ip)
 	}
 	freed, err := r.o.Allocator.CollectWith(ctx, liveHolder)
 	work += len(freed)
@@ -317,6 +325,29 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		}
 	}
 	return next, errors.Join(errs...)
+}
+
+// ownerHolds asks the apiserver whether the owner of a pending reservation
+// holds ip (see Options.GetService). An answer other than "no such Service"
+// or "it does not hold it" keeps the reservation for the next sync: an
+// address is never freed on a guess.
+func (r *Reconciler) ownerHolds(ctx context.Context, x alloc.Reservation, ip netip.Addr) (string, bool) {
+	if r.o.GetService == nil || x.State != alloc.StatePending || x.Owner.Name == "" || x.IP != ip {
+		return "", false
+	}
+	key := x.Owner.Namespace + "/" + x.Owner.Name
+	s, err := r.o.GetService(ctx, x.Owner.Namespace, x.Owner.Name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", false
+	case err != nil:
+		r.o.Log.Warn("live read of a pending reservation's Service failed; keeping the reservation", zap.Stringer("ip", ip), zap.String("service", key), zap.Error(err))
+		return key, true
+	}
+	if slices.Contains(heldIPs(s), ip) {
+		return key, true
+	}
+	return "", false
 }
 
 // heldIPs are the addresses a live Service holds as far as pinning is

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corev1listers "k8s.io/client-go/listers/core/v1"
@@ -279,6 +281,64 @@ func TestPendingWithoutServiceIsFreedAfterTheGrace(t *testing.T) {
 		if got := e.admit(alloc.Owner{Namespace: "demo", Name: "next"}, e.fams[0]); got[0] != ips[0] {
 			t.Errorf("next Service got %s, want the freed %s", got[0], ips[0])
 		}
+	})
+}
+
+// TestPendingOfALiveServiceTheCacheMissesIsKept: the Service cache can lag
+// a create by more than the grace on a loaded control plane (the soak saw
+// 3 s and more). An expired pending reservation whose owner the apiserver
+// shows holding the address is kept; it is freed once the owner is gone or
+// holds other addresses, and kept while the live read fails.
+func TestPendingOfALiveServiceTheCacheMissesIsKept(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web", RequestUID: "r1"}, e.fams...)
+		var live *corev1.Service
+		var liveErr error
+		reads := 0
+		e.r.o.GetService = func(_ context.Context, ns, name string) (*corev1.Service, error) {
+			reads++
+			if ns != "demo" || name != "web" {
+				t.Errorf("live read of %s/%s, want demo/web", ns, name)
+			}
+			if liveErr != nil {
+				return nil, liveErr
+			}
+			if live == nil {
+				return nil, apierrors.NewNotFound(corev1.Resource("services"), name)
+			}
+			return live, nil
+		}
+		e.clock.Step(grace + time.Second)
+		live = &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-1"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips}}
+		e.sync()
+		for _, ip := range ips {
+			e.wantState(ip, alloc.StatePending, "demo/web")
+		}
+		if reads == 0 {
+			t.Fatal("the owner was not read live")
+		}
+
+		liveErr = errors.New("apiserver unreachable")
+		e.sync()
+		for _, ip := range ips {
+			e.wantState(ip, alloc.StatePending, "demo/web")
+		}
+
+		liveErr = nil
+		live.Spec.ClusterIPs = []string{band[e.fams[0]][2]} // re-created with another address
+		live.Spec.ClusterIP = live.Spec.ClusterIPs[0]
+		e.sync()
+		for _, ip := range ips {
+			e.wantFree(ip)
+		}
+
+		// Gone altogether: freed too.
+		more := e.admit(alloc.Owner{Namespace: "demo", Name: "web", RequestUID: "r2"}, e.fams[0])
+		e.clock.Step(grace + time.Second)
+		live = nil
+		e.sync()
+		e.wantFree(more[0])
 	})
 }
 

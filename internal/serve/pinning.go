@@ -207,10 +207,13 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		Allocator: a,
 		Store:     st,
 		Services:  caches.serviceLister,
-		Synced:    func() bool { return caches.services.HasSynced() && st.Ready() == nil },
-		Recorder:  recorder,
-		Metrics:   metrics,
-		Interval:  cfg.ReconcileInterval,
+		GetService: func(ctx context.Context, ns, name string) (*corev1.Service, error) {
+			return cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		},
+		Synced:   func() bool { return caches.services.HasSynced() && st.Ready() == nil },
+		Recorder: recorder,
+		Metrics:  metrics,
+		Interval: cfg.ReconcileInterval,
 	})
 	if err != nil {
 		return fail(err)
