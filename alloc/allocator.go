@@ -282,6 +282,15 @@ func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Requ
 		if err != nil {
 			return nil, nil, err
 		}
+		if ok && !mayUse(cur.Owner, req.Owner) {
+			// About to refuse on a cached answer: confirm it (LiveReader).
+			// A failed read keeps the cached answer.
+			if lr, isLive := a.store.(LiveReader); isLive {
+				if live, lok, lerr := lr.GetLive(ctx, ip); lerr == nil {
+					cur, ok = live, lok
+				}
+			}
+		}
 		if denied != nil && !(ok && mayUse(cur.Owner, req.Owner)) {
 			return nil, nil, denied
 		}
