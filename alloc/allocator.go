@@ -469,6 +469,12 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 			return Reservation{}, nil, false, nil
 		}
 		if pick.State != StateSticky || req.DryRun {
+			// Handed back without a write, so nothing else would notice a
+			// cache that has not seen the claim collected and the address
+			// given to another Service meanwhile: confirm it (LiveReader).
+			if !a.stillClaimed(ctx, *pick, req.Owner) {
+				return Reservation{}, nil, false, nil
+			}
 			return *pick, nil, true, nil
 		}
 		next := a.pending(req.Owner, pick.Pool, pick.IP)
@@ -484,6 +490,20 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 		return saved, &undo{before: pick, after: saved}, true, nil
 	}
 	return Reservation{}, nil, false, fmt.Errorf("re-claiming the address of %s: %w", req.Owner, ErrContended)
+}
+
+// stillClaimed re-reads a cached claim of owner when the store can read
+// live; a failed read keeps the cached answer.
+func (a *Allocator) stillClaimed(ctx context.Context, cached Reservation, owner Owner) bool {
+	lr, ok := a.store.(LiveReader)
+	if !ok {
+		return true
+	}
+	live, found, err := lr.GetLive(ctx, cached.IP)
+	if err != nil {
+		return true
+	}
+	return found && sameService(live.Owner, owner) && live.Pool == cached.Pool
 }
 
 // allocatedUpstream reports whether something outside our records (a live

@@ -829,7 +829,15 @@ func TestPoolAccess(t *testing.T) {
 // before a release, GetLive from the store itself.
 type staleStore struct {
 	*memory.Store
-	stale map[netip.Addr]alloc.Reservation
+	stale   map[netip.Addr]alloc.Reservation
+	byOwner func(key string) []alloc.Reservation // when set, ByOwner's stale answer
+}
+
+func (s *staleStore) ByOwner(ctx context.Context, key string) ([]alloc.Reservation, error) {
+	if s.byOwner != nil {
+		return s.byOwner(key), nil
+	}
+	return s.Store.ByOwner(ctx, key)
 }
 
 func (s *staleStore) Get(ctx context.Context, ip netip.Addr) (alloc.Reservation, bool, error) {
@@ -900,6 +908,66 @@ func TestRequestedAddressReleasedElsewhereIsGranted(t *testing.T) {
 			}
 			if r, ok, _ := st.Store.Get(bg, ip); !ok || r.Owner.Name != "web" || r.State != alloc.StatePending {
 				t.Fatalf("reservation after Reserve: %+v (present %v), want pending for apps/web", r, ok)
+			}
+		})
+	}
+}
+
+// TestStaleOwnClaimIsNotHandedBack: a replica's cache still shows this
+// Service's pending claim, but it was collected and the address bound to
+// another Service (the 15-min soak: a create pinned an address /validate
+// then found bound elsewhere). The claim is re-read before it is handed
+// back without a write, and another address is allocated.
+func TestStaleOwnClaimIsNotHandedBack(t *testing.T) {
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			c, err := alloc.ParseConfig([]byte(poolsDoc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pools, err := alloc.Compile(c, cidrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &staleStore{Store: memory.New(), stale: map[netip.Addr]alloc.Reservation{}}
+			a, err := alloc.New(st, pools, alloc.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			web := owner("web")
+			first, err := a.Reserve(bg, alloc.Request{Owner: web, Families: fams})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The leader collects the claims and another Service gets them.
+			for _, ip := range first.IPs {
+				r, _, _ := st.Store.Get(bg, ip)
+				if err := st.Store.Delete(bg, r); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := a.Confirm(bg, ip, alloc.Owner{Namespace: "apps", Name: "other", UID: "u2"}); err != nil {
+					t.Fatal(err)
+				}
+				st.stale[ip] = r // what the lagging cache still shows
+			}
+			// The stale cache's ByOwner still lists web's claims.
+			st.byOwner = func(key string) []alloc.Reservation {
+				var out []alloc.Reservation
+				for _, r := range st.stale {
+					if r.Owner.Key() == key {
+						out = append(out, r)
+					}
+				}
+				return out
+			}
+			again, err := a.Reserve(bg, alloc.Request{Owner: web, Families: fams})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, ip := range again.IPs {
+				if ip == first.IPs[i] {
+					t.Errorf("%s handed back to apps/web, but it is bound to apps/other", ip)
+				}
 			}
 		})
 	}
