@@ -276,6 +276,13 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 			// The Service (or a re-created one of that name) lives without
 			// the address: downgraded, turned ExternalName or headless, or
 			// re-created with other addresses. Nothing to stick to.
+			// Unless the cache is behind: a downgrade followed at once by
+			// an upgrade gets the same address back (the reservation is
+			// still its own), and freeing it on the older view would hand
+			// a held address to the next request.
+			if _, held := r.serviceHolds(ctx, x.Owner.Namespace, x.Owner.Name, x.IP); held {
+				continue
+			}
 			if err := r.o.Allocator.Free(ctx, x.IP); err != nil {
 				errs = append(errs, fmt.Errorf("freeing %s of %s: %w", x.IP, x.Owner, err))
 				continue
@@ -335,13 +342,23 @@ func (r *Reconciler) ownerHolds(ctx context.Context, x alloc.Reservation, ip net
 	if r.o.GetService == nil || x.State != alloc.StatePending || x.Owner.Name == "" || x.IP != ip {
 		return "", false
 	}
-	key := x.Owner.Namespace + "/" + x.Owner.Name
-	s, err := r.o.GetService(ctx, x.Owner.Namespace, x.Owner.Name)
+	return r.serviceHolds(ctx, x.Owner.Namespace, x.Owner.Name, ip)
+}
+
+// serviceHolds reads the Service namespace/name from the apiserver (when
+// Options.GetService is set) and reports whether it holds ip; a failed read
+// counts as held, so nothing is freed on a guess.
+func (r *Reconciler) serviceHolds(ctx context.Context, namespace, name string, ip netip.Addr) (string, bool) {
+	if r.o.GetService == nil {
+		return "", false
+	}
+	key := namespace + "/" + name
+	s, err := r.o.GetService(ctx, namespace, name)
 	switch {
 	case apierrors.IsNotFound(err):
 		return "", false
 	case err != nil:
-		r.o.Log.Warn("live read of a pending reservation's Service failed; keeping the reservation", zap.Stringer("ip", ip), zap.String("service", key), zap.Error(err))
+		r.o.Log.Warn("live read of a reservation's Service failed; keeping the reservation", zap.Stringer("ip", ip), zap.String("service", key), zap.Error(err))
 		return key, true
 	}
 	if slices.Contains(heldIPs(s), ip) {

@@ -467,6 +467,41 @@ func TestDowngradeReleasesTheSecondary(t *testing.T) {
 	}
 }
 
+// TestDowngradeOnAStaleCacheFreesNothingHeld: the cache shows a
+// downgrade, but the Service was upgraded again at once and holds the
+// secondary (the 15-min soak: the address was freed and pinned to another
+// Service). It is freed only once the apiserver shows the Service without
+// it; a failed read frees nothing.
+func TestDowngradeOnAStaleCacheFreesNothingHeld(t *testing.T) {
+	for _, name := range []string{"IPv4,IPv6", "IPv6,IPv4"} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, clusters[name])
+			ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
+			e.live("demo", "web", "uid-1", ips...)
+			e.sync()
+			e.wantState(ips[1], alloc.StateBound, "demo/web")
+
+			e.live("demo", "web", "uid-1", ips[0]) // the cache's older view
+			truth := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-1"},
+				Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips}}
+			var readErr error
+			e.r.o.GetService = func(context.Context, string, string) (*corev1.Service, error) { return truth, readErr }
+			e.sync()
+			e.wantState(ips[1], alloc.StateBound, "demo/web")
+
+			readErr = errors.New("apiserver unreachable")
+			e.sync()
+			e.wantState(ips[1], alloc.StateBound, "demo/web")
+
+			readErr = nil
+			truth.Spec.ClusterIPs = ips[:1]
+			e.sync()
+			e.wantFree(ips[1])
+			e.wantState(ips[0], alloc.StateBound, "demo/web")
+		})
+	}
+}
+
 func TestTypeChangeToExternalNameReleases(t *testing.T) {
 	e := newEnv(t, clusters["IPv4"])
 	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
