@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -20,6 +21,7 @@ import (
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	networkingv1listers "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 )
 
 // IPIndex is the Services informer index by clusterIP (canonical text).
@@ -95,9 +97,56 @@ type PoolWatcher struct {
 	ConfigMaps      corev1listers.ConfigMapLister
 	Namespace, Name string
 	File            string
+	// Recorder, when set, publishes a Warning Event on the pools ConfigMap
+	// when a change of it is not applied, saying why.
+	Recorder record.EventRecorder
+	// Metrics, when set, counts the changes not applied and says whether
+	// the pools in force differ from the ConfigMap.
+	Metrics *PoolMetrics
 
 	mu   sync.Mutex
 	last string
+	// fromConfigMap: the pools in force came from the ConfigMap (not from
+	// its absence), so its deletion is an accident to survive.
+	fromConfigMap bool
+	rejected      string // the last change not applied, reported once
+}
+
+// ReasonPoolsNotApplied is the Event reason on the pools ConfigMap when a
+// change of it is refused, unusable or the ConfigMap is deleted.
+const ReasonPoolsNotApplied = "PoolsNotApplied"
+
+// ErrPoolsDeleted: the pools ConfigMap was deleted while its pools were in
+// force. They stay: a deleted ConfigMap is far more often an accident (a
+// namespace cleanup, a GitOps prune) than a wish to re-address every new
+// Service from the static band, and every replica must keep agreeing on
+// the pools. To return to the static band, write an empty document.
+var ErrPoolsDeleted = errors.New("the pools ConfigMap was deleted; the pools in force stay (to return to the static band, write a document without pools)")
+
+// PoolMetrics are the pool watcher's metrics.
+type PoolMetrics struct {
+	// Rejected counts changes of the pools ConfigMap not applied, by
+	// reason: deleted, invalid (does not parse or compile, or would orphan
+	// an address in use) or error (the reservations could not be read).
+	Rejected *prometheus.CounterVec
+	// Stale is 1 while the pools in force are not what the ConfigMap says.
+	Stale prometheus.Gauge
+}
+
+// NewPoolMetrics registers the pool watcher's metrics on reg.
+func NewPoolMetrics(reg prometheus.Registerer) (*PoolMetrics, error) {
+	m := &PoolMetrics{
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "dualstack_webhook", Name: "pools_rejected_total",
+			Help: "Changes of the pools ConfigMap not applied (the pools in force stay), by reason: deleted, invalid, error."}, []string{"reason"}),
+		Stale: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "dualstack_webhook", Name: "pools_stale",
+			Help: "1 while the pools in force are not what the pools ConfigMap says (deleted, invalid or refused; see the PoolsNotApplied Event)."}),
+	}
+	for _, c := range []prometheus.Collector{m.Rejected, m.Stale} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
 }
 
 // defaultServiceCIDR is the ServiceCIDR the apiserver creates from its
@@ -153,26 +202,33 @@ func (w *PoolWatcher) CIDRs() ([]netip.Prefix, error) {
 // Load reads the pool document and the CIDRs. An absent ConfigMap (or none
 // configured) is the empty document: the static band of each ServiceCIDR.
 func (w *PoolWatcher) Load() (*alloc.PoolConfig, []netip.Prefix, error) {
+	c, cidrs, _, err := w.load()
+	return c, cidrs, err
+}
+
+// load is Load, also telling whether the document came from the
+// ConfigMap.
+func (w *PoolWatcher) load() (*alloc.PoolConfig, []netip.Prefix, bool, error) {
 	cidrs, err := w.CIDRs()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	switch {
 	case w.File != "":
 		c, err := alloc.LoadConfigFile(w.File)
-		return c, cidrs, err
+		return c, cidrs, false, err
 	case w.ConfigMaps != nil && w.Name != "":
 		cm, err := w.ConfigMaps.ConfigMaps(w.Namespace).Get(w.Name)
 		if apierrors.IsNotFound(err) {
-			return &alloc.PoolConfig{APIVersion: alloc.ConfigAPIVersion, Kind: alloc.ConfigKind}, cidrs, nil
+			return &alloc.PoolConfig{APIVersion: alloc.ConfigAPIVersion, Kind: alloc.ConfigKind}, cidrs, false, nil
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
 		c, err := alloc.ConfigFromConfigMap(cm)
-		return c, cidrs, err
+		return c, cidrs, true, err
 	}
-	return &alloc.PoolConfig{APIVersion: alloc.ConfigAPIVersion, Kind: alloc.ConfigKind}, cidrs, nil
+	return &alloc.PoolConfig{APIVersion: alloc.ConfigAPIVersion, Kind: alloc.ConfigKind}, cidrs, false, nil
 }
 
 // Initial compiles the pools to start with. A document that does not
@@ -180,49 +236,111 @@ func (w *PoolWatcher) Load() (*alloc.PoolConfig, []netip.Prefix, error) {
 // (the pools guard is fail-open) never keeps the webhook from starting;
 // addresses already reserved stay taken whatever the pools say.
 func (w *PoolWatcher) Initial() (*alloc.Pools, error) {
-	c, cidrs, err := w.Load()
+	c, cidrs, present, err := w.load()
 	if err != nil && cidrs == nil {
 		return nil, err
 	}
 	if err == nil {
 		p, cerr := alloc.Compile(c, cidrs)
 		if cerr == nil {
-			w.remember(c, cidrs)
+			w.remember(c, cidrs, present)
 			return p, nil
 		}
 		err = cerr
 	}
 	w.logger().Error("pools document unusable at start; pinning from the static band until it is fixed", zap.Error(err))
+	w.reject("invalid", err)
 	return alloc.Compile(nil, cidrs)
 }
 
 // Apply re-reads the document and the CIDRs and applies them if they
-// changed. A rejected change (invalid, or orphaning addresses in use)
-// keeps the pools in force and is returned.
+// changed. A rejected change (invalid, or orphaning addresses in use) and
+// the deletion of a ConfigMap whose pools are in force (ErrPoolsDeleted)
+// keep the pools in force and are returned, reported once each by an
+// Event and the metrics.
 func (w *PoolWatcher) Apply(ctx context.Context, a PoolApplier) error {
-	c, cidrs, err := w.Load()
-	if err != nil {
+	c, cidrs, present, err := w.load()
+	switch {
+	case err != nil && cidrs == nil:
+		w.reject("error", err)
 		return err
+	case err != nil:
+		w.reject("invalid", err)
+		return err
+	}
+	if !present && w.File == "" && w.ConfigMaps != nil && w.Name != "" {
+		w.mu.Lock()
+		deleted := w.fromConfigMap
+		w.mu.Unlock()
+		if deleted {
+			err = fmt.Errorf("ConfigMap %s/%s: %w", w.Namespace, w.Name, ErrPoolsDeleted)
+			w.reject("deleted", err)
+			return err
+		}
 	}
 	key := configKey(c, cidrs)
 	w.mu.Lock()
 	same := key == w.last
 	w.mu.Unlock()
 	if same {
+		w.accepted()
 		return nil
 	}
 	if err := a.ApplyConfig(ctx, c, cidrs); err != nil {
+		reason := "error"
+		var ce *alloc.ConfigError
+		if errors.As(err, &ce) {
+			reason = "invalid"
+		}
+		w.reject(reason, err)
 		return err
 	}
-	w.remember(c, cidrs)
+	w.remember(c, cidrs, present)
 	return nil
 }
 
-func (w *PoolWatcher) remember(c *alloc.PoolConfig, cidrs []netip.Prefix) {
+func (w *PoolWatcher) remember(c *alloc.PoolConfig, cidrs []netip.Prefix, fromConfigMap bool) {
 	w.mu.Lock()
 	w.last = configKey(c, cidrs)
+	w.fromConfigMap = fromConfigMap
 	w.mu.Unlock()
+	w.accepted()
 }
+
+// accepted records that the pools in force are the ConfigMap's.
+func (w *PoolWatcher) accepted() {
+	w.mu.Lock()
+	w.rejected = ""
+	w.mu.Unlock()
+	if w.Metrics != nil {
+		w.Metrics.Stale.Set(0)
+	}
+}
+
+// reject reports a change not applied: counted, flagged and published
+// once per distinct error (every ServiceCIDR event re-reads the document).
+func (w *PoolWatcher) reject(reason string, err error) {
+	msg := oneLine(err.Error())
+	w.mu.Lock()
+	repeat := msg == w.rejected
+	w.rejected = msg
+	w.mu.Unlock()
+	if w.Metrics != nil {
+		w.Metrics.Stale.Set(1)
+	}
+	if repeat {
+		return
+	}
+	if w.Metrics != nil {
+		w.Metrics.Rejected.WithLabelValues(reason).Inc()
+	}
+	if w.Recorder != nil && w.Name != "" && w.File == "" {
+		ref := &corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: w.Namespace, Name: w.Name}
+		w.Recorder.Eventf(ref, corev1.EventTypeWarning, ReasonPoolsNotApplied, "pools not applied (%s), the pools in force stay: %s", reason, msg)
+	}
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func (w *PoolWatcher) logger() *zap.Logger {
 	if w.Log == nil {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 	"github.com/dualstack-webhook/dualstack-webhook/alloc/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,6 +18,7 @@ import (
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	networkingv1listers "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 )
 
 func TestHolderSeesServicesAndIPAddresses(t *testing.T) {
@@ -159,4 +162,146 @@ func TestLiveHolderReadsTheIPAddressObject(t *testing.T) {
 			t.Errorf("LiveHolder(%s) = %q, %v, %v; want %q, %v, err %v", ip, owner, held, err, want.owner, want.held, want.err)
 		}
 	}
+}
+
+// TestPoolWatcherKeepsTheLastGoodPools: while serving, deleting the pools
+// ConfigMap or replacing its document with garbage leaves the last good
+// pools in force (addresses keep coming from them), and each is reported
+// once by a Warning Event on the ConfigMap and by the metrics; a good
+// document again clears the stale flag. A ConfigMap that never existed is
+// the static band, reported as nothing. Every cluster shape.
+func TestPoolWatcherKeepsTheLastGoodPools(t *testing.T) {
+	for name, c := range map[string]struct {
+		cidrs string
+		pool  string // the pool's addresses
+		first string // its lowest address
+	}{
+		"IPv4":      {"10.96.0.0/16", `{ipv4: ["10.96.0.16/28"]}`, "10.96.0.16"},
+		"IPv6":      {"fd00:10:96::/108", `{ipv6: ["fd00:10:96::10/124"]}`, "fd00:10:96::10"},
+		"IPv4,IPv6": {"10.96.0.0/16,fd00:10:96::/108", `{ipv4: ["10.96.0.16/28"], ipv6: ["fd00:10:96::10/124"]}`, "10.96.0.16"},
+		"IPv6,IPv4": {"fd00:10:96::/108,10.96.0.0/16", `{ipv4: ["10.96.0.16/28"], ipv6: ["fd00:10:96::10/124"]}`, "fd00:10:96::10"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cidrs, err := alloc.ParseServiceCIDRs(c.cidrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			doc := strings.Replace(poolsDoc, `{ipv4: ["10.96.0.16/28"]}`, c.pool, 1)
+			cms := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+			rec := record.NewFakeRecorder(10)
+			reg := prometheus.NewRegistry()
+			m, err := NewPoolMetrics(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := &PoolWatcher{StaticCIDRs: cidrs, ConfigMaps: corev1listers.NewConfigMapLister(cms), Namespace: "dsw", Name: "pools", Recorder: rec, Metrics: m}
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "dsw", Name: "pools"}}
+			set := func(doc string) {
+				cm = cm.DeepCopy()
+				cm.Data = map[string]string{alloc.ConfigMapKey: doc}
+				_ = cms.Update(cm)
+			}
+			pools, err := w.Initial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := alloc.New(memory.New(), pools, alloc.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			// Never created: the static band, nothing to report.
+			if err := w.Apply(ctx, a); err != nil {
+				t.Fatalf("no ConfigMap: %v", err)
+			}
+			set(doc)
+			if err := w.Apply(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+			fam := alloc.FamilyOf(cidrs[0].Addr())
+			reserve := func(svc string) string {
+				t.Helper()
+				res, err := a.Reserve(ctx, alloc.Request{Owner: alloc.Owner{Namespace: "d", Name: svc}, Families: []corev1.IPFamily{fam}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res.IPs[0].String()
+			}
+			if got := reserve("a"); got != c.first {
+				t.Fatalf("from the ConfigMap's pool: %s, want %s", got, c.first)
+			}
+			wantReport := func(what, reason string, stale float64, events int) {
+				t.Helper()
+				if p, ok := a.Pools().Get("web"); !ok || p == nil {
+					t.Errorf("%s: pool web no longer in force: %v", what, a.Pools().List)
+				}
+				if got := metricValue(t, m.Stale); got != stale {
+					t.Errorf("%s: dualstack_webhook_pools_stale = %g, want %g", what, got, stale)
+				}
+				if reason != "" {
+					if got := metricValue(t, m.Rejected.WithLabelValues(reason)); got != 1 {
+						t.Errorf("%s: dualstack_webhook_pools_rejected_total{reason=%q} = %g, want 1", what, reason, got)
+					}
+				}
+				for range events {
+					select {
+					case e := <-rec.Events:
+						if !strings.HasPrefix(e, "Warning "+ReasonPoolsNotApplied+" pools not applied ("+reason+")") {
+							t.Errorf("%s: event %q", what, e)
+						}
+					default:
+						t.Errorf("%s: no Event", what)
+					}
+				}
+				select {
+				case e := <-rec.Events:
+					t.Errorf("%s: unexpected Event %q", what, e)
+				default:
+				}
+			}
+
+			// Deleted: the pools stay, reported once however often the
+			// watcher runs again.
+			_ = cms.Delete(cm)
+			for range 3 {
+				if err := w.Apply(ctx, a); !errors.Is(err, ErrPoolsDeleted) {
+					t.Fatalf("deleted: %v, want ErrPoolsDeleted", err)
+				}
+			}
+			wantReport("deleted", "deleted", 1, 1)
+			if got := reserve("b"); !pools.InServiceCIDR(netip.MustParseAddr(got)) || got == c.first {
+				t.Fatalf("after the delete: %s", got)
+			} else if p, _ := a.Pools().Get("web"); !p.Addresses.Contains(netip.MustParseAddr(got)) {
+				t.Errorf("after the delete: %s is not from pool web", got)
+			}
+
+			// Re-created with garbage: still the last good pools.
+			set("{{{ this is not a pools document")
+			for range 2 {
+				if err := w.Apply(ctx, a); err == nil {
+					t.Fatal("garbage applied")
+				}
+			}
+			wantReport("garbage", "invalid", 1, 1)
+
+			// A valid document again: applied, no longer stale.
+			set(doc)
+			if err := w.Apply(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+			wantReport("good again", "", 0, 0)
+		})
+	}
+}
+
+func metricValue(t *testing.T, c prometheus.Metric) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Gauge != nil {
+		return m.GetGauge().GetValue()
+	}
+	return m.GetCounter().GetValue()
 }

@@ -80,6 +80,13 @@ type Options struct {
 	// Namespace and PoolsConfigMap name the pools ConfigMap that /validate
 	// guards (--namespace, --pools-configmap). Empty: not guarded.
 	Namespace, PoolsConfigMap string
+	// APIServer, when set, is nil while the apiserver answers. A review
+	// that needs the allocator is refused at once (500) when it is not:
+	// reservations are writes to the apiserver, and the caches behind the
+	// allocator stop moving when it is cut off, so waiting would only
+	// hold the request until the apiserver gives up, and deciding from
+	// the caches would trust a stale view.
+	APIServer func() error
 }
 
 // Handler serves the webhook's TLS endpoints.
@@ -94,6 +101,7 @@ type Handler struct {
 	alloc          Allocator
 	namespace      string
 	poolsConfigMap string
+	apiserver      func() error
 	draining       atomic.Bool
 	router         chi.Router
 	// reviews are the POST review routes, served without the router: they
@@ -133,6 +141,7 @@ func NewHandler(o Options) (*Handler, error) {
 		alloc:          o.Allocator,
 		namespace:      o.Namespace,
 		poolsConfigMap: o.PoolsConfigMap,
+		apiserver:      o.APIServer,
 	}
 	r := chi.NewRouter()
 	h.reviews = map[string]http.Handler{}
@@ -281,17 +290,49 @@ func (h *Handler) serveReadyz(w http.ResponseWriter, _ *http.Request, st *reqSta
 // most 30 s, admissionregistration/v1 validation).
 const maxTimeout = 30 * time.Second
 
+// answerMargin is how much of the apiserver's timeout the webhook keeps
+// for itself: a tenth, between 200 ms and 1 s. Work that reaches the
+// deadline (a slow apiserver holding a reservation write) is abandoned
+// early enough that our answer, saying why, arrives before the apiserver
+// stops waiting and reports a bare "context deadline exceeded".
+func answerMargin(timeout time.Duration) time.Duration {
+	return min(max(timeout/10, 200*time.Millisecond), time.Second)
+}
+
 // requestContext derives the review's deadline from the apiserver's
 // ?timeout= query parameter (set from the webhook's timeoutSeconds:
-// k8s.io/apiserver pkg/admission/plugin/webhook/mutating/dispatcher.go), so
-// work the apiserver no longer waits for stops.
+// k8s.io/apiserver pkg/admission/plugin/webhook/mutating/dispatcher.go),
+// minus answerMargin, so work the apiserver no longer waits for stops and
+// the answer still reaches it.
 func requestContext(r *http.Request) (context.Context, context.CancelFunc) {
 	if r.URL.RawQuery != "" {
 		if d, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil && d > 0 {
-			return context.WithTimeout(r.Context(), min(d, maxTimeout))
+			d = min(d, maxTimeout)
+			return context.WithTimeoutCause(r.Context(), d-answerMargin(d), &errOutOfTime{timeout: d, margin: answerMargin(d)})
 		}
 	}
 	return r.Context(), func() {}
+}
+
+// errOutOfTime is the cause of a review's deadline: the apiserver (or
+// whatever the allocator waited for) did not answer within the share of
+// timeoutSeconds the webhook gives itself.
+type errOutOfTime struct{ timeout, margin time.Duration }
+
+func (e *errOutOfTime) Error() string {
+	return fmt.Sprintf("no answer from the apiserver within %s: the webhook gives up %s before its timeoutSeconds (%s) so that this answer reaches the apiserver in time",
+		e.timeout-e.margin, e.margin, e.timeout)
+}
+
+// outOfTime turns an error caused by the review's own deadline into one
+// that says so (as errUnavailable: a 500, failurePolicy decides); other
+// errors are returned as they are.
+func outOfTime(ctx context.Context, err error) error {
+	var oot *errOutOfTime
+	if err == nil || !errors.As(context.Cause(ctx), &oot) {
+		return err
+	}
+	return &errUnavailable{fmt.Errorf("%w (last error: %s)", oot, oneLine(err.Error()))}
 }
 
 func (h *Handler) serveReview(ep endpoint) routeFunc {

@@ -131,6 +131,9 @@ func (h *Handler) pin(ctx context.Context, req *requestIn, d *policy.Decision, n
 	if len(families) == 0 && len(requested) == 0 {
 		return nil, left, nil
 	}
+	if err := h.apiserverReady(); err != nil {
+		return nil, nil, err
+	}
 	r := alloc.Request{
 		Owner:           ownerOf(req, svc),
 		Annotations:     svc.Annotations,
@@ -155,6 +158,9 @@ func (h *Handler) pin(ctx context.Context, req *requestIn, d *policy.Decision, n
 				full = err
 			}
 			continue
+		}
+		if ctx.Err() != nil {
+			return nil, nil, outOfTime(ctx, err)
 		}
 		return nil, nil, &serviceError{name: svc.Name, clusterIPs: d.ClusterIPs, pool: svc.Annotations[alloc.PoolAnnotation], err: err}
 	}
@@ -225,10 +231,32 @@ func (h *Handler) checkPins(ctx context.Context, req *requestIn, d *policy.Decis
 		return nil
 	}
 	r := alloc.Request{Owner: ownerOf(req, svc), NamespaceLabels: nsLabels, Labels: svc.Labels}
-	for _, ip := range newIPs(req, d) {
+	ips := newIPs(req, d)
+	if len(ips) == 0 {
+		return nil
+	}
+	if err := h.apiserverReady(); err != nil {
+		return err
+	}
+	for _, ip := range ips {
 		if err := h.alloc.Check(ctx, ip, r); err != nil {
+			if ctx.Err() != nil {
+				return outOfTime(ctx, err)
+			}
 			return &serviceError{name: svc.Name, clusterIPs: d.ClusterIPs, err: err}
 		}
+	}
+	return nil
+}
+
+// apiserverReady refuses, as errUnavailable (500), a review that needs the
+// allocator while the apiserver is unreachable (Options.APIServer).
+func (h *Handler) apiserverReady() error {
+	if h.apiserver == nil {
+		return nil
+	}
+	if err := h.apiserver(); err != nil {
+		return &errUnavailable{fmt.Errorf("%w; not pinning or checking addresses from caches that may be stale", err)}
 	}
 	return nil
 }

@@ -62,6 +62,11 @@ type ControlPlane struct {
 	kcmDone chan struct{}
 	logs    []io.Closer
 	tempDir bool
+	// restarted are the components Restart started again.
+	restarted map[string]*restarted
+	// Forced lists the graceful stops of Restart that had to be ended by
+	// SIGKILL, for the caller's report.
+	Forced []string
 }
 
 var quietOnce sync.Once
@@ -216,6 +221,7 @@ func (cp *ControlPlane) Stop() error {
 		}
 		cp.kcm = nil
 	}
+	cp.stopRestarted()
 	if cp.env != nil {
 		if err := cp.env.Stop(); err != nil {
 			errs = append(errs, err)

@@ -66,6 +66,9 @@ type WebhookOptions struct {
 	DefaultIPFamilyPolicy string
 	// ExtraArgs are appended after the flags above.
 	ExtraArgs []string
+	// Env is added to the process's environment (e.g. POD_NAME, which
+	// names the replica in the reconciler Lease).
+	Env []string
 	// ReadyTimeout bounds the wait for /readyz (default 60s).
 	ReadyTimeout time.Duration
 }
@@ -171,6 +174,9 @@ func startOnce(ctx context.Context, opts WebhookOptions, sc *ServingCert, client
 	}
 	fmt.Fprintf(logFile, "# %s %s\n", opts.Binary, strings.Join(args, " "))
 	cmd := exec.Command(opts.Binary, args...)
+	if len(opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), opts.Env...)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

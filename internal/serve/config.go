@@ -82,6 +82,11 @@ type Config struct {
 	// LeaderElection runs the reconciler only in the replica holding the
 	// Lease; every replica serves admission either way.
 	LeaderElection bool
+
+	// TestClockOffset moves this process's clock (allocator and
+	// reconciler) by a fixed amount: a hidden test hook with which the
+	// fault suite makes one replica's clock jump. Not for production.
+	TestClockOffset time.Duration
 }
 
 // Families returns the IP families of ServiceCIDRs in order.
@@ -132,6 +137,8 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 30*time.Second, "period of the reconciler's full resync, besides the one every watch event triggers")
 	fs.BoolVar(&c.LeaderElection, "leader-election", true, "run the reconciler only in the replica holding the Lease "+LeaseName+" in --namespace (every replica serves admission)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, keep serving this long with readiness failing and every answer closing its connection before closing the listener (default 0 with --dev)")
+	fs.DurationVar(&c.TestClockOffset, "test-clock-offset", 0, "test hook: move this process's clock by this much")
+	_ = fs.MarkHidden("test-clock-offset")
 	fs.SortFlags = false
 
 	if err := fs.Parse(args); err != nil {

@@ -50,6 +50,8 @@ const (
 type pinning struct {
 	alloc *alloc.Allocator
 	ready []webhook.Check
+	// apiserver gates the reviews that need the allocator (nil: --dev).
+	apiserver func() error
 }
 
 // allocOptions are the allocator options every mode shares.
@@ -87,7 +89,7 @@ func startDevPinning(cfg *Config, log *zap.Logger, reg prometheus.Registerer) (*
 // reconciler, and starts them. Every replica serves admission with its own
 // allocator; uniqueness across replicas is the store's (AlreadyExists on
 // one ConfigMap per address).
-func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernetes.Interface, caches *clusterCaches, log *zap.Logger, reg prometheus.Registerer) (*pinning, func(), error) {
+func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernetes.Interface, caches *clusterCaches, probe *apiserverProbe, log *zap.Logger, reg prometheus.Registerer) (*pinning, func(), error) {
 	var stops []func()
 	stop := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -137,7 +139,25 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		return fail(fmt.Errorf("starting the reservation store: %w", err))
 	}
 
+	// Events on Services and on the pools ConfigMap. The correlator's
+	// caches (aggregation, spam filter, last-seen) default to 4096 keys
+	// each, and nearly every event of the reconciler has a key of its own
+	// (one Service UID, one transition): under the soak suite's churn
+	// (e2e/soak) the leader's heap grew by 8 MiB in two minutes, RSS 13 %
+	// past the warm-up, until they would be full. A few hundred keys still
+	// fold a burst of repeats on one Service.
+	bc := record.NewBroadcaster(record.WithContext(ctx), record.WithCorrelatorOptions(record.CorrelatorOptions{LRUCacheSize: eventCacheKeys}))
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	stops = append(stops, bc.Shutdown)
+	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dualstack-webhook"})
+	poolMetrics, err := reconcile.NewPoolMetrics(reg)
+	if err != nil {
+		return fail(err)
+	}
+
 	w := &reconcile.PoolWatcher{
+		Recorder:    recorder,
+		Metrics:     poolMetrics,
 		Log:         log.Named("pools"),
 		StaticCIDRs: cfg.ServiceCIDRs,
 		ConfigMaps:  cmLister,
@@ -153,6 +173,11 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		return fail(err)
 	}
 	opts := allocOptions(cfg, log)
+	// Expiries in the apiserver's time: a replica whose clock jumped
+	// forward must not free other replicas' pending reservations, nor
+	// sticky ones, early.
+	clk := probe.Clock()
+	opts.Clock = clk
 	opts.External = reconcile.Holder(caches.services.GetIndexer(), caches.ipaddrLister)
 	// A requested address the caches show held is re-read live, so a
 	// Service may take an address the moment the apiserver freed it.
@@ -190,18 +215,6 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		}
 	}
 
-	// Events on Services. The correlator's caches (aggregation, spam
-	// filter, last-seen) default to 4096 keys each, and nearly every event
-	// of the reconciler has a key of its own (one Service UID, one
-	// transition): under the soak suite's churn (e2e/soak) the leader's
-	// heap grew by 8 MiB in two minutes, RSS 13 % past the warm-up, until
-	// they would be full. A few hundred keys still fold a burst of repeats
-	// on one Service.
-	bc := record.NewBroadcaster(record.WithContext(ctx), record.WithCorrelatorOptions(record.CorrelatorOptions{LRUCacheSize: eventCacheKeys}))
-	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
-	stops = append(stops, bc.Shutdown)
-	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dualstack-webhook"})
-
 	r, err := reconcile.New(reconcile.Options{
 		Log:       log.Named("reconcile"),
 		Allocator: a,
@@ -210,7 +223,13 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		GetService: func(ctx context.Context, ns, name string) (*corev1.Service, error) {
 			return cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 		},
-		Synced:   func() bool { return caches.services.HasSynced() && st.Ready() == nil },
+		// Not before the clock was compared with the apiserver's: the
+		// first sync would judge expiries by a clock that may be off.
+		Synced: func() bool {
+			_, known := probe.Skew()
+			return caches.services.HasSynced() && st.Ready() == nil && known
+		},
+		Clock:    clk,
 		Recorder: recorder,
 		Metrics:  metrics,
 		Interval: cfg.ReconcileInterval,
@@ -240,8 +259,9 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	}()
 
 	return &pinning{
-		alloc: a,
-		ready: []webhook.Check{{Name: "reservations", Func: st.Ready}},
+		alloc:     a,
+		ready:     []webhook.Check{{Name: "reservations", Func: st.Ready}, {Name: "apiserver", Func: probe.Ready}},
+		apiserver: probe.Ready,
 	}, stop, nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 )
 
 // Main is the `serve` subcommand: parse, then Run until ctx ends.
@@ -171,8 +172,12 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 		// Shutdown waits for the informers, which stop on ctx: cancel first.
 		defer func() { cancel(); caches.factory.Shutdown() }()
 		if cfg.Pinning {
+			probe, err := startAPIServerProbe(ctx, cfg, rc, log, reg)
+			if err != nil {
+				return err
+			}
 			var stopPinning func()
-			if pin, stopPinning, err = startPinning(ctx, cfg, rc, cs, caches, log, reg); err != nil {
+			if pin, stopPinning, err = startPinning(ctx, cfg, rc, cs, caches, probe, log, reg); err != nil {
 				return fmt.Errorf("pinning: %w", err)
 			}
 			defer func() { cancel(); stopPinning() }()
@@ -183,9 +188,11 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 		}
 	}
 	var allocator webhook.Allocator
+	var apiserver func() error
 	if pin != nil {
 		allocator = pin.alloc
 		checks = append(checks, pin.ready...)
+		apiserver = pin.apiserver
 	}
 	checks = append(checks, webhook.Check{Name: "families", Func: func() error {
 		_, err := families.Families()
@@ -204,6 +211,7 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 		Allocator:      allocator,
 		Namespace:      cfg.Namespace,
 		PoolsConfigMap: cfg.PoolsConfigMap,
+		APIServer:      apiserver,
 	})
 	if err != nil {
 		return err
@@ -251,6 +259,41 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 		BeforeShutdown:  h.Drain,
 		ShutdownDelay:   cfg.ShutdownDelay,
 	})
+}
+
+// startAPIServerProbe starts asking the apiserver's /readyz (see
+// apiserverProbe) with the webhook's own credentials and transport, so a
+// replica cut off from the apiserver notices it through the same path
+// its reservations take.
+func startAPIServerProbe(ctx context.Context, cfg *Config, rc *rest.Config, log *zap.Logger, reg prometheus.Registerer) (*apiserverProbe, error) {
+	hc, err := rest.HTTPClientFor(rc)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver probe: %w", err)
+	}
+	u, _, err := rest.DefaultServerUrlFor(rc)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver probe: %w", err)
+	}
+	u.Path = "/readyz"
+	url := u.String()
+	get := func(ctx context.Context) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return nil, err
+		}
+		return hc.Do(req)
+	}
+	var base clock.Clock = clock.RealClock{}
+	if cfg.TestClockOffset != 0 {
+		log.Warn("test hook: this process's clock is moved", zap.Duration("offset", cfg.TestClockOffset))
+		base = offsetClock{Clock: base, offset: cfg.TestClockOffset}
+	}
+	p, err := newAPIServerProbe(get, base, log.Named("apiserver"), reg)
+	if err != nil {
+		return nil, err
+	}
+	go p.run(ctx)
+	return p, nil
 }
 
 // printDevBanner tells a developer how to talk to the dev server.

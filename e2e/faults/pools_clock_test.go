@@ -1,0 +1,141 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// clockOffset is how far replica 0's clock jumps: past --pending-grace and
+// past --retention, so that trusting it would free every pending and
+// sticky reservation made by the other replicas.
+const clockOffset = time.Hour
+
+// TestPoolsAndClock is the compact run `make test` includes: under load,
+// with the reconciler running on a replica whose clock is an hour ahead,
+// the pools ConfigMap is deleted, then re-created with garbage, then
+// restored. Rows:
+//
+//   - pools ConfigMap deleted / garbage: the last good pools stay in
+//     force (every address handed out meanwhile is from them), every
+//     replica says why (Warning Event PoolsNotApplied, metrics
+//     dualstack_webhook_pools_stale and _pools_rejected_total{reason}),
+//     nothing is handed out twice;
+//   - clock +1h on the reconciler's replica: no reservation of a live
+//     Service is freed (none had to be re-imported), and every address of
+//     a Service deleted during the run is still sticky to its name (the
+//     retention, 10 minutes, is not over in the apiserver's time).
+func TestPoolsAndClock(t *testing.T) {
+	cl := startCluster(t, "poolsclock", clusterOptions{
+		replica0Args:  []string{"--test-clock-offset", clockOffset.String()},
+		replica0Leads: true,
+	})
+	c := cl.c
+	ctx := context.Background()
+	eventually(t, 30*time.Second, "replica 0 measured its clock an hour ahead of the apiserver's", func(context.Context) (bool, string) {
+		v, ok := metric(t, cl.hooks[0], "dualstack_webhook_clock_skew_seconds")
+		return ok && v > clockOffset.Seconds()-5 && v < clockOffset.Seconds()+5, fmt.Sprintf("skew %gs", v)
+	})
+	l := startLoad(c, cl.namespaces(t, cl.scope, "load", 3), 4, "w")
+	t0 := time.Now()
+	time.Sleep(6 * time.Second)
+
+	// Every replica reports the rejection, on the metrics and by an Event.
+	reported := func(what, reason string) {
+		t.Helper()
+		eventually(t, 30*time.Second, fmt.Sprintf("%s: every replica flags the pools stale (reason %s)", what, reason), func(context.Context) (bool, string) {
+			var seen []string
+			ok := true
+			for i, w := range cl.hooks {
+				stale, _ := metric(t, w, "dualstack_webhook_pools_stale")
+				rej, _ := metric(t, w, "dualstack_webhook_pools_rejected_total", `reason="`+reason+`"`)
+				seen = append(seen, fmt.Sprintf("replica %d: stale %g rejected{%s} %g", i, stale, reason, rej))
+				ok = ok && stale == 1 && rej >= 1
+			}
+			return ok, strings.Join(seen, ", ")
+		})
+		eventually(t, 30*time.Second, what+": Warning Event "+"PoolsNotApplied on the ConfigMap", func(ctx context.Context) (bool, string) {
+			evs, err := c.CoreV1().Events(stateNS).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + poolsCM + ",reason=PoolsNotApplied"})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, e := range evs.Items {
+				if e.Type == "Warning" && strings.Contains(e.Message, "("+reason+")") {
+					return true, e.Message
+				}
+			}
+			return false, fmt.Sprintf("%d PoolsNotApplied events", len(evs.Items))
+		})
+	}
+
+	// Deleted.
+	tDel := time.Now()
+	if err := c.CoreV1().ConfigMaps(stateNS).Delete(ctx, poolsCM, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reported("deleted", "deleted")
+	time.Sleep(5 * time.Second)
+
+	// Garbage.
+	tGarbage := time.Now()
+	if _, err := c.CoreV1().ConfigMaps(stateNS).Create(ctx, poolsConfigMap("{{{ not a pools document"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reported("garbage", "invalid")
+	time.Sleep(5 * time.Second)
+
+	// Restored.
+	tGood := time.Now()
+	cm, err := c.CoreV1().ConfigMaps(stateNS).Get(ctx, poolsCM, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["pools.yaml"] = bulkDoc
+	if _, err := c.CoreV1().ConfigMaps(stateNS).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "restored: no replica flags the pools stale", func(context.Context) (bool, string) {
+		ok := true
+		var seen []string
+		for i, w := range cl.hooks {
+			v, _ := metric(t, w, "dualstack_webhook_pools_stale")
+			seen = append(seen, fmt.Sprintf("replica %d: %g", i, v))
+			ok = ok && v == 0
+		}
+		return ok, strings.Join(seen, ", ")
+	})
+	time.Sleep(3 * time.Second)
+	tEnd := time.Now()
+	ops := l.halt()
+
+	rows := []row{
+		tally("pools ConfigMap deleted", ops, tDel, tGarbage),
+		tally("pools ConfigMap replaced with garbage", ops, tGarbage, tGood),
+		tally(fmt.Sprintf("clock of the reconciler's replica %s ahead (whole run)", clockOffset), ops, t0, tEnd),
+	}
+	for i := range rows {
+		if rows[i].failed > 0 {
+			t.Errorf("%s: %d of %d requests failed: %v", rows[i].name, rows[i].failed, rows[i].total, rows[i].messages)
+		}
+	}
+	// One settle for the three rows: they share the run.
+	all := row{name: "pools and clock"}
+	settle(t, c, l, &all, 60*time.Second)
+	if n := imported(t, cl); n > 0 {
+		t.Errorf("%g reservations had to be re-imported for live Services: the jumped reconciler freed them", n)
+		all.lost += int(n)
+	}
+	for i := range rows {
+		rows[i].duplicates, rows[i].leaks, rows[i].lost = all.duplicates, all.leaks, all.lost
+	}
+	created, deleted, sticky := l.counts()
+	rows[2].notes = append(rows[2].notes, fmt.Sprintf("%d Services created, %d deleted, %d of their addresses checked still sticky; lease holder %s", created, deleted, sticky, cl.leaseHolder(ctx)))
+	if sticky == 0 {
+		t.Error("no address of a deleted Service was old enough to check: the sticky check proved nothing")
+	}
+	report(t, rows...)
+}
