@@ -72,7 +72,7 @@ EXTRA_BIN_DIR = $(shell e2e/bin/install.sh --print-extra-dir)
 E2E_ENV = KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) E2E_WEBHOOK_BIN=$(CURDIR)/$(BIN)
 IP_FAMILY ?= dual
 
-.PHONY: e2e-bin e2e grid e2e-kind chart tools pinning ops-e2e bench-defaulting bench-pinning bench-scale e2e-node faults
+.PHONY: e2e-bin e2e grid e2e-kind chart tools pinning ops-e2e bench-defaulting bench-pinning bench-scale e2e-node soak faults
 
 chart: e2e-bin ## helm lint --strict, golden helm template (go test ./charts -update rewrites), invariants; helm required
 	E2E_REQUIRED=1 HELM=$(K8S_BIN_DIR)/helm $(GO) test -count=1 ./charts
@@ -95,6 +95,12 @@ e2e: e2e-bin build ## e2e suites against a real kube-apiserver + etcd (fail, nev
 
 pinning: e2e-bin build ## only the pinning e2e suite (contract cases + the 3-replica proof); `make e2e` runs it too
 	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -count=1 -timeout 15m -v ./pinning
+
+SOAK_DURATION ?= 15m
+
+soak: e2e-bin build ## 15 min (SOAK_DURATION) of create/upgrade/downgrade/delete churn across 3 replicas: RSS and goroutines flat, reconciler caught up, nothing duplicated or leaked (docs/soak.md; `make e2e` runs 2 min)
+	cd e2e && set -o pipefail && E2E_REQUIRED=1 E2E_SOAK_DURATION=$(SOAK_DURATION) $(E2E_ENV) $(GO) test -count=1 -timeout 60m -run '^TestSoak$$' -v ./soak 2>&1 \
+		| grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'
 
 faults: e2e-bin build ## every row of the fault suite (apiserver/etcd restarts, a replica cut off or slowed, pools ConfigMap deleted/garbage, clock jump; docs/faults.md); `make e2e` runs only the pools+clock row
 	@mkdir -p e2e/_artifacts

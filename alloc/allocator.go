@@ -326,6 +326,15 @@ func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Requ
 		if err != nil {
 			return nil, nil, err
 		}
+		if ok && !mayUse(cur.Owner, req.Owner) {
+			// About to refuse on a cached answer: confirm it (LiveReader).
+			// A failed read keeps the cached answer.
+			if lr, isLive := a.store.(LiveReader); isLive {
+				if live, lok, lerr := lr.GetLive(ctx, ip); lerr == nil {
+					cur, ok = live, lok
+				}
+			}
+		}
 		if denied != nil && !(ok && mayUse(cur.Owner, req.Owner)) {
 			return nil, nil, denied
 		}
@@ -581,6 +590,12 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 			return Reservation{}, nil, false, nil
 		}
 		if pick.State != StateSticky || req.DryRun {
+			// Handed back without a write, so nothing else would notice a
+			// cache that has not seen the claim collected and the address
+			// given to another Service meanwhile: confirm it (LiveReader).
+			if !a.stillClaimed(ctx, *pick, req.Owner) {
+				return Reservation{}, nil, false, nil
+			}
 			return *pick, nil, true, nil
 		}
 		next := a.pending(req.Owner, pick.Pool, pick.IP)
@@ -596,6 +611,20 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 		return saved, &undo{before: pick, after: saved}, true, nil
 	}
 	return Reservation{}, nil, false, fmt.Errorf("re-claiming the address of %s: %w", req.Owner, ErrContended)
+}
+
+// stillClaimed re-reads a cached claim of owner when the store can read
+// live; a failed read keeps the cached answer.
+func (a *Allocator) stillClaimed(ctx context.Context, cached Reservation, owner Owner) bool {
+	lr, ok := a.store.(LiveReader)
+	if !ok {
+		return true
+	}
+	live, found, err := lr.GetLive(ctx, cached.IP)
+	if err != nil {
+		return true
+	}
+	return found && sameService(live.Owner, owner) && live.Pool == cached.Pool
 }
 
 // allocatedUpstream reports whether something outside our records (a live

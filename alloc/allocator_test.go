@@ -824,3 +824,151 @@ func TestPoolAccess(t *testing.T) {
 		})
 	}
 }
+
+// staleStore is another replica's view: Get answers from a copy taken
+// before a release, GetLive from the store itself.
+type staleStore struct {
+	*memory.Store
+	stale   map[netip.Addr]alloc.Reservation
+	byOwner func(key string) []alloc.Reservation // when set, ByOwner's stale answer
+}
+
+func (s *staleStore) ByOwner(ctx context.Context, key string) ([]alloc.Reservation, error) {
+	if s.byOwner != nil {
+		return s.byOwner(key), nil
+	}
+	return s.Store.ByOwner(ctx, key)
+}
+
+func (s *staleStore) Get(ctx context.Context, ip netip.Addr) (alloc.Reservation, bool, error) {
+	if r, ok := s.stale[ip]; ok {
+		return r, true, nil
+	}
+	return s.Store.Get(ctx, ip)
+}
+
+func (s *staleStore) GetLive(ctx context.Context, ip netip.Addr) (alloc.Reservation, bool, error) {
+	return s.Store.Get(ctx, ip)
+}
+
+// cacheOnly hides GetLive: a store that cannot confirm.
+type cacheOnly struct{ alloc.Store }
+
+// TestRequestedAddressReleasedElsewhereIsGranted: a cache that has not seen
+// another replica free an address (the soak: a downgraded secondary freed
+// by the leader, asked for 54 ms later and refused by /validate as "held
+// by" its old owner) does not refuse it when the store can read live; a
+// store that cannot, or an address still held, is refused as before.
+func TestRequestedAddressReleasedElsewhereIsGranted(t *testing.T) {
+	for _, addr := range []string{"10.96.0.10", "fd00:10:96::10"} {
+		t.Run(addr, func(t *testing.T) {
+			ip := netip.MustParseAddr(addr)
+			c, err := alloc.ParseConfig([]byte(poolsDoc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pools, err := alloc.Compile(c, cidrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &staleStore{Store: memory.New(), stale: map[netip.Addr]alloc.Reservation{}}
+			a, err := alloc.New(st, pools, alloc.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := alloc.Owner{Namespace: "apps", Name: "old"}
+			if _, err := a.Reserve(bg, alloc.Request{Owner: old, Requested: []netip.Addr{ip}}); err != nil {
+				t.Fatal(err)
+			}
+			bound, err := a.Confirm(bg, ip, alloc.Owner{Namespace: "apps", Name: "old", UID: "u1"})
+			if err != nil || bound.State != alloc.StateBound {
+				t.Fatalf("confirm: %+v, %v", bound, err)
+			}
+			// Still held: refused, with or without the live read.
+			var held *alloc.ErrHeld
+			if err := a.Check(bg, ip, alloc.Request{Owner: owner("web")}); !errors.As(err, &held) {
+				t.Fatalf("held address: Check = %v, want ErrHeld", err)
+			}
+			st.stale[ip] = bound
+			if err := st.Store.Delete(bg, bound); err != nil { // freed by the leader
+				t.Fatal(err)
+			}
+			blind, err := alloc.New(cacheOnly{st}, pools, alloc.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := blind.Check(bg, ip, alloc.Request{Owner: owner("web")}); !errors.As(err, &held) {
+				t.Fatalf("without a live read: Check = %v, want the cached ErrHeld", err)
+			}
+			if err := a.Check(bg, ip, alloc.Request{Owner: owner("web")}); err != nil {
+				t.Fatalf("Check of an address freed elsewhere = %v, want granted", err)
+			}
+			if _, err := a.Reserve(bg, alloc.Request{Owner: owner("web"), Requested: []netip.Addr{ip}}); err != nil {
+				t.Fatalf("Reserve of an address freed elsewhere = %v, want granted", err)
+			}
+			if r, ok, _ := st.Store.Get(bg, ip); !ok || r.Owner.Name != "web" || r.State != alloc.StatePending {
+				t.Fatalf("reservation after Reserve: %+v (present %v), want pending for apps/web", r, ok)
+			}
+		})
+	}
+}
+
+// TestStaleOwnClaimIsNotHandedBack: a replica's cache still shows this
+// Service's pending claim, but it was collected and the address bound to
+// another Service (the 15-min soak: a create pinned an address /validate
+// then found bound elsewhere). The claim is re-read before it is handed
+// back without a write, and another address is allocated.
+func TestStaleOwnClaimIsNotHandedBack(t *testing.T) {
+	for name, fams := range orders {
+		t.Run(name, func(t *testing.T) {
+			c, err := alloc.ParseConfig([]byte(poolsDoc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pools, err := alloc.Compile(c, cidrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &staleStore{Store: memory.New(), stale: map[netip.Addr]alloc.Reservation{}}
+			a, err := alloc.New(st, pools, alloc.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			web := owner("web")
+			first, err := a.Reserve(bg, alloc.Request{Owner: web, Families: fams})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The leader collects the claims and another Service gets them.
+			for _, ip := range first.IPs {
+				r, _, _ := st.Store.Get(bg, ip)
+				if err := st.Store.Delete(bg, r); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := a.Confirm(bg, ip, alloc.Owner{Namespace: "apps", Name: "other", UID: "u2"}); err != nil {
+					t.Fatal(err)
+				}
+				st.stale[ip] = r // what the lagging cache still shows
+			}
+			// The stale cache's ByOwner still lists web's claims.
+			st.byOwner = func(key string) []alloc.Reservation {
+				var out []alloc.Reservation
+				for _, r := range st.stale {
+					if r.Owner.Key() == key {
+						out = append(out, r)
+					}
+				}
+				return out
+			}
+			again, err := a.Reserve(bg, alloc.Request{Owner: web, Families: fams})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, ip := range again.IPs {
+				if ip == first.IPs[i] {
+					t.Errorf("%s handed back to apps/web, but it is bound to apps/other", ip)
+				}
+			}
+		})
+	}
+}

@@ -46,3 +46,14 @@ type Store interface {
 type CandidateView interface {
 	TakenNow(fn func(taken *IPSet)) error
 }
+
+// LiveReader is implemented by a Store whose reads come from a cache: it
+// reads one reservation from the source of truth. Before refusing a
+// requested address as held by another owner, the allocator confirms the
+// cached answer with it, since another replica's release (a downgrade
+// freed, a pending reservation collected) reaches each cache with a delay,
+// and the answer that refuses must not be older than the one that
+// granted.
+type LiveReader interface {
+	GetLive(ctx context.Context, ip netip.Addr) (Reservation, bool, error)
+}

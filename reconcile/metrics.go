@@ -26,6 +26,14 @@ type Metrics struct {
 	// reservation (pins made while the webhook was down or excluded, or
 	// state rebuilt after the ConfigMaps were deleted).
 	Imported prometheus.Counter
+	// Syncs counts completed syncs (successful or not). Only the replica
+	// running the reconciler (the leader) counts any.
+	Syncs prometheus.Counter
+	// Backlog is the work the last completed sync found: addresses it
+	// confirmed, imported, released, freed or collected, plus the items it
+	// failed on. A sync after the cluster went quiet sets it to 0, so 0
+	// with Syncs still counting is "the reconciler has caught up".
+	Backlog prometheus.Gauge
 }
 
 // NewMetrics registers the counters and the pool gauge on reg. The gauge
@@ -42,8 +50,11 @@ func NewMetrics(reg prometheus.Registerer, pools func() *alloc.Pools, store Rese
 		Conflicts:       counter("allocation_conflicts_total", "Addresses reserved to one owner but held by another live Service (the live one wins)."),
 		Collected:       counter("reservations_collected_total", "Reservations freed: pending past the grace, sticky past the retention, or given up by a live Service."),
 		Imported:        counter("reservations_imported_total", "Addresses recorded for live Services that had no reservation."),
+		Syncs:           counter("reconcile_syncs_total", "Reconciler syncs completed (only the replica running the reconciler counts)."),
+		Backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "dualstack_webhook", Name: "reconcile_backlog",
+			Help: "Repairs the last completed sync made or failed (confirms, imports, releases, frees, collections, errors); 0 once the reservations match the live Services."}),
 	}
-	for _, c := range []prometheus.Collector{m.ReconcileErrors, m.Conflicts, m.Collected, m.Imported, &poolCollector{pools: pools, store: store}} {
+	for _, c := range []prometheus.Collector{m.ReconcileErrors, m.Conflicts, m.Collected, m.Imported, m.Syncs, m.Backlog, &poolCollector{pools: pools, store: store}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

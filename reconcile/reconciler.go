@@ -86,6 +86,13 @@ type Options struct {
 	Clock clock.Clock
 	// Interval: see DefaultInterval.
 	Interval time.Duration
+	// GetService, when set, reads one Service from the apiserver. Before a
+	// pending reservation past its grace is freed while the cache shows no
+	// Service holding it, its owner is read live: on a loaded control
+	// plane the cache can lag a create by more than the grace, and freeing
+	// the address of a Service that holds it hands it to the next request,
+	// which the apiserver then refuses ("already allocated").
+	GetService func(ctx context.Context, namespace, name string) (*corev1.Service, error)
 	// Workers: see DefaultWorkers.
 	Workers int
 }
@@ -343,7 +350,7 @@ func (r *Reconciler) SyncServices(ctx context.Context, keys []string) (err error
 			if x.State != alloc.StateBound || slices.Contains(held, x.IP) {
 				continue
 			}
-			if err := r.release(ctx, x, s); err != nil {
+			if _, err := r.release(ctx, x, s); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -369,10 +376,24 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 	if !r.o.Synced() {
 		return time.Time{}, errors.New("caches not synced")
 	}
+	// work counts what this sync repaired (its workers add to it); with
+	// the failures it is the backlog gauge (what a sync right now still had
+	// to do).
+	var work atomic.Int64
+	var errs []error
 	defer func() {
-		if err != nil && r.o.Metrics != nil {
+		if r.o.Metrics == nil {
+			return
+		}
+		if err != nil {
 			r.o.Metrics.ReconcileErrors.Inc()
 		}
+		r.o.Metrics.Syncs.Inc()
+		backlog := int(work.Load()) + len(errs)
+		if err != nil && backlog == 0 {
+			backlog = 1 // failed before it could see what there was to do
+		}
+		r.o.Metrics.Backlog.Set(float64(backlog))
 	}()
 	svcs, err := r.o.Services.List(labels.Everything())
 	if err != nil {
@@ -395,7 +416,6 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 			holder[ip] = s
 		}
 	}
-	var errs []error
 
 	// 1. Confirm and import.
 	ips := make([]netip.Addr, 0, len(holder))
@@ -404,9 +424,9 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 	}
 	slices.SortFunc(ips, netip.Addr.Compare)
 	var (
-		mu   sync.Mutex // errs
-		wg   sync.WaitGroup
-		work = make(chan netip.Addr)
+		mu    sync.Mutex // errs
+		wg    sync.WaitGroup
+		queue = make(chan netip.Addr)
 	)
 	confirm := func(ip netip.Addr) {
 		s := holder[ip]
@@ -415,13 +435,15 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 			mu.Lock()
 			errs = append(errs, err)
 			mu.Unlock()
+			return
 		}
+		work.Add(1)
 	}
 	for range min(r.o.Workers, len(ips)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ip := range work {
+			for ip := range queue {
 				confirm(ip)
 			}
 		}()
@@ -435,9 +457,9 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		if cur, had := byIP[ip]; had && cur.State == alloc.StateBound && cur.Owner == owner {
 			continue
 		}
-		work <- ip // each address once: no two workers write the same reservation
+		queue <- ip // each address once: no two workers write the same reservation
 	}
-	close(work)
+	close(queue)
 	wg.Wait()
 
 	// 2. Release what no live Service holds any more.
@@ -448,8 +470,11 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		if _, held := holder[x.IP]; held {
 			continue
 		}
-		if err := r.release(ctx, x, live[x.Owner.Namespace+"/"+x.Owner.Name]); err != nil {
+		wrote, err := r.release(ctx, x, live[x.Owner.Namespace+"/"+x.Owner.Name])
+		if err != nil {
 			errs = append(errs, err)
+		} else if wrote {
+			work.Add(1)
 		}
 	}
 
@@ -460,9 +485,10 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 		if s, ok := holder[ip]; ok {
 			return s.Namespace + "/" + s.Name, true
 		}
-		return "", false
+		return r.ownerHolds(ctx, byIP[ip], ip)
 	}
 	freed, err := r.o.Allocator.CollectWith(ctx, liveHolder)
+	work.Add(int64(len(freed)))
 	for _, x := range freed {
 		r.count(func(m *Metrics) { m.Collected.Inc() })
 		if x.State == alloc.StateSticky {
@@ -515,23 +541,63 @@ func (r *Reconciler) confirm(ctx context.Context, s *corev1.Service, ip netip.Ad
 // address: freed when the Service (or a re-created one of that name) s
 // lives without it (downgraded, turned ExternalName or headless, or
 // re-created with other addresses: nothing to stick to), sticky to its
-// name when the Service is gone (s nil).
-func (r *Reconciler) release(ctx context.Context, x alloc.Reservation, s *corev1.Service) error {
+// name when the Service is gone (s nil). It reports whether it wrote.
+func (r *Reconciler) release(ctx context.Context, x alloc.Reservation, s *corev1.Service) (bool, error) {
 	if s != nil {
+		// Unless the cache is behind: a downgrade followed at once by an
+		// upgrade gets the same address back (the reservation is still its
+		// own), and freeing it on the older view would hand a held address
+		// to the next request.
+		if _, held := r.serviceHolds(ctx, x.Owner.Namespace, x.Owner.Name, x.IP); held {
+			return false, nil
+		}
 		if err := r.o.Allocator.Free(ctx, x.IP); err != nil {
-			return fmt.Errorf("freeing %s of %s: %w", x.IP, x.Owner, err)
+			return false, fmt.Errorf("freeing %s of %s: %w", x.IP, x.Owner, err)
 		}
 		r.count(func(m *Metrics) { m.Collected.Inc() })
 		r.event(s, corev1.EventTypeNormal, ReasonReleased, "clusterIP %s (pool %s) freed: the Service no longer holds it", x.IP, x.Pool)
 		r.o.Log.Info("reservation freed: Service no longer holds it", zap.Stringer("ip", x.IP), zap.String("service", x.Owner.String()))
-		return nil
+		return true, nil
 	}
 	if err := r.o.Allocator.Release(ctx, x.IP, x.Owner); err != nil {
-		return fmt.Errorf("releasing %s of %s: %w", x.IP, x.Owner, err)
+		return false, fmt.Errorf("releasing %s of %s: %w", x.IP, x.Owner, err)
 	}
 	r.event(gone(x.Owner), corev1.EventTypeNormal, ReasonReleased, "Service deleted: clusterIP %s (pool %s) stays reserved to %s for re-creation", x.IP, x.Pool, x.Owner)
 	r.o.Log.Info("reservation sticky: Service deleted", zap.Stringer("ip", x.IP), zap.String("service", x.Owner.String()))
-	return nil
+	return true, nil
+}
+
+// ownerHolds asks the apiserver whether the owner of a pending reservation
+// holds ip (see Options.GetService). An answer other than "no such Service"
+// or "it does not hold it" keeps the reservation for the next sync: an
+// address is never freed on a guess.
+func (r *Reconciler) ownerHolds(ctx context.Context, x alloc.Reservation, ip netip.Addr) (string, bool) {
+	if r.o.GetService == nil || x.State != alloc.StatePending || x.Owner.Name == "" || x.IP != ip {
+		return "", false
+	}
+	return r.serviceHolds(ctx, x.Owner.Namespace, x.Owner.Name, ip)
+}
+
+// serviceHolds reads the Service namespace/name from the apiserver (when
+// Options.GetService is set) and reports whether it holds ip; a failed read
+// counts as held, so nothing is freed on a guess.
+func (r *Reconciler) serviceHolds(ctx context.Context, namespace, name string, ip netip.Addr) (string, bool) {
+	if r.o.GetService == nil {
+		return "", false
+	}
+	key := namespace + "/" + name
+	s, err := r.o.GetService(ctx, namespace, name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", false
+	case err != nil:
+		r.o.Log.Warn("live read of a reservation's Service failed; keeping the reservation", zap.Stringer("ip", ip), zap.String("service", key), zap.Error(err))
+		return key, true
+	}
+	if slices.Contains(heldIPs(s), ip) {
+		return key, true
+	}
+	return "", false
 }
 
 // heldIPs are the addresses a live Service holds as far as pinning is

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corev1listers "k8s.io/client-go/listers/core/v1"
@@ -284,6 +286,64 @@ func TestPendingWithoutServiceIsFreedAfterTheGrace(t *testing.T) {
 	})
 }
 
+// TestPendingOfALiveServiceTheCacheMissesIsKept: the Service cache can lag
+// a create by more than the grace on a loaded control plane (the soak saw
+// 3 s and more). An expired pending reservation whose owner the apiserver
+// shows holding the address is kept; it is freed once the owner is gone or
+// holds other addresses, and kept while the live read fails.
+func TestPendingOfALiveServiceTheCacheMissesIsKept(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web", RequestUID: "r1"}, e.fams...)
+		var live *corev1.Service
+		var liveErr error
+		reads := 0
+		e.r.o.GetService = func(_ context.Context, ns, name string) (*corev1.Service, error) {
+			reads++
+			if ns != "demo" || name != "web" {
+				t.Errorf("live read of %s/%s, want demo/web", ns, name)
+			}
+			if liveErr != nil {
+				return nil, liveErr
+			}
+			if live == nil {
+				return nil, apierrors.NewNotFound(corev1.Resource("services"), name)
+			}
+			return live, nil
+		}
+		e.clock.Step(grace + time.Second)
+		live = &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-1"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips}}
+		e.sync()
+		for _, ip := range ips {
+			e.wantState(ip, alloc.StatePending, "demo/web")
+		}
+		if reads == 0 {
+			t.Fatal("the owner was not read live")
+		}
+
+		liveErr = errors.New("apiserver unreachable")
+		e.sync()
+		for _, ip := range ips {
+			e.wantState(ip, alloc.StatePending, "demo/web")
+		}
+
+		liveErr = nil
+		live.Spec.ClusterIPs = []string{band[e.fams[0]][2]} // re-created with another address
+		live.Spec.ClusterIP = live.Spec.ClusterIPs[0]
+		e.sync()
+		for _, ip := range ips {
+			e.wantFree(ip)
+		}
+
+		// Gone altogether: freed too.
+		more := e.admit(alloc.Owner{Namespace: "demo", Name: "web", RequestUID: "r2"}, e.fams[0])
+		e.clock.Step(grace + time.Second)
+		live = nil
+		e.sync()
+		e.wantFree(more[0])
+	})
+}
+
 func TestDeleteMakesStickyReCreateGetsItBackRetentionFrees(t *testing.T) {
 	forEachCluster(t, func(t *testing.T, e *env) {
 		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
@@ -405,6 +465,41 @@ func TestDowngradeReleasesTheSecondary(t *testing.T) {
 			e.live("demo", "web", "uid-1", ips[0], sec[0])
 			e.sync()
 			e.wantState(sec[0], alloc.StateBound, "demo/web")
+		})
+	}
+}
+
+// TestDowngradeOnAStaleCacheFreesNothingHeld: the cache shows a
+// downgrade, but the Service was upgraded again at once and holds the
+// secondary (the 15-min soak: the address was freed and pinned to another
+// Service). It is freed only once the apiserver shows the Service without
+// it; a failed read frees nothing.
+func TestDowngradeOnAStaleCacheFreesNothingHeld(t *testing.T) {
+	for _, name := range []string{"IPv4,IPv6", "IPv6,IPv4"} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, clusters[name])
+			ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
+			e.live("demo", "web", "uid-1", ips...)
+			e.sync()
+			e.wantState(ips[1], alloc.StateBound, "demo/web")
+
+			e.live("demo", "web", "uid-1", ips[0]) // the cache's older view
+			truth := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-1"},
+				Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips}}
+			var readErr error
+			e.r.o.GetService = func(context.Context, string, string) (*corev1.Service, error) { return truth, readErr }
+			e.sync()
+			e.wantState(ips[1], alloc.StateBound, "demo/web")
+
+			readErr = errors.New("apiserver unreachable")
+			e.sync()
+			e.wantState(ips[1], alloc.StateBound, "demo/web")
+
+			readErr = nil
+			truth.Spec.ClusterIPs = ips[:1]
+			e.sync()
+			e.wantFree(ips[1])
+			e.wantState(ips[0], alloc.StateBound, "demo/web")
 		})
 	}
 }
@@ -681,5 +776,54 @@ func TestImportsRunConcurrently(t *testing.T) {
 	}
 	for i, ip := range ips {
 		e.wantState(ip, alloc.StateBound, fmt.Sprintf("demo/s%d", i))
+	}
+}
+
+// TestBacklogCountsWhatASyncRepaired: the backlog gauge is what the last
+// sync had to do (so the soak suite can tell a caught-up reconciler from a
+// lagging one) and drops to 0 on the next quiet sync; syncs are counted.
+func TestBacklogCountsWhatASyncRepaired(t *testing.T) {
+	for _, name := range []string{"IPv4", "IPv6", "IPv4,IPv6", "IPv6,IPv4"} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, clusters[name])
+			gauge := func() float64 {
+				var m dto.Metric
+				if err := e.metrics.Backlog.Write(&m); err != nil {
+					t.Fatal(err)
+				}
+				return m.GetGauge().GetValue()
+			}
+			step := func(what string, wantBacklog float64, wantSyncs float64) {
+				t.Helper()
+				e.sync()
+				if got := gauge(); got != wantBacklog {
+					t.Errorf("%s: backlog %v, want %v", what, got, wantBacklog)
+				}
+				if got := counterValue(e.metrics.Syncs); got != wantSyncs {
+					t.Errorf("%s: syncs %v, want %v", what, got, wantSyncs)
+				}
+			}
+			n := float64(len(e.fams))
+			web := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
+			e.live("demo", "web", "uid-1", web...)
+			step("pins confirmed", n, 1)
+			step("nothing left", 0, 2)
+			e.live("demo", "other", "uid-2", band[e.fams[0]][2]) // pinned while the webhook was away
+			step("import", 1, 3)
+			e.remove("demo", "web")
+			step("release to sticky", n, 4)
+			step("quiet again", 0, 5)
+			e.admit(alloc.Owner{Namespace: "demo", Name: "never"}, e.fams[0])
+			step("pending within its grace", 0, 6)
+			e.clock.Step(grace + time.Second)
+			step("pending collected", 1, 7)
+			e.synced = false
+			if _, err := e.r.Sync(e.ctx); err == nil {
+				t.Fatal("Sync ran on unsynced caches")
+			}
+			if got := counterValue(e.metrics.Syncs); got != 7 {
+				t.Errorf("a refused sync counted: syncs %v", got)
+			}
+		})
 	}
 }

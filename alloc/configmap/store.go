@@ -522,6 +522,25 @@ func (s *Store) Get(ctx context.Context, ip netip.Addr) (r alloc.Reservation, ok
 	return r, ok, err
 }
 
+// GetLive implements alloc.LiveReader: a GET of the ConfigMap, past the
+// cache.
+func (s *Store) GetLive(ctx context.Context, ip netip.Addr) (alloc.Reservation, bool, error) {
+	cm, err := s.client.CoreV1().ConfigMaps(s.ns).Get(ctx, Name(ip), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return alloc.Reservation{}, false, nil
+	}
+	if err != nil {
+		return alloc.Reservation{}, false, fmt.Errorf("reading ConfigMap %s/%s: %w", s.ns, Name(ip), err)
+	}
+	r, err := decode(cm)
+	if err != nil {
+		return alloc.Reservation{}, false, err
+	}
+	return r, true, nil
+}
+
+var _ alloc.LiveReader = (*Store)(nil)
+
 // ByOwner implements alloc.Store.
 func (s *Store) ByOwner(ctx context.Context, key string) (rs []alloc.Reservation, err error) {
 	err = s.caughtUp(ctx, ownedBy(key), func() { rs = s.idx.ByOwner(key) })

@@ -270,6 +270,89 @@ func (w *Webhook) do(method, url, contentType string, body []byte) (int, []byte,
 	return resp.StatusCode, buf.Bytes(), err
 }
 
+// PID is the process id of the webhook.
+func (w *Webhook) PID() int { return w.cmd.Process.Pid }
+
+// RSS is the resident set size of the process in bytes (VmRSS in
+// /proc/<pid>/status: what the kernel charges to it, heap or not).
+func (w *Webhook) RSS() (int64, error) {
+	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(w.PID()), "status"))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v) // "123456 kB"
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, fmt.Errorf("pid %d: unexpected VmRSS line %q", w.PID(), line)
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("pid %d: no VmRSS (process gone?)", w.PID())
+}
+
+// Metric scrapes /metrics and returns the sum of the samples of the metric
+// name whose labels include every one of labels (none: all its samples);
+// found is false when there is no such sample.
+func (w *Webhook) Metric(name string, labels map[string]string) (value float64, found bool, err error) {
+	code, body, err := w.Metrics()
+	if err != nil {
+		return 0, false, err
+	}
+	if code != http.StatusOK {
+		return 0, false, fmt.Errorf("%s/metrics: HTTP %d", w.MetricsURL, code)
+	}
+	value, found = MetricSum(body, name, labels)
+	return value, found, nil
+}
+
+// MetricSum reads the Prometheus text format: the sum of the samples of
+// name (exactly: no _bucket/_sum suffix matching) whose labels include
+// every one of labels.
+func MetricSum(body []byte, name string, labels map[string]string) (sum float64, found bool) {
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name) || strings.HasPrefix(line, "#") {
+			continue
+		}
+		rest := line[len(name):]
+		got := map[string]string{}
+		if strings.HasPrefix(rest, "{") {
+			end := strings.LastIndex(rest, "}")
+			if end < 0 {
+				continue
+			}
+			for _, kv := range strings.Split(rest[1:end], ",") {
+				if k, v, ok := strings.Cut(kv, "="); ok {
+					got[k] = strings.Trim(v, `"`)
+				}
+			}
+			rest = rest[end+1:]
+		}
+		if !strings.HasPrefix(rest, " ") {
+			continue // another metric whose name starts with name
+		}
+		match := true
+		for k, v := range labels {
+			if got[k] != v {
+				match = false
+			}
+		}
+		f := strings.Fields(rest)
+		if !match || len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		sum += v
+		found = true
+	}
+	return sum, found
+}
+
 // Running reports whether the process is still alive.
 func (w *Webhook) Running() bool {
 	select {

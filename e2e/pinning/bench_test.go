@@ -66,14 +66,14 @@ func TestPinningBenchmark(t *testing.T) {
 	// The chart's reconcile interval (the suite's 1 s would charge a full
 	// resync a second to the replicas), and profiles on for EnvBenchProfile.
 	rs := startReplicas(t, "pinbench", 3, benchDoc, append([]string{"--reconcile-interval=30s", "--profiling"}, benchArgs...)...)
-	c := rs.env.Client
+	c := rs.Env.Client
 	ctx := context.Background()
 	plainNS, err := framework.Namespace(ctx, c, "plain", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lowestNS := scoped(t, c, rs.scope, "lowest")
-	hashNS, err := framework.Namespace(ctx, c, "hash", map[string]string{framework.ScopeLabel: rs.scope, "e2e-pool": "hashed"}, nil)
+	lowestNS := scoped(t, c, rs.Scope, "lowest")
+	hashNS, err := framework.Namespace(ctx, c, "hash", map[string]string{framework.ScopeLabel: rs.Scope, "e2e-pool": "hashed"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestPinningBenchmark(t *testing.T) {
 		cpuCP   time.Duration // kube-apiserver + etcd
 		cpuHook time.Duration // the webhook replicas
 	}
-	pr, err := findProcs(rs.env, rs.hooks)
+	pr, err := findProcs(rs.Env, rs.Hooks)
 	if err != nil {
 		t.Fatalf("find the processes to charge CPU to: %v", err)
 	}
@@ -106,13 +106,13 @@ func TestPinningBenchmark(t *testing.T) {
 	sides := []*side{plain, pinned, hashed}
 	var alreadyAllocated int
 	measure := func(s *side, prefix string, n int, record bool) {
-		rs.proxy.takeLatencies("/mutate")
+		rs.Proxy.TakeLatencies("/mutate")
 		cp0, hk0 := pr.sample()
 		start := time.Now()
 		outs := run(c, single(prefix, s.ns, n), workers, nil)
 		el := time.Since(start)
 		cp1, hk1 := pr.sample()
-		mut := rs.proxy.takeLatencies("/mutate")
+		mut := rs.Proxy.TakeLatencies("/mutate")
 		for _, o := range outs {
 			if o.err != nil {
 				t.Fatalf("%s: create %s/%s: %v", s.name, o.ns, o.job.svc.Name, o.err)
@@ -135,11 +135,11 @@ func TestPinningBenchmark(t *testing.T) {
 	for _, s := range sides {
 		measure(s, "warm", 20, false)
 	}
-	rs.proxy.takeLatencies("/validate")
-	before := scrapeHistograms(t, rs.hooks)
+	rs.Proxy.TakeLatencies("/validate")
+	before := scrapeHistograms(t, rs.Hooks)
 
 	// Optional CPU profiles of every replica over the measured rounds.
-	profiles := startProfiles(t, rs.hooks)
+	profiles := startProfiles(t, rs.Hooks)
 
 	var perRound []string
 	roundRatios := map[*side][]float64{}
@@ -158,8 +158,8 @@ func TestPinningBenchmark(t *testing.T) {
 		}
 		perRound = append(perRound, fmt.Sprintf("round %d: %s", r+1, strings.Join(rates, ", ")))
 	}
-	after := scrapeHistograms(t, rs.hooks)
-	val := rs.proxy.takeLatencies("/validate")
+	after := scrapeHistograms(t, rs.Hooks)
+	val := rs.Proxy.TakeLatencies("/validate")
 	profileFiles := profiles()
 
 	inPools := func(a netip.Addr) bool { return inBulk(a) || hashed4.contains(a) || hashed6.contains(a) }
@@ -172,8 +172,8 @@ func TestPinningBenchmark(t *testing.T) {
 	settle := func() {
 		deadline := time.Now().Add(60 * time.Second)
 		for time.Now().Before(deadline) {
-			snap, err := takeSnapshot(ctx, c, replicasState)
-			if err == nil && check(snap, inPools, true).empty() {
+			snap, err := framework.TakeSnapshot(ctx, c, replicasState)
+			if err == nil && framework.Check(snap, inPools, true).Empty() {
 				break
 			}
 			time.Sleep(500 * time.Millisecond)
@@ -207,17 +207,17 @@ func TestPinningBenchmark(t *testing.T) {
 	// every pin, no address is held twice and no reservation is left
 	// without its Service (pool addresses of the unserved namespace are
 	// imported, as for any Service the webhook did not pin).
-	var final findings
+	var final framework.Findings
 	settled := false
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
-		snap, err := takeSnapshot(ctx, c, replicasState)
+		snap, err := framework.TakeSnapshot(ctx, c, replicasState)
 		if err != nil {
 			t.Fatal(err)
 		}
-		final = check(snap, inPools, true)
-		if len(final.Duplicates) > 0 || final.empty() {
-			settled = final.empty()
+		final = framework.Check(snap, inPools, true)
+		if len(final.Duplicates) > 0 || final.Empty() {
+			settled = final.Empty()
 			break
 		}
 		time.Sleep(time.Second)
@@ -236,10 +236,10 @@ func TestPinningBenchmark(t *testing.T) {
 	}
 	for _, s := range sides {
 		fmt.Fprintf(&b, "%-16s %6.1f creates/s (%.2fx)  create p50 %s p99 %s  retries %d", s.name, rate(s), rate(s)/rate(plain),
-			percentile(s.lat, 0.5).Round(100*time.Microsecond), percentile(s.lat, 0.99).Round(100*time.Microsecond), s.retries)
+			framework.Percentile(s.lat, 0.5).Round(100*time.Microsecond), framework.Percentile(s.lat, 0.99).Round(100*time.Microsecond), s.retries)
 		if len(s.mutate) > 0 {
-			fmt.Fprintf(&b, "  /mutate via proxy p50 %s p99 %s (n=%d)", percentile(s.mutate, 0.5).Round(100*time.Microsecond),
-				percentile(s.mutate, 0.99).Round(100*time.Microsecond), len(s.mutate))
+			fmt.Fprintf(&b, "  /mutate via proxy p50 %s p99 %s (n=%d)", framework.Percentile(s.mutate, 0.5).Round(100*time.Microsecond),
+				framework.Percentile(s.mutate, 0.99).Round(100*time.Microsecond), len(s.mutate))
 		}
 		fmt.Fprintln(&b)
 	}
@@ -264,13 +264,13 @@ func TestPinningBenchmark(t *testing.T) {
 			s.name, rate(s)/rate(plain), rr[len(rr)/2], rr[0], rr[len(rr)-1])
 	}
 	fmt.Fprintf(&b, "/validate via proxy p50 %s p99 %s (n=%d)\n",
-		percentile(val, 0.5).Round(100*time.Microsecond), percentile(val, 0.99).Round(100*time.Microsecond), len(val))
+		framework.Percentile(val, 0.5).Round(100*time.Microsecond), framework.Percentile(val, 0.99).Round(100*time.Microsecond), len(val))
 	for _, ep := range []string{"mutate", "validate"} {
 		h := after[ep].minus(before[ep])
 		fmt.Fprintf(&b, "webhook histogram    %s: n=%.0f, p50 ~%s, p99 ~%s (buckets %v s)\n", ep, h.count(),
 			h.quantile(0.5).Round(100*time.Microsecond), h.quantile(0.99).Round(100*time.Microsecond), h.bounds())
 	}
-	served, failovers := rs.proxy.stats()
+	served, failovers := rs.Proxy.Stats()
 	fmt.Fprintf(&b, "requests per replica %v, failovers %d\n", served, failovers)
 	for _, f := range profileFiles {
 		fmt.Fprintf(&b, "CPU profile %s\n", f)
@@ -285,8 +285,8 @@ func TestPinningBenchmark(t *testing.T) {
 	// lowest pool (what a pin costs them).
 	mutate := pinned.mutate
 	fmt.Fprintf(&b, "bench-pinning: mutate_p99_ratio=%.3f mutate_p50_ratio=%.3f throughput_ratio=%.2f replica_cpu_ms_per_create=%.2f duplicates=%d already_allocated=%d leaks=%d replica_cpu_ms_per_pinned_create=%.2f load=%s\n",
-		percentile(mutate, 0.99).Seconds()/percentile(plain.lat, 0.99).Seconds(),
-		percentile(mutate, 0.5).Seconds()/percentile(plain.lat, 0.5).Seconds(),
+		framework.Percentile(mutate, 0.99).Seconds()/framework.Percentile(plain.lat, 0.99).Seconds(),
+		framework.Percentile(mutate, 0.5).Seconds()/framework.Percentile(plain.lat, 0.5).Seconds(),
 		rate(pinned)/rate(plain),
 		float64(cpuPlain)/float64(time.Millisecond),
 		len(final.Duplicates), alreadyAllocated, leaks,

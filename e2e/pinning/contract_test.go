@@ -102,7 +102,7 @@ func TestRequestedAddresses(t *testing.T) {
 			wantDenied(t, "dry-run create asking for a held address", err, holder)
 			_, err = c.CoreV1().Services(other).Create(ctx, thief, metav1.CreateOptions{})
 			wantDenied(t, "create asking for a held address", err, holder)
-			if r, ok := reservationOf(ctx, t, c, pinState, h); !ok || r.owner() != ns+"/"+name {
+			if r, ok := reservationOf(ctx, t, c, pinState, h); !ok || r.Owner() != ns+"/"+name {
 				t.Errorf("after the denials the reservation of %s is %v (present %v), want it still %s/%s's", h, r, ok, ns, name)
 			}
 		})
@@ -137,7 +137,7 @@ func TestDryRun(t *testing.T) {
 	ctx := context.Background()
 	ns := scoped(t, c, instPin, "dryrun")
 	want := []netip.Addr{lowestFree(ctx, t, c, pinState, v4), lowestFree(ctx, t, c, pinState, v6)}
-	before, err := reservations(ctx, c, pinState)
+	before, err := framework.Reservations(ctx, c, pinState)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestDryRun(t *testing.T) {
 			t.Errorf("dry run left ConfigMap %s", r)
 		}
 	}
-	after, err := reservations(ctx, c, pinState)
+	after, err := framework.Reservations(ctx, c, pinState)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,13 +222,13 @@ func TestRejectedByLaterWebhook(t *testing.T) {
 		t.Fatalf("the later webhook was never called")
 	}
 	r, ok := reservationOf(ctx, t, c, pinState, want)
-	if !ok || r.owner() != ns+"/doomed" {
+	if !ok || r.Owner() != ns+"/doomed" {
 		t.Fatalf("right after the denial the reservation of %s is %v (present %v): want it pending for %s/doomed (the pinning webhook cannot know a later webhook's verdict, so it must have reserved)",
 			want, r, ok, ns)
 	}
 	t.Logf("pending reservation left by the denied create: %s", r)
 	eventually(t, pendingGrace+30*time.Second, fmt.Sprintf("no reservation left for %s/doomed (grace %s)", ns, pendingGrace), func(ctx context.Context) (bool, string) {
-		res, err := reservations(ctx, c, pinState)
+		res, err := framework.Reservations(ctx, c, pinState)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -278,7 +278,7 @@ func TestStickyRecreate(t *testing.T) {
 			if !ok {
 				return false, "no ConfigMap " + configmap.Name(ip) + " (freed instead of kept sticky?)"
 			}
-			return r.State == "sticky" && r.owner() == ns+"/sticky", r.String()
+			return r.State == "sticky" && r.Owner() == ns+"/sticky", r.String()
 		})
 	}
 	other, err := c.CoreV1().Services(ns).Create(ctx, newService("other", framework.WithPolicy(corev1.IPFamilyPolicyPreferDualStack)), metav1.CreateOptions{})
@@ -346,7 +346,7 @@ func TestUpgradeDowngrade(t *testing.T) {
 				}
 				return r.State == "sticky", r.String()
 			})
-			if r, ok := reservationOf(ctx, t, c, pinState, primary); !ok || r.State != "bound" || r.owner() != ns+"/"+name {
+			if r, ok := reservationOf(ctx, t, c, pinState, primary); !ok || r.State != "bound" || r.Owner() != ns+"/"+name {
 				t.Errorf("primary %s after the downgrade: %v (present %v), want still bound to %s/%s", primary, r, ok, ns, name)
 			}
 		})
@@ -444,7 +444,7 @@ func TestForeignPinsAndExclusions(t *testing.T) {
 	_, err = c.CoreV1().Services(ns).Create(ctx, newService("thief", framework.WithClusterIPs(ip.String())), metav1.CreateOptions{})
 	wantDenied(t, "create asking for the imported "+ip.String(), err, "held by "+foreignNS+"/foreign")
 
-	before, err := reservations(ctx, c, pinState)
+	before, err := framework.Reservations(ctx, c, pinState)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +467,7 @@ func TestForeignPinsAndExclusions(t *testing.T) {
 		t.Errorf("ExternalName Service got clusterIP %q clusterIPs %v, want none", ext.Spec.ClusterIP, ext.Spec.ClusterIPs)
 	}
 	time.Sleep(1500 * time.Millisecond) // a reconciler pass
-	after, err := reservations(ctx, c, pinState)
+	after, err := framework.Reservations(ctx, c, pinState)
 	if err != nil {
 		t.Fatal(err)
 	}

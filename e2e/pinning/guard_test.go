@@ -45,11 +45,11 @@ func TestPoolsGuard(t *testing.T) {
 	env := need(t)
 	c := env.Client
 	ctx := context.Background()
-	if err := createNamespace(ctx, c, guardState, nil); err != nil {
+	if err := framework.EnsureNamespace(ctx, c, guardState, nil); err != nil {
 		t.Fatal(err)
 	}
 	cms := c.CoreV1().ConfigMaps(guardState)
-	if _, err := cms.Create(ctx, poolsConfigMap(guardState, guardPools, guardDoc), metav1.CreateOptions{}); err != nil {
+	if _, err := cms.Create(ctx, framework.PoolsConfigMap(guardState, guardPools, guardDoc), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	w, _, err := env.StartWebhook(ctx, instGuard, framework.WebhookOptions{

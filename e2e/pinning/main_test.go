@@ -11,7 +11,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -102,7 +101,7 @@ func setupShared(ctx context.Context) error {
 		return err
 	}
 	sh.env = env
-	if err := createNamespace(ctx, env.Client, pinState, nil); err != nil {
+	if err := framework.EnsureNamespace(ctx, env.Client, pinState, nil); err != nil {
 		return err
 	}
 	w, _, err := env.StartWebhook(ctx, instPin, framework.WebhookOptions{
@@ -114,15 +113,6 @@ func setupShared(ctx context.Context) error {
 		return fmt.Errorf("webhook %q: %w", instPin, err)
 	}
 	sh.pin = w
-	return nil
-}
-
-// createNamespace creates a namespace with a fixed name.
-func createNamespace(ctx context.Context, c kubernetes.Interface, name string, labels map[string]string) error {
-	_, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create namespace %s: %w", name, err)
-	}
 	return nil
 }
 
@@ -185,7 +175,7 @@ func held(ctx context.Context, t *testing.T, c kubernetes.Interface, stateNS str
 			out[a] = "IPAddress"
 		}
 	}
-	res, err := reservations(ctx, c, stateNS)
+	res, err := framework.Reservations(ctx, c, stateNS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,64 +200,14 @@ func lowestFree(ctx context.Context, t *testing.T, c kubernetes.Interface, state
 	return netip.Addr{}
 }
 
-// reservation is one state ConfigMap as a human reads it.
-type reservation struct {
-	CM        string // ConfigMap name
-	IP        netip.Addr
-	Pool      string
-	Family    string // label
-	State     string // label
-	Namespace string
-	Name      string
-	GenName   string
-	UID       string
-}
-
-func (r reservation) String() string {
-	owner := r.Namespace + "/" + r.Name
-	if r.Name == "" {
-		owner = r.Namespace + "/" + r.GenName + "*"
-	}
-	return fmt.Sprintf("%s %s (pool %s, %s, %s)", r.CM, r.IP, r.Pool, r.State, owner)
-}
-
-// owner is namespace/name of the reservation's Service.
-func (r reservation) owner() string { return r.Namespace + "/" + r.Name }
-
-// reservations lists the state ConfigMaps of stateNS by the allocator's labels.
-func reservations(ctx context.Context, c kubernetes.Interface, stateNS string) ([]reservation, error) {
-	list, err := c.CoreV1().ConfigMaps(stateNS).List(ctx, metav1.ListOptions{LabelSelector: configmap.Selector})
-	if err != nil {
-		return nil, fmt.Errorf("list reservation ConfigMaps in %s: %w", stateNS, err)
-	}
-	out := make([]reservation, 0, len(list.Items))
-	for _, cm := range list.Items {
-		a, _ := netip.ParseAddr(cm.Data["ip"])
-		out = append(out, reservation{
-			CM: cm.Name, IP: a, Pool: cm.Labels[configmap.LabelPool], Family: cm.Labels[configmap.LabelFamily],
-			State: cm.Labels[configmap.LabelState], Namespace: cm.Data["namespace"], Name: cm.Data["name"],
-			GenName: cm.Data["generateName"], UID: cm.Data["uid"],
-		})
-	}
-	return out, nil
-}
-
 // reservationOf returns the reservation of ip, if any.
-func reservationOf(ctx context.Context, t *testing.T, c kubernetes.Interface, stateNS string, ip netip.Addr) (reservation, bool) {
+func reservationOf(ctx context.Context, t *testing.T, c kubernetes.Interface, stateNS string, ip netip.Addr) (framework.Reservation, bool) {
 	t.Helper()
-	cm, err := c.CoreV1().ConfigMaps(stateNS).Get(ctx, configmap.Name(ip), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return reservation{}, false
-	}
+	r, ok, err := framework.ReservationOf(ctx, c, stateNS, ip)
 	if err != nil {
-		t.Fatalf("get reservation of %s: %v", ip, err)
+		t.Fatal(err)
 	}
-	a, _ := netip.ParseAddr(cm.Data["ip"])
-	return reservation{
-		CM: cm.Name, IP: a, Pool: cm.Labels[configmap.LabelPool], Family: cm.Labels[configmap.LabelFamily],
-		State: cm.Labels[configmap.LabelState], Namespace: cm.Data["namespace"], Name: cm.Data["name"],
-		GenName: cm.Data["generateName"], UID: cm.Data["uid"],
-	}, true
+	return r, ok
 }
 
 // eventually polls cond every 200ms until it returns true or timeout passes;

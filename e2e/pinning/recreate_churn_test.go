@@ -66,14 +66,14 @@ func TestCreateDeleteChurnThenUpgrade(t *testing.T) {
 	t.Logf("%d churn Services created and deleted at once; %d of 10 upgrades answered \"already allocated\"", created, len(allocated))
 	time.Sleep(pendingGrace)
 	inBand := func(a netip.Addr) bool { return band4.contains(a) || band6.contains(a) }
-	var last findings
+	var last framework.Findings
 	eventually(t, 30*time.Second, "state matches the live Services after the churn", func(ctx context.Context) (bool, string) {
-		snap, err := takeSnapshot(ctx, c, pinState)
+		snap, err := framework.TakeSnapshot(ctx, c, pinState)
 		if err != nil {
 			return false, err.Error()
 		}
 		delete(snap.Services, "default/kubernetes") // never pinned, never imported
-		last = check(snap, inBand, true)
+		last = framework.Check(snap, inBand, true)
 		// kube-apiserver v1.37.2's ipallocator-repair-controller deletes the
 		// IPAddress of a secondary added by an UPDATE ("has a wrong
 		// reference ... cleaning up", from a stale Service cache) and only
@@ -81,7 +81,7 @@ func TestCreateDeleteChurnThenUpgrade(t *testing.T) {
 		// IPAddress mismatches are logged here, not failed on.
 		f := last
 		f.IPAddress = nil
-		return f.empty(), f.String()
+		return f.Empty(), f.String()
 	})
 	if len(last.IPAddress) > 0 {
 		t.Logf("upstream repair-controller effect (not the webhook's): %d Service addresses without an IPAddress object, e.g. %s", len(last.IPAddress), last.IPAddress[0])

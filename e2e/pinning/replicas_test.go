@@ -48,77 +48,21 @@ var (
 	inBulk = func(a netip.Addr) bool { return bulk4.contains(a) || bulk6.contains(a) }
 )
 
-// replicaSet is a control plane with n webhook processes sharing one state
-// namespace and one pools ConfigMap (the default name), registered once
-// behind a round-robin proxy.
-type replicaSet struct {
-	env   *framework.Env
-	hooks []*framework.Webhook
-	proxy *rrProxy
-	scope string
-	opts  []framework.WebhookOptions // how each replica was started
-	keep  bool                       // keep the logs (and profiles) even when the test passes
-}
-
-// startReplicas brings up a replicaSet named name (artifacts folder, scope
-// label) with poolsDoc in the pools ConfigMap, each replica started with the
-// suite's flags plus extra; everything stops when the test ends, logs kept
-// if it failed.
-func startReplicas(t *testing.T, name string, n int, poolsDoc string, extra ...string) *replicaSet {
+// startReplicas brings up n replicas with leader election and this
+// package's grace periods plus extra flags, sharing replicasState and
+// poolsDoc.
+func startReplicas(t *testing.T, name string, n int, poolsDoc string, extra ...string) *framework.ReplicaSet {
 	t.Helper()
 	return startReplicasWith(t, name, n, poolsDoc, append(append([]string{"--leader-election=true"}, pinFlags...), extra...))
 }
 
-// startReplicasWith is startReplicas with the replicas' extra flags given.
-func startReplicasWith(t *testing.T, name string, n int, poolsDoc string, args []string) *replicaSet {
+// startReplicasWith is startReplicas with the replicas' flags given whole.
+func startReplicasWith(t *testing.T, name string, n int, poolsDoc string, args []string) *framework.ReplicaSet {
 	t.Helper()
 	framework.NeedPrereq(t, prereqErr)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	start := time.Now()
-	env, err := framework.NewLocalEnv(ctx, name, framework.ControlPlaneOptions{ServiceCIDRs: framework.DualStackCIDRs})
-	if err != nil {
-		t.Fatalf("control plane: %v", err)
-	}
-	rs := &replicaSet{env: env, scope: name}
-	t.Cleanup(func() {
-		var wg sync.WaitGroup
-		for _, w := range rs.hooks {
-			wg.Add(1)
-			go func() { defer wg.Done(); _ = w.Stop() }()
-		}
-		wg.Wait()
-		if err := env.Close(t.Failed() || rs.keep); err != nil {
-			t.Errorf("teardown: %v", err)
-		}
+	return framework.StartReplicaSet(t, framework.ReplicaSetOptions{
+		Name: name, Replicas: n, StateNS: replicasState, PoolsDoc: poolsDoc, Args: args,
 	})
-	c := env.Client
-	if err := createNamespace(ctx, c, replicasState, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CoreV1().ConfigMaps(replicasState).Create(ctx, poolsConfigMap(replicasState, "dualstack-webhook-pools", poolsDoc), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	bin, err := framework.WebhookBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		o := framework.WebhookOptions{
-			Binary: bin, Name: fmt.Sprintf("replica-%d", i), Dir: env.Artifacts, Kubeconfig: env.Kubeconfig,
-			ServiceCIDRs: framework.DualStackCIDRs, Namespace: replicasState, ExtraArgs: args,
-		}
-		w, err := framework.StartWebhook(ctx, o)
-		if err != nil {
-			t.Fatalf("replica %d: %v", i, err)
-		}
-		rs.hooks = append(rs.hooks, w)
-		rs.opts = append(rs.opts, o)
-	}
-	rs.proxy = newRRProxy(t, rs.hooks)
-	registerServices(t, c, name, rs.proxy.URL(), rs.proxy.CABundle())
-	t.Logf("%d replicas behind %s ready in %s (logs in %s)", n, rs.proxy.URL(), time.Since(start).Round(time.Millisecond), env.Artifacts)
-	return rs
 }
 
 // job is one Service create of a workload.
@@ -274,7 +218,7 @@ func tally(t *testing.T, phase string, outs []outcome, denyMsg string) (created 
 		}
 	}
 	t.Logf("%s: %d created, %d denied by the later webhook, %d failed; %d \"already allocated\"; %d transient errors retried (%d creates needed a retry); create latency p50 %s p99 %s",
-		phase, created, denied, failed, allocated, transient, retried, percentile(lat, 0.5).Round(time.Millisecond), percentile(lat, 0.99).Round(time.Millisecond))
+		phase, created, denied, failed, allocated, transient, retried, framework.Percentile(lat, 0.5).Round(time.Millisecond), framework.Percentile(lat, 0.99).Round(time.Millisecond))
 	return created
 }
 
@@ -285,12 +229,12 @@ func tally(t *testing.T, phase string, outs []outcome, denyMsg string) (created 
 // still serving and the reconciler rebuilding the state.
 func TestReplicas(t *testing.T) {
 	rs := startReplicas(t, "replicas", 3, bulkDoc)
-	c := rs.env.Client
+	c := rs.Env.Client
 	ctx := context.Background()
-	deny := startDenyWebhook(t, c, "replicas", rs.scope)
+	deny := startDenyWebhook(t, c, "replicas", rs.Scope)
 	var namespaces []string
 	for i := range 5 {
-		namespaces = append(namespaces, scoped(t, c, rs.scope, fmt.Sprintf("load%d", i)))
+		namespaces = append(namespaces, scoped(t, c, rs.Scope, fmt.Sprintf("load%d", i)))
 	}
 	total := 0
 
@@ -299,7 +243,7 @@ func TestReplicas(t *testing.T) {
 	outs := run(c, workload("p1", 320, namespaces, 16), 32, nil)
 	total += tally(t, "phase 1", outs, deny.message)
 	t.Logf("phase 1 took %s", time.Since(start).Round(time.Millisecond))
-	served, failovers := rs.proxy.stats()
+	served, failovers := rs.Proxy.Stats()
 	t.Logf("requests per replica %v, failovers %d", served, failovers)
 	for i, n := range served {
 		if n == 0 {
@@ -309,14 +253,14 @@ func TestReplicas(t *testing.T) {
 	if total != 300 {
 		t.Fatalf("phase 1 created %d Services, want 300", total)
 	}
-	snap, err := takeSnapshot(ctx, c, replicasState)
+	snap, err := framework.TakeSnapshot(ctx, c, replicasState)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Duplicates and IPAddress mismatches cannot heal: report them at once
 	// (pending reservations of the denied creates are expected until GC).
-	if f := check(snap, inBulk, false); len(f.Duplicates)+len(f.IPAddress) > 0 {
-		t.Errorf("right after phase 1: %s", findings{Duplicates: f.Duplicates, IPAddress: f.IPAddress})
+	if f := framework.Check(snap, inBulk, false); len(f.Duplicates)+len(f.IPAddress) > 0 {
+		t.Errorf("right after phase 1: %s", framework.Findings{Duplicates: f.Duplicates, IPAddress: f.IPAddress})
 	} else {
 		t.Logf("right after phase 1: 0 duplicates, every address backed by its IPAddress; %d orphan reservations awaiting GC", len(f.Orphans))
 	}
@@ -331,8 +275,8 @@ func TestReplicas(t *testing.T) {
 	outs = run(c, workload("p2", 90, namespaces, 0), 16, func(done int) {
 		if done >= 30 {
 			killOnce.Do(func() {
-				killErr = kill(rs.hooks[0])
-				servedAtKill, _ = rs.proxy.stats()
+				killErr = kill(rs.Hooks[0])
+				servedAtKill, _ = rs.Proxy.Stats()
 				killed.Store(true)
 			})
 		}
@@ -341,12 +285,12 @@ func TestReplicas(t *testing.T) {
 		t.Fatalf("kill replica 0: %v (killed %v)", killErr, killed.Load())
 	}
 	total += tally(t, "phase 2 (replica 0 killed after 30)", outs, deny.message)
-	servedNow, failovers := rs.proxy.stats()
+	servedNow, failovers := rs.Proxy.Stats()
 	t.Logf("requests per replica at the kill %v, after phase 2 %v, failovers %d; lease holder before %q", servedAtKill, servedNow, failovers, holder)
 	if servedNow[1]+servedNow[2] <= servedAtKill[1]+servedAtKill[2] {
 		t.Errorf("the survivors served nothing after the kill")
 	}
-	if rs.hooks[0].Running() {
+	if rs.Hooks[0].Running() {
 		t.Errorf("replica 0 still running after SIGKILL")
 	}
 
@@ -366,20 +310,20 @@ func consistent(t *testing.T, c kubernetes.Interface, what string, timeout time.
 	consistentIn(t, c, what, timeout, inBulk)
 }
 
-// consistentIn is consistent for the pools pool says an address is in.
-func consistentIn(t *testing.T, c kubernetes.Interface, what string, timeout time.Duration, inBulk inPool) snapshot {
+// consistentIn is consistent for the pools inBulk says an address is in.
+func consistentIn(t *testing.T, c kubernetes.Interface, what string, timeout time.Duration, inBulk framework.InPool) framework.Snapshot {
 	t.Helper()
-	var snap snapshot
+	var snap framework.Snapshot
 	eventually(t, timeout, what, func(ctx context.Context) (bool, string) {
 		var err error
-		if snap, err = takeSnapshot(ctx, c, replicasState); err != nil {
+		if snap, err = framework.TakeSnapshot(ctx, c, replicasState); err != nil {
 			return false, err.Error()
 		}
-		f := check(snap, inBulk, true)
+		f := framework.Check(snap, inBulk, true)
 		if len(f.Duplicates) > 0 {
 			t.Fatalf("duplicate addresses: %s", f)
 		}
-		return f.empty(), f.String()
+		return f.Empty(), f.String()
 	})
 	pinned := 0
 	for _, ips := range snap.Services {
@@ -401,7 +345,7 @@ func consistentIn(t *testing.T, c kubernetes.Interface, what string, timeout tim
 func deleteState(t *testing.T, c kubernetes.Interface) int {
 	t.Helper()
 	ctx := context.Background()
-	res, err := reservations(ctx, c, replicasState)
+	res, err := framework.Reservations(ctx, c, replicasState)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +353,7 @@ func deleteState(t *testing.T, c kubernetes.Interface) int {
 		metav1.ListOptions{LabelSelector: configmap.Selector}); err != nil {
 		t.Fatalf("delete the state ConfigMaps: %v", err)
 	}
-	left, err := reservations(ctx, c, replicasState)
+	left, err := framework.Reservations(ctx, c, replicasState)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,31 +378,11 @@ func leaseHolder(t *testing.T, c kubernetes.Interface) string {
 // kill sends SIGKILL to a webhook process the harness started (found by its
 // unique --listen address in /proc): a crash, not a graceful stop.
 func kill(w *framework.Webhook) error {
-	pid, err := pidOf(w)
-	if err != nil {
-		return err
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for w.Running() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pid %d still running 10s after SIGKILL", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil
-}
-
-// pidOf finds a webhook process the harness started by its unique --listen
-// address in /proc.
-func pidOf(w *framework.Webhook) (int, error) {
 	listen := strings.TrimPrefix(w.URL, "https://")
 	want := []byte("--listen\x00" + listen + "\x00")
 	dirs, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, err
+		return err
 	}
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(d.Name())
@@ -469,7 +393,17 @@ func pidOf(w *framework.Webhook) (int, error) {
 		if err != nil || !bytes.Contains(cmdline, want) || !bytes.HasPrefix(cmdline, []byte(w.Args[0]+"\x00")) {
 			continue
 		}
-		return pid, nil
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for w.Running() {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("pid %d still running 10s after SIGKILL", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return nil
 	}
-	return 0, errors.New("no process with " + strings.ReplaceAll(string(want), "\x00", " "))
+	return errors.New("no process with " + strings.ReplaceAll(string(want), "\x00", " "))
 }

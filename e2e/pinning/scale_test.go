@@ -135,13 +135,13 @@ func TestScale(t *testing.T) {
 		args = append(args, "--profiling")
 	}
 	rs := startReplicasWith(t, "scale", 3, scaleDoc, args)
-	rs.keep = bench // the profiles are the point
-	c := rs.env.Client
+	rs.Keep = bench // the profiles are the point
+	c := rs.Env.Client
 	ctx := context.Background()
 	var namespaces []string
 	for i := range scaleNamespaces {
 		ns, err := framework.Namespace(ctx, c, fmt.Sprintf("scale%d", i),
-			map[string]string{framework.ScopeLabel: rs.scope, "e2e-scale-pool": string(rune('a' + i%3))}, nil)
+			map[string]string{framework.ScopeLabel: rs.Scope, "e2e-scale-pool": string(rune('a' + i%3))}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,7 +162,7 @@ func TestScale(t *testing.T) {
 	created := 0
 	create := func(phase string, jobs []job, workers int) (time.Duration, []time.Duration) {
 		t.Helper()
-		rs.proxy.takeLatencies("/mutate")
+		rs.Proxy.TakeLatencies("/mutate")
 		start := time.Now()
 		outs := run(c, jobs, workers, nil)
 		el := time.Since(start)
@@ -174,17 +174,17 @@ func TestScale(t *testing.T) {
 				t.Errorf("%s: %s/%s: apiserver said %q", phase, o.ns, o.job.svc.Name, m)
 			}
 		}
-		return el, rs.proxy.takeLatencies("/mutate")
+		return el, rs.Proxy.TakeLatencies("/mutate")
 	}
 	const probeN = 200
 	var emptyP50 time.Duration
 	if bench {
 		create("warm-up", scaleJobs("warm", 0, 40, namespaces), scaleWorkers)
 		_, lat := create("probe on the empty cluster", scaleJobs("probe0", 0, probeN, namespaces), scaleWorkers)
-		emptyP50 = percentile(lat, 0.5)
+		emptyP50 = framework.Percentile(lat, 0.5)
 		created += 40 + probeN
 		row("/mutate on the empty cluster: p50 %s p99 %s (n=%d, %d concurrent creators)", emptyP50.Round(100*time.Microsecond),
-			percentile(lat, 0.99).Round(100*time.Microsecond), len(lat), scaleWorkers)
+			framework.Percentile(lat, 0.99).Round(100*time.Microsecond), len(lat), scaleWorkers)
 	}
 
 	// The bulk: in rounds, each followed (bench) by a tenth as many
@@ -202,7 +202,7 @@ func TestScale(t *testing.T) {
 		pinnedTime += el
 		created += k
 		line := fmt.Sprintf("round %2d: %6d pinned Services, %5.1f creates/s, /mutate p50 %s", r+1, created, float64(k)/el.Seconds(),
-			percentile(lat, 0.5).Round(100*time.Microsecond))
+			framework.Percentile(lat, 0.5).Round(100*time.Microsecond))
 		if bench {
 			m := max(k/10, 20)
 			pel, _ := create("no webhook", scaleJobs(fmt.Sprintf("plain%d", r), 0, m, []string{plainNS}), scaleWorkers)
@@ -239,23 +239,23 @@ func TestScale(t *testing.T) {
 	if bench {
 		_, lat := create(fmt.Sprintf("probe at %d", created), scaleJobs("probe1", 0, probeN, namespaces), scaleWorkers)
 		created += probeN
-		fullP50 = percentile(lat, 0.5)
+		fullP50 = framework.Percentile(lat, 0.5)
 		row("/mutate at %d Services: p50 %s p99 %s (n=%d): %.2fx the empty cluster's p50", created, fullP50.Round(100*time.Microsecond),
-			percentile(lat, 0.99).Round(100*time.Microsecond), len(lat), float64(fullP50)/float64(emptyP50))
+			framework.Percentile(lat, 0.99).Round(100*time.Microsecond), len(lat), float64(fullP50)/float64(emptyP50))
 		saveProfiles(t, rs, "full")
 		// A replica restarted (graceful stop, new process): time to Ready.
-		last := len(rs.hooks) - 1
-		if err := rs.hooks[last].Stop(); err != nil {
+		last := len(rs.Hooks) - 1
+		if err := rs.Hooks[last].Stop(); err != nil {
 			t.Fatalf("stop replica %d: %v", last, err)
 		}
 		start := time.Now()
-		w, err := framework.StartWebhook(ctx, rs.opts[last])
+		w, err := framework.StartWebhook(ctx, rs.Opts[last])
 		if err != nil {
 			t.Fatalf("restart replica %d: %v", last, err)
 		}
 		readyTime = time.Since(start)
-		rs.hooks[last] = w
-		if err := rs.proxy.replace(last, w); err != nil {
+		rs.Hooks[last] = w
+		if err := rs.Proxy.Replace(last, w); err != nil {
 			t.Fatal(err)
 		}
 		row("replica %d restarted: Ready (GET /readyz 200) after %s", last, readyTime.Round(10*time.Millisecond))
@@ -275,7 +275,7 @@ func TestScale(t *testing.T) {
 	_, lat := create("during the rebuild", scaleJobs("rebuild", 0, extra, namespaces), 4)
 	created += extra
 	row("%d state ConfigMaps deleted in %s; %d Services created meanwhile (/mutate p50 %s p99 %s)", deleted, delTime.Round(10*time.Millisecond), extra,
-		percentile(lat, 0.5).Round(100*time.Microsecond), percentile(lat, 0.99).Round(100*time.Microsecond))
+		framework.Percentile(lat, 0.5).Round(100*time.Microsecond), framework.Percentile(lat, 0.99).Round(100*time.Microsecond))
 	want := pinned
 	for _, ns := range namespaces {
 		list, err := c.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
@@ -292,10 +292,10 @@ func TestScale(t *testing.T) {
 			}
 		}
 	}
-	rebuildTime := waitBoundCount(t, rs.env, want, 10*time.Minute, rebuildStart)
+	rebuildTime := waitBoundCount(t, rs.Env, want, 10*time.Minute, rebuildStart)
 	row("state rebuilt: %d reservations bound %s after the delete returned", want, rebuildTime.Round(10*time.Millisecond))
 	snap = consistentIn(t, c, "state rebuilt (every pool address bound, 0 duplicates)", 5*time.Minute, inScale)
-	dups := len(check(snap, inScale, true).Duplicates)
+	dups := len(framework.Check(snap, inScale, true).Duplicates)
 	cpuProfile.Wait()
 	if !bench {
 		return
@@ -312,13 +312,13 @@ func TestScale(t *testing.T) {
 	if root, err := framework.RepoRoot(); err == nil {
 		p := filepath.Join(root, "e2e", "_artifacts", "bench-scale-"+time.Now().Format("20060102-150405")+".txt")
 		if err := os.WriteFile(p, []byte(out), 0o644); err == nil {
-			t.Logf("written to %s (profiles in %s)", p, rs.env.Artifacts)
+			t.Logf("written to %s (profiles in %s)", p, rs.Env.Artifacts)
 		}
 	}
 }
 
 // pinnedAddrs counts the pool addresses live Services hold.
-func pinnedAddrs(s snapshot) int {
+func pinnedAddrs(s framework.Snapshot) int {
 	n := 0
 	for _, ips := range s.Services {
 		for _, ip := range ips {
@@ -332,14 +332,14 @@ func pinnedAddrs(s snapshot) int {
 
 // timeStatus runs `dualstack-webhook status -o json` against the cluster
 // and fails unless its bound counts add up to pinned.
-func timeStatus(t *testing.T, rs *replicaSet, pinned int) time.Duration {
+func timeStatus(t *testing.T, rs *framework.ReplicaSet, pinned int) time.Duration {
 	t.Helper()
 	bin, err := framework.WebhookBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	out, err := exec.Command(bin, "status", "--kubeconfig", rs.env.Kubeconfig, "-n", replicasState, "-o", "json").Output()
+	out, err := exec.Command(bin, "status", "--kubeconfig", rs.Env.Kubeconfig, "-n", replicasState, "-o", "json").Output()
 	el := time.Since(start)
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, out)
@@ -402,19 +402,19 @@ type rssSampler struct {
 	max  []int64 // KiB, per replica slot
 }
 
-func startRSSSampler(t *testing.T, rs *replicaSet) *rssSampler {
-	s := &rssSampler{done: make(chan struct{}), max: make([]int64, len(rs.hooks))}
+func startRSSSampler(t *testing.T, rs *framework.ReplicaSet) *rssSampler {
+	s := &rssSampler{done: make(chan struct{}), max: make([]int64, len(rs.Hooks))}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
-			for i, w := range append([]*framework.Webhook(nil), rs.hooks...) {
-				pid, err := pidOf(w)
-				if err != nil {
+			for i, w := range append([]*framework.Webhook(nil), rs.Hooks...) {
+				if !w.Running() {
 					continue
 				}
+				pid := w.PID()
 				if kib := vmRSS(pid); kib > 0 {
 					s.mu.Lock()
 					s.max[i] = max(s.max[i], kib)
@@ -483,21 +483,21 @@ func vmRSS(pid int) int64 {
 
 // saveProfiles writes each replica's heap profile into the artifacts
 // (`go tool pprof -top <file>` reads them).
-func saveProfiles(t *testing.T, rs *replicaSet, tag string) {
-	for i, w := range rs.hooks {
-		saveURL(t, w.MetricsURL+"/debug/pprof/heap", filepath.Join(rs.env.Artifacts, fmt.Sprintf("heap-%s-replica-%d.pb.gz", tag, i)), 30*time.Second)
+func saveProfiles(t *testing.T, rs *framework.ReplicaSet, tag string) {
+	for i, w := range rs.Hooks {
+		saveURL(t, w.MetricsURL+"/debug/pprof/heap", filepath.Join(rs.Env.Artifacts, fmt.Sprintf("heap-%s-replica-%d.pb.gz", tag, i)), 30*time.Second)
 	}
 }
 
 // saveCPUProfile profiles every replica for d at once.
-func saveCPUProfile(t *testing.T, rs *replicaSet, tag string, d time.Duration) {
+func saveCPUProfile(t *testing.T, rs *framework.ReplicaSet, tag string, d time.Duration) {
 	var wg sync.WaitGroup
-	for i, w := range append([]*framework.Webhook(nil), rs.hooks...) {
+	for i, w := range append([]*framework.Webhook(nil), rs.Hooks...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			saveURL(t, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", w.MetricsURL, int(d.Seconds())),
-				filepath.Join(rs.env.Artifacts, fmt.Sprintf("cpu-%s-replica-%d.pb.gz", tag, i)), d+30*time.Second)
+				filepath.Join(rs.Env.Artifacts, fmt.Sprintf("cpu-%s-replica-%d.pb.gz", tag, i)), d+30*time.Second)
 		}()
 	}
 	wg.Wait()

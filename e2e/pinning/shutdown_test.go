@@ -23,7 +23,7 @@ func TestPinsDuringShutdownDelay(t *testing.T) {
 	env := need(t)
 	ctx := context.Background()
 	const inst, state = "shutdown", "pin-shutdown-state"
-	if err := createNamespace(ctx, env.Client, state, nil); err != nil {
+	if err := framework.EnsureNamespace(ctx, env.Client, state, nil); err != nil {
 		t.Fatal(err)
 	}
 	w, _, err := env.StartWebhook(ctx, inst, framework.WebhookOptions{

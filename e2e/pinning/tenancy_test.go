@@ -60,11 +60,11 @@ func TestPoolTenancy(t *testing.T) {
 		t.Fatal(err)
 	}
 	shopNS := scoped(t, c, instTenant, "shop")
-	if err := createNamespace(ctx, c, tenantState, nil); err != nil {
+	if err := framework.EnsureNamespace(ctx, c, tenantState, nil); err != nil {
 		t.Fatal(err)
 	}
 	doc := tenantDoc(payNS, teamSelector)
-	if _, err := c.CoreV1().ConfigMaps(tenantState).Create(ctx, poolsConfigMap(tenantState, tenantPools, doc), metav1.CreateOptions{}); err != nil {
+	if _, err := c.CoreV1().ConfigMaps(tenantState).Create(ctx, framework.PoolsConfigMap(tenantState, tenantPools, doc), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	w, _, err := env.StartWebhook(ctx, instTenant, framework.WebhookOptions{
