@@ -113,6 +113,12 @@ func (l *load) worker(w int) {
 	defer l.wg.Done()
 	ns := l.namespaces[w%len(l.namespaces)]
 	var live []string
+	// Every other delete waits for a Service old enough that its
+	// reservation must be sticky afterwards: on a fast machine the FIFO of
+	// live Services turns over in under confirmedAfter, and the stickiness
+	// check would then have nothing to check.
+	born := map[string]time.Time{}
+	deletes := 0
 	for n := 0; ; n++ {
 		select {
 		case <-l.stop:
@@ -121,13 +127,15 @@ func (l *load) worker(w int) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		switch {
-		case len(live) < 5 || n%3 == 0:
+		case len(live) < 5 || n%3 == 0 ||
+			(n%3 == 2 && deletes%2 == 0 && time.Since(born[live[0]]) < 2*confirmedAfter):
 			name := fmt.Sprintf("%s%d-%d", l.prefix, w, n)
 			o := op{kind: "create", key: ns + "/" + name, start: time.Now()}
 			sv, err := l.c.CoreV1().Services(ns).Create(ctx, shape(name, n), metav1.CreateOptions{})
 			o.end, o.err = time.Now(), err
 			if err == nil {
 				live = append(live, name)
+				born[name] = o.end
 				l.record(o, sv)
 			} else {
 				l.record(o, nil)
@@ -164,6 +172,8 @@ func (l *load) worker(w int) {
 			o.end, o.err = time.Now(), err
 			if err == nil {
 				live = live[1:]
+				delete(born, name)
+				deletes++
 				l.mu.Lock()
 				l.deleted[o.key] = o.start
 				l.mu.Unlock()
