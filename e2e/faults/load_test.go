@@ -19,16 +19,8 @@ import (
 	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
 )
 
-var (
-	bulk4  = netip.MustParsePrefix("10.96.16.0/21")
-	bulk6a = netip.MustParseAddr("fd00:10:96::1000")
-	bulk6b = netip.MustParseAddr("fd00:10:96::17ff")
-)
-
 // inBulk: an address of the suite's pool.
-func inBulk(a netip.Addr) bool {
-	return bulk4.Contains(a) || (a.Is6() && bulk6a.Compare(a) <= 0 && a.Compare(bulk6b) <= 0)
-}
+var inBulk = framework.InBulkPool
 
 // op is one request of the load, as the client saw it.
 type op struct {

@@ -37,15 +37,6 @@ const (
 	poolsCM      = "dualstack-webhook-pools"
 	pendingGrace = 5 * time.Second
 	leaseName    = "dualstack-webhook-reconciler"
-	bulkDoc      = `apiVersion: dualstack-webhook.io/v1alpha1
-kind: PoolConfig
-defaultPool: bulk
-pools:
-- name: bulk
-  addresses:
-    ipv4: ["10.96.16.0/21"]
-    ipv6: ["fd00:10:96::1000-fd00:10:96::17ff"]
-`
 )
 
 var replicaFlags = []string{
@@ -126,7 +117,7 @@ func startCluster(t *testing.T, name string, o clusterOptions) *cluster {
 	if _, err := cl.c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: stateNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.c.CoreV1().ConfigMaps(stateNS).Create(ctx, poolsConfigMap(bulkDoc), metav1.CreateOptions{}); err != nil {
+	if _, err := cl.c.CoreV1().ConfigMaps(stateNS).Create(ctx, poolsConfigMap(framework.BulkPoolsDoc("bulk")), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	bin, err := framework.WebhookBinary()

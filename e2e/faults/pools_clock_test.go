@@ -8,6 +8,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
 )
 
 // clockOffset is how far replica 0's clock jumps: past --pending-grace and
@@ -94,7 +96,7 @@ func TestPoolsAndClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cm.Data["pools.yaml"] = bulkDoc
+	cm.Data["pools.yaml"] = framework.BulkPoolsDoc("bulk")
 	if _, err := c.CoreV1().ConfigMaps(stateNS).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}

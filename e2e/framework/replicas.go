@@ -3,6 +3,7 @@ package framework
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -136,4 +137,35 @@ func PoolsConfigMap(ns, name, doc string) *corev1.ConfigMap {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"dualstack-webhook.io/pools": "true"}},
 		Data:       map[string]string{"pools.yaml": doc},
 	}
+}
+
+// The bulk pool several suites share: larger than the static band (256
+// addresses per family), since their loads hold hundreds of Services.
+var (
+	bulkFirst4, bulkLast4 = netip.MustParseAddr("10.96.16.0"), netip.MustParseAddr("10.96.23.255")
+	bulkFirst6, bulkLast6 = netip.MustParseAddr("fd00:10:96::1000"), netip.MustParseAddr("fd00:10:96::17ff")
+	// BulkPoolRanges names the bulk pool's addresses, for messages.
+	BulkPoolRanges = bulkFirst4.String() + "-" + bulkLast4.String() + ", " + bulkFirst6.String() + "-" + bulkLast6.String()
+)
+
+// BulkPoolsDoc is a pools.yaml whose only pool, name, is the bulk pool and
+// the default pool.
+func BulkPoolsDoc(name string) string {
+	return fmt.Sprintf(`apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: %[1]s
+pools:
+- name: %[1]s
+  addresses:
+    ipv4: ["10.96.16.0/21"]
+    ipv6: ["%[2]s-%[3]s"]
+`, name, bulkFirst6, bulkLast6)
+}
+
+// InBulkPool reports whether a is an address of the bulk pool.
+func InBulkPool(a netip.Addr) bool {
+	in := func(first, last netip.Addr) bool {
+		return a.BitLen() == first.BitLen() && a.Compare(first) >= 0 && a.Compare(last) <= 0
+	}
+	return in(bulkFirst4, bulkLast4) || in(bulkFirst6, bulkLast6)
 }

@@ -25,7 +25,7 @@ import (
 // benchDoc: the default pool "bulk" (strategy lowest, as without a pools
 // ConfigMap) and a pool "hashed" (strategy hash) for namespaces labelled
 // e2e-pool=hashed, each bigger than the creates of the run.
-const benchDoc = bulkDoc + `- name: hashed
+var benchDoc = bulkDoc + `- name: hashed
   strategy: hash
   namespaceSelector:
     matchLabels: {e2e-pool: hashed}

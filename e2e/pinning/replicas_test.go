@@ -25,27 +25,17 @@ import (
 	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
 )
 
-// The replicas' pool: bigger than the static band (256 per family), since the
-// proof creates several hundred Services.
 const (
 	replicasState = "dsw-replicas-state"
-	bulkDoc       = `apiVersion: dualstack-webhook.io/v1alpha1
-kind: PoolConfig
-defaultPool: bulk
-pools:
-- name: bulk
-  addresses:
-    ipv4: ["10.96.16.0/21"]
-    ipv6: ["fd00:10:96::1000-fd00:10:96::17ff"]
-`
 	// leaseName is the reconciler's Lease in the state namespace.
 	leaseName = "dualstack-webhook-reconciler"
 )
 
+// The replicas' pool: bigger than the static band (256 per family), since the
+// proof creates several hundred Services.
 var (
-	bulk4  = addrRange{netip.MustParseAddr("10.96.16.0"), netip.MustParseAddr("10.96.23.255")}
-	bulk6  = addrRange{netip.MustParseAddr("fd00:10:96::1000"), netip.MustParseAddr("fd00:10:96::17ff")}
-	inBulk = func(a netip.Addr) bool { return bulk4.contains(a) || bulk6.contains(a) }
+	bulkDoc = framework.BulkPoolsDoc("bulk")
+	inBulk  = framework.InBulkPool
 )
 
 // startReplicas brings up n replicas with leader election and this
@@ -212,7 +202,7 @@ func tally(t *testing.T, phase string, outs []outcome, denyMsg string) (created 
 			lat = append(lat, o.latency)
 			for _, ip := range o.svc.Spec.ClusterIPs {
 				if a, err := netip.ParseAddr(ip); err != nil || !inBulk(a) {
-					t.Errorf("%s: %s/%s got %s, outside pool bulk (%s, %s): not pinned", phase, o.ns, o.svc.Name, ip, bulk4, bulk6)
+					t.Errorf("%s: %s/%s got %s, outside pool bulk (%s): not pinned", phase, o.ns, o.svc.Name, ip, framework.BulkPoolRanges)
 				}
 			}
 		}

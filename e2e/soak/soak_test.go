@@ -27,15 +27,6 @@ import (
 const (
 	stateNS = "dsw-soak-state"
 	// One pool, larger than what the churn ever holds (live + sticky).
-	poolsDoc = `apiVersion: dualstack-webhook.io/v1alpha1
-kind: PoolConfig
-defaultPool: soak
-pools:
-- name: soak
-  addresses:
-    ipv4: ["10.96.16.0/21"]
-    ipv6: ["fd00:10:96::1000-fd00:10:96::17ff"]
-`
 	// envDuration overrides the churn's length (`make soak`: 15m).
 	envDuration     = "E2E_SOAK_DURATION"
 	defaultDuration = 2 * time.Minute
@@ -60,18 +51,8 @@ var flags = []string{
 	"--reconcile-interval", "2s",
 }
 
-var (
-	pool4  = [2]netip.Addr{netip.MustParseAddr("10.96.16.0"), netip.MustParseAddr("10.96.23.255")}
-	pool6  = [2]netip.Addr{netip.MustParseAddr("fd00:10:96::1000"), netip.MustParseAddr("fd00:10:96::17ff")}
-	inPool = func(a netip.Addr) bool {
-		for _, r := range [][2]netip.Addr{pool4, pool6} {
-			if a.BitLen() == r[0].BitLen() && a.Compare(r[0]) >= 0 && a.Compare(r[1]) <= 0 {
-				return true
-			}
-		}
-		return false
-	}
-)
+// inPool: an address of the soak pool.
+var inPool = framework.InBulkPool
 
 var prereqErr error
 
@@ -103,7 +84,7 @@ func TestSoak(t *testing.T) {
 	framework.NeedPrereq(t, prereqErr)
 	d := soakDuration(t)
 	rs := framework.StartReplicaSet(t, framework.ReplicaSetOptions{
-		Name: "soak", Replicas: 3, StateNS: stateNS, PoolsDoc: poolsDoc, Args: flags,
+		Name: "soak", Replicas: 3, StateNS: stateNS, PoolsDoc: framework.BulkPoolsDoc("soak"), Args: flags,
 	})
 	c := rs.Env.Client
 	var namespaces []string
