@@ -56,14 +56,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts alloc.Options) *fixture {
 	t.Helper()
-	c, err := alloc.ParseConfig([]byte(poolsDoc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pools, err := alloc.Compile(c, cidrs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pools := compiledPools(t)
 	f := &fixture{store: memory.New(), clock: clocktesting.NewFakePassiveClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)), pools: pools, live: map[netip.Addr]string{}}
 	opts.Clock = f.clock
 	opts.External = func(ip netip.Addr) (string, bool) {
@@ -72,10 +65,25 @@ func newFixture(t *testing.T, opts alloc.Options) *fixture {
 		o, ok := f.live[ip]
 		return o, ok
 	}
+	var err error
 	if f.a, err = alloc.New(f.store, pools, opts); err != nil {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// compiledPools is poolsDoc compiled for the test's ServiceCIDRs.
+func compiledPools(t *testing.T) *alloc.Pools {
+	t.Helper()
+	c, err := alloc.ParseConfig([]byte(poolsDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pools, err := alloc.Compile(c, cidrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pools
 }
 
 func owner(name string) alloc.Owner {
@@ -863,14 +871,7 @@ func TestRequestedAddressReleasedElsewhereIsGranted(t *testing.T) {
 	for _, addr := range []string{"10.96.0.10", "fd00:10:96::10"} {
 		t.Run(addr, func(t *testing.T) {
 			ip := netip.MustParseAddr(addr)
-			c, err := alloc.ParseConfig([]byte(poolsDoc))
-			if err != nil {
-				t.Fatal(err)
-			}
-			pools, err := alloc.Compile(c, cidrs)
-			if err != nil {
-				t.Fatal(err)
-			}
+			pools := compiledPools(t)
 			st := &staleStore{Store: memory.New(), stale: map[netip.Addr]alloc.Reservation{}}
 			a, err := alloc.New(st, pools, alloc.Options{})
 			if err != nil {
@@ -921,14 +922,7 @@ func TestRequestedAddressReleasedElsewhereIsGranted(t *testing.T) {
 func TestStaleOwnClaimIsNotHandedBack(t *testing.T) {
 	for name, fams := range orders {
 		t.Run(name, func(t *testing.T) {
-			c, err := alloc.ParseConfig([]byte(poolsDoc))
-			if err != nil {
-				t.Fatal(err)
-			}
-			pools, err := alloc.Compile(c, cidrs)
-			if err != nil {
-				t.Fatal(err)
-			}
+			pools := compiledPools(t)
 			st := &staleStore{Store: memory.New(), stale: map[netip.Addr]alloc.Reservation{}}
 			a, err := alloc.New(st, pools, alloc.Options{})
 			if err != nil {
