@@ -511,3 +511,54 @@ func TestRefusedValues(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPoolsStaleAlert: the alert on dualstack_webhook_pools_stale follows
+// the metric-name indirection and its duration knob, and fires on 1 only.
+func TestPoolsStaleAlert(t *testing.T) {
+	for name, tc := range map[string]struct {
+		set          []string
+		metric, wait string
+	}{
+		"defaults": {nil, "dualstack_webhook_pools_stale", "10m"},
+		"renamed metric and a shorter wait": {
+			[]string{"prometheusRule.metrics.poolsStale=my_pools_stale", "prometheusRule.poolsStaleFor=3m"}, "my_pools_stale", "3m"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out, err := render(t, "", append([]string{"prometheusRule.enabled=true"}, tc.set...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found bool
+			for _, u := range decode(t, out).unknown {
+				if u.GetKind() != "PrometheusRule" {
+					continue
+				}
+				groups, _, _ := unstructured.NestedSlice(u.Object, "spec", "groups")
+				for _, g := range groups {
+					rules, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+					for _, r := range rules {
+						rule := r.(map[string]any)
+						if rule["alert"] != "DualStackWebhookPoolsNotApplied" {
+							continue
+						}
+						found = true
+						expr, _ := rule["expr"].(string)
+						if !strings.Contains(expr, tc.metric+`{namespace="`+namespace+`"}`) || !strings.Contains(expr, "== 1") {
+							t.Errorf("expr %q: want %s of the release namespace == 1", expr, tc.metric)
+						}
+						if rule["for"] != tc.wait {
+							t.Errorf("for %v, want %s", rule["for"], tc.wait)
+						}
+						ann, _ := rule["annotations"].(map[string]any)
+						if d, _ := ann["description"].(string); !strings.Contains(d, "PoolsNotApplied") || !strings.Contains(d, "docs/allocator.md") {
+							t.Errorf("description %q does not point to the Event and the docs", d)
+						}
+					}
+				}
+			}
+			if !found {
+				t.Fatal("no DualStackWebhookPoolsNotApplied alert")
+			}
+		})
+	}
+}

@@ -80,6 +80,7 @@ func TestMonitoringObjects(t *testing.T) {
 		"DualStackWebhookAdmissionSlow":       "dualstack_webhook_http_request_duration_seconds_bucket",
 		"DualStackWebhookCertificateExpiring": "dualstack_webhook_certificate_expiration_timestamp_seconds",
 		"DualStackWebhookReconcilerFailing":   "dualstack_webhook_reconcile_errors_total",
+		"DualStackWebhookPoolsNotApplied":     "dualstack_webhook_pools_stale",
 		"DualStackWebhookDown":                "up{",
 	}
 	seen := map[string]bool{}
