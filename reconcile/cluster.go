@@ -103,9 +103,18 @@ type PoolWatcher struct {
 	// Metrics, when set, counts the changes not applied and says whether
 	// the pools in force differ from the ConfigMap.
 	Metrics *PoolMetrics
+	// Record, when set, keeps the last document applied from the ConfigMap
+	// beyond this process: a replica started while the ConfigMap is absent
+	// or unusable starts from it instead of the static band, so that a
+	// rolling restart does not change what is handed out.
+	Record PoolRecord
 
 	mu   sync.Mutex
 	last string
+	// recorded is the document Record holds, as far as this replica
+	// knows ("" and !haveRecorded: not known).
+	recorded     string
+	haveRecorded bool
 	// fromConfigMap: the pools in force came from the ConfigMap (not from
 	// its absence), so its deletion is an accident to survive.
 	fromConfigMap bool
@@ -206,51 +215,161 @@ func (w *PoolWatcher) Load() (*alloc.PoolConfig, []netip.Prefix, error) {
 	return c, cidrs, err
 }
 
+// source is where a loaded document came from.
+type source struct {
+	// present: the ConfigMap exists (its document, possibly empty, is
+	// the one loaded).
+	present bool
+	// doc is the ConfigMap's pools.yaml as written ("" when the key is
+	// missing: the empty document).
+	doc string
+}
+
+// fromConfigMaps: the pools come from a ConfigMap (not a file, not
+// nothing), so its absence can be an accident and a record applies.
+func (w *PoolWatcher) fromConfigMaps() bool {
+	return w.File == "" && w.ConfigMaps != nil && w.Name != ""
+}
+
 // load is Load, also telling whether the document came from the
-// ConfigMap.
-func (w *PoolWatcher) load() (*alloc.PoolConfig, []netip.Prefix, bool, error) {
+// ConfigMap, and its text.
+func (w *PoolWatcher) load() (*alloc.PoolConfig, []netip.Prefix, source, error) {
 	cidrs, err := w.CIDRs()
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, source{}, err
 	}
 	switch {
 	case w.File != "":
 		c, err := alloc.LoadConfigFile(w.File)
-		return c, cidrs, false, err
-	case w.ConfigMaps != nil && w.Name != "":
+		return c, cidrs, source{}, err
+	case w.fromConfigMaps():
 		cm, err := w.ConfigMaps.ConfigMaps(w.Namespace).Get(w.Name)
 		if apierrors.IsNotFound(err) {
-			return &alloc.PoolConfig{APIVersion: alloc.ConfigAPIVersion, Kind: alloc.ConfigKind}, cidrs, false, nil
+			return emptyConfig(), cidrs, source{}, nil
 		}
 		if err != nil {
-			return nil, nil, false, err
+			return nil, nil, source{}, err
 		}
 		c, err := alloc.ConfigFromConfigMap(cm)
-		return c, cidrs, true, err
+		return c, cidrs, source{present: true, doc: cm.Data[alloc.ConfigMapKey]}, err
 	}
-	return &alloc.PoolConfig{APIVersion: alloc.ConfigAPIVersion, Kind: alloc.ConfigKind}, cidrs, false, nil
+	return emptyConfig(), cidrs, source{}, nil
 }
 
-// Initial compiles the pools to start with. A document that does not
-// compile is logged and replaced by the static band, so that a bad edit
-// (the pools guard is fail-open) never keeps the webhook from starting;
-// addresses already reserved stay taken whatever the pools say.
-func (w *PoolWatcher) Initial() (*alloc.Pools, error) {
-	c, cidrs, present, err := w.load()
+func emptyConfig() *alloc.PoolConfig {
+	return &alloc.PoolConfig{APIVersion: alloc.ConfigAPIVersion, Kind: alloc.ConfigKind}
+}
+
+// deletedError is the deletion of the ConfigMap whose pools are in force,
+// with the same text at start and later, so it is reported once.
+func (w *PoolWatcher) deletedError() error {
+	return fmt.Errorf("ConfigMap %s/%s: %w", w.Namespace, w.Name, ErrPoolsDeleted)
+}
+
+// Initial compiles the pools to start with: the ConfigMap's (recorded, see
+// Record), or, when it is absent or unusable and a record of the last
+// document applied from it exists, the recorded one (reported like a
+// change not applied: stale, Event, metric). Without a record, an absent
+// ConfigMap is the static band, and a document that does not compile is
+// logged and replaced by the static band, so that a bad edit (the pools
+// guard is fail-open) never keeps the webhook from starting; addresses
+// already reserved stay taken whatever the pools say.
+func (w *PoolWatcher) Initial(ctx context.Context) (*alloc.Pools, error) {
+	c, cidrs, src, err := w.load()
 	if err != nil && cidrs == nil {
 		return nil, err
 	}
-	if err == nil {
+	if err == nil && (src.present || !w.fromConfigMaps()) {
 		p, cerr := alloc.Compile(c, cidrs)
 		if cerr == nil {
-			w.remember(c, cidrs, present)
+			w.remember(c, cidrs, src.present)
+			if src.present {
+				w.record(ctx, src.doc)
+			}
 			return p, nil
 		}
 		err = cerr
 	}
+	reason := "invalid"
+	if err == nil {
+		reason, err = "deleted", w.deletedError()
+	}
+	if p, rc, ok := w.fromRecord(ctx, cidrs); ok {
+		w.logger().Warn("pools ConfigMap absent or unusable at start; pinning from the last pools applied from it, as recorded",
+			zap.String("reason", reason), zap.String("record", w.Namespace+"/"+RecordName(w.Name)), zap.Error(err))
+		w.remember(rc, cidrs, true)
+		w.reject(reason, err)
+		return p, nil
+	}
+	if reason == "deleted" {
+		// Never created (or no record of it): the static band, as ever.
+		w.remember(c, cidrs, false)
+		return alloc.Compile(c, cidrs)
+	}
 	w.logger().Error("pools document unusable at start; pinning from the static band until it is fixed", zap.Error(err))
 	w.reject("invalid", err)
 	return alloc.Compile(nil, cidrs)
+}
+
+// fromRecord compiles the recorded document, if there is one and it still
+// compiles against cidrs (a record that does not is logged and ignored).
+func (w *PoolWatcher) fromRecord(ctx context.Context, cidrs []netip.Prefix) (*alloc.Pools, *alloc.PoolConfig, bool) {
+	if w.Record == nil || !w.fromConfigMaps() {
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	doc, ok, err := w.Record.Get(ctx)
+	if err != nil {
+		w.logger().Error("reading the record of the last applied pools", zap.Error(err))
+		return nil, nil, false
+	}
+	if !ok {
+		return nil, nil, false
+	}
+	c := emptyConfig()
+	if doc != "" {
+		if c, err = alloc.ParseConfig([]byte(doc)); err != nil {
+			w.logger().Error("the record of the last applied pools does not parse; ignored", zap.Error(err))
+			return nil, nil, false
+		}
+	}
+	p, err := alloc.Compile(c, cidrs)
+	if err != nil {
+		w.logger().Error("the record of the last applied pools does not compile against the ServiceCIDRs; ignored", zap.Error(err))
+		return nil, nil, false
+	}
+	w.mu.Lock()
+	w.recorded, w.haveRecorded = doc, true
+	w.mu.Unlock()
+	return p, c, true
+}
+
+// recordTimeout bounds one read or write of the record.
+const recordTimeout = 5 * time.Second
+
+// record writes doc, the document just applied from the ConfigMap, to the
+// Record, unless this replica knows it is there already. A failure is
+// logged and retried on the next Apply.
+func (w *PoolWatcher) record(ctx context.Context, doc string) {
+	if w.Record == nil {
+		return
+	}
+	w.mu.Lock()
+	known := w.haveRecorded && w.recorded == doc
+	w.mu.Unlock()
+	if known {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	if err := w.Record.Put(ctx, doc); err != nil {
+		w.logger().Error("recording the applied pools (a replica started while the ConfigMap is absent or unusable would not find them)", zap.Error(err))
+		return
+	}
+	w.mu.Lock()
+	w.recorded, w.haveRecorded = doc, true
+	w.mu.Unlock()
 }
 
 // Apply re-reads the document and the CIDRs and applies them if they
@@ -259,7 +378,7 @@ func (w *PoolWatcher) Initial() (*alloc.Pools, error) {
 // keep the pools in force and are returned, reported once each by an
 // Event and the metrics.
 func (w *PoolWatcher) Apply(ctx context.Context, a PoolApplier) error {
-	c, cidrs, present, err := w.load()
+	c, cidrs, src, err := w.load()
 	switch {
 	case err != nil && cidrs == nil:
 		w.reject("error", err)
@@ -268,12 +387,12 @@ func (w *PoolWatcher) Apply(ctx context.Context, a PoolApplier) error {
 		w.reject("invalid", err)
 		return err
 	}
-	if !present && w.File == "" && w.ConfigMaps != nil && w.Name != "" {
+	if !src.present && w.fromConfigMaps() {
 		w.mu.Lock()
 		deleted := w.fromConfigMap
 		w.mu.Unlock()
 		if deleted {
-			err = fmt.Errorf("ConfigMap %s/%s: %w", w.Namespace, w.Name, ErrPoolsDeleted)
+			err = w.deletedError()
 			w.reject("deleted", err)
 			return err
 		}
@@ -284,6 +403,11 @@ func (w *PoolWatcher) Apply(ctx context.Context, a PoolApplier) error {
 	w.mu.Unlock()
 	if same {
 		w.accepted()
+		if src.present {
+			// The same pools, maybe in other words (comments), or a
+			// record that could not be written before.
+			w.record(ctx, src.doc)
+		}
 		return nil
 	}
 	if err := a.ApplyConfig(ctx, c, cidrs); err != nil {
@@ -295,7 +419,10 @@ func (w *PoolWatcher) Apply(ctx context.Context, a PoolApplier) error {
 		w.reject(reason, err)
 		return err
 	}
-	w.remember(c, cidrs, present)
+	w.remember(c, cidrs, src.present)
+	if src.present {
+		w.record(ctx, src.doc)
+	}
 	return nil
 }
 

@@ -91,7 +91,7 @@ func TestPoolWatcherFollowsTheConfigMap(t *testing.T) {
 		_ = cms.Update(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "dsw", Name: "pools"}, Data: map[string]string{alloc.ConfigMapKey: doc}})
 	}
 	// Absent ConfigMap: the static band.
-	pools, err := w.Initial()
+	pools, err := w.Initial(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestPoolWatcherFollowsTheConfigMap(t *testing.T) {
 	}
 	// A document that does not parse at start: the static band, logged.
 	set("apiVersion: nope")
-	if p, err := w.Initial(); err != nil {
+	if p, err := w.Initial(context.Background()); err != nil {
 		t.Fatal(err)
 	} else if _, ok := p.Get(alloc.StaticBandPool); !ok {
 		t.Error("an unusable document at start should fall back to the static band")
@@ -201,7 +201,7 @@ func TestPoolWatcherKeepsTheLastGoodPools(t *testing.T) {
 				cm.Data = map[string]string{alloc.ConfigMapKey: doc}
 				_ = cms.Update(cm)
 			}
-			pools, err := w.Initial()
+			pools, err := w.Initial(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -137,7 +137,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&logLevel, "log-level", "info", "debug (adds request/response bodies), info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "", "json or console (default: console with --dev, else json)")
 	fs.BoolVar(&c.Pinning, "pinning", true, "pin clusterIPs from the pools at admission and reconcile them (false: defaulting only)")
-	fs.StringVar(&c.PoolsConfigMap, "pools-configmap", "dualstack-webhook-pools", "ConfigMap (in --namespace, key pools.yaml) holding the pools; absent: the KEP-3070 static band of each ServiceCIDR")
+	fs.StringVar(&c.PoolsConfigMap, "pools-configmap", "dualstack-webhook-pools", "ConfigMap (in --namespace, key pools.yaml) holding the pools; absent: the last pools applied from it (recorded in <name>-applied), or without a record the KEP-3070 static band of each ServiceCIDR")
 	fs.StringVar(&c.PoolsFile, "pools-file", "", "pools.yaml file to use instead of --pools-configmap (for --dev)")
 	fs.DurationVar(&c.PendingGrace, "pending-grace", 2*time.Minute, "free a reservation made at admission when its Service has not appeared after this long")
 	fs.DurationVar(&c.Retention, "retention", alloc.DefaultRetention, "keep a deleted Service's addresses for its namespace/name this long (delete + re-create gets them back)")

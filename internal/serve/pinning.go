@@ -67,7 +67,7 @@ func allocOptions(cfg *Config, log *zap.Logger) alloc.Options {
 // of --service-cidrs, no reconciler (there are no Services to watch).
 func startDevPinning(cfg *Config, log *zap.Logger, reg prometheus.Registerer) (*pinning, error) {
 	w := &reconcile.PoolWatcher{Log: log.Named("pools"), StaticCIDRs: cfg.ServiceCIDRs, File: cfg.PoolsFile}
-	pools, err := w.Initial()
+	pools, err := w.Initial(context.Background())
 	if err != nil {
 		return nil, err
 	}
@@ -165,10 +165,16 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		Name:        cfg.PoolsConfigMap,
 		File:        cfg.PoolsFile,
 	}
+	if cfg.PoolsFile == "" {
+		// The last document applied from the ConfigMap, for a replica
+		// started while it is absent or unusable (RBAC: the chart's
+		// configmaps rule in the webhook's namespace).
+		w.Record = &reconcile.ConfigMapRecord{Client: cs.CoreV1(), Namespace: cfg.Namespace, Pools: cfg.PoolsConfigMap}
+	}
 	if caches.cidrs != nil {
 		w.ServiceCIDRs = caches.cidrLister
 	}
-	pools, err := w.Initial()
+	pools, err := w.Initial(ctx)
 	if err != nil {
 		return fail(err)
 	}
