@@ -249,6 +249,56 @@ func (h *Handler) checkPins(ctx context.Context, req *requestIn, d *policy.Decis
 	return nil
 }
 
+// skipLabelled: the Service opts out of the webhook with its own skip
+// label (a Namespace's is handled before the policy runs; default/kubernetes
+// never gets here with a label check).
+func skipLabelled(svc *corev1.Service) bool {
+	if svc == nil || (svc.Namespace == "default" && svc.Name == "kubernetes") {
+		return false
+	}
+	v, ok := svc.Labels[policy.SkipLabel]
+	return ok && v != "false"
+}
+
+// checkSkipped is /validate's check of a Service carrying the skip label:
+// no defaulting, no pinning, nothing reserved, but every address it asks
+// for that it did not hold must be one it may take, as for any Service:
+// not inside a restricted pool that does not serve it, not pending, bound
+// or sticky for another Service, not held by a live one. The label is the
+// Service author's to set, so without this it would be a way into another
+// team's pool or another Service's sticky address. A Service that asks
+// for no address costs nothing more than a label lookup.
+func (h *Handler) checkSkipped(ctx context.Context, req *requestIn, svc *corev1.Service, nsLabels map[string]string) error {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil
+	}
+	asked := svc.Spec.ClusterIPs
+	if len(asked) == 0 && svc.Spec.ClusterIP != "" {
+		asked = []string{svc.Spec.ClusterIP}
+	}
+	ips := givenIPs(asked) // "None" and anything unparsable are the apiserver's to refuse
+	if policy.Operation(req.Operation) == policy.Update {
+		old := oldClusterIPs(req.OldObject)
+		ips = slices.DeleteFunc(ips, func(a netip.Addr) bool { return slices.Contains(old, a) })
+	}
+	if len(ips) == 0 {
+		return nil
+	}
+	if err := h.apiserverReady(); err != nil {
+		return err
+	}
+	r := alloc.Request{Owner: ownerOf(req, svc), NamespaceLabels: nsLabels, Labels: svc.Labels}
+	for _, ip := range ips {
+		if err := h.alloc.Check(ctx, ip, r); err != nil {
+			if ctx.Err() != nil {
+				return outOfTime(ctx, err)
+			}
+			return &serviceError{name: svc.Name, clusterIPs: asked, err: err}
+		}
+	}
+	return nil
+}
+
 // apiserverReady refuses, as errUnavailable (500), a review that needs the
 // allocator while the apiserver is unreachable (Options.APIServer).
 func (h *Handler) apiserverReady() error {

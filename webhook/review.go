@@ -197,6 +197,14 @@ func (h *Handler) review(ctx context.Context, ep endpoint, req *requestIn) revie
 		}
 	}
 	if d.Skip != "" {
+		if ep == validateEndpoint && h.alloc != nil && skipLabelled(d.Service) {
+			// The Service's own skip label is no way around the pools'
+			// access rules or another Service's reservation: /validate
+			// still checks the addresses it asks for (nothing else).
+			if err := h.checkSkipped(ctx, req, d.Service, nsLabels); err != nil {
+				return fail(err)
+			}
+		}
 		return allow(outcomeSkipped, d.Skip)
 	}
 
