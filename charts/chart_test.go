@@ -279,7 +279,7 @@ func checkWebhooks(t *testing.T, r rendered, mode string, defaultingWebhook bool
 		if w.ReinvocationPolicy == nil || *w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy {
 			t.Errorf("%s: reinvocationPolicy is not IfNeeded", w.Name)
 		}
-		checkServiceWebhook(t, w.Name, w.ClientConfig, w.NamespaceSelector, w.ObjectSelector, w.MatchConditions, w.Rules, w.AdmissionReviewVersions, w.TimeoutSeconds, mode)
+		checkServiceWebhook(t, w.Name, w.ClientConfig, w.NamespaceSelector, w.ObjectSelector, w.MatchConditions, w.Rules, w.AdmissionReviewVersions, w.TimeoutSeconds, mode, true)
 	}
 	if defaultingWebhook && *def.TimeoutSeconds > 5 {
 		t.Errorf("defaulting timeout %ds: fail-open defaulting should answer or give up fast", *def.TimeoutSeconds)
@@ -300,7 +300,10 @@ func checkWebhooks(t *testing.T, r rendered, mode string, defaultingWebhook bool
 		if *w.SideEffects != admissionregistrationv1.SideEffectClassNone {
 			t.Errorf("%s: sideEffects %s", w.Name, *w.SideEffects)
 		}
-		checkServiceWebhook(t, w.Name, w.ClientConfig, w.NamespaceSelector, w.ObjectSelector, w.MatchConditions, w.Rules, w.AdmissionReviewVersions, w.TimeoutSeconds, mode)
+		// Skip-labelled Services are sent to the validating webhook
+		// (it checks the addresses they ask for); the Namespace label
+		// still keeps a whole namespace out.
+		checkServiceWebhook(t, w.Name, w.ClientConfig, w.NamespaceSelector, w.ObjectSelector, w.MatchConditions, w.Rules, w.AdmissionReviewVersions, w.TimeoutSeconds, mode, false)
 	}
 	if !sawValidating {
 		t.Error("no Service validating webhook")
@@ -309,7 +312,7 @@ func checkWebhooks(t *testing.T, r rendered, mode string, defaultingWebhook bool
 
 func checkServiceWebhook(t *testing.T, name string, cc admissionregistrationv1.WebhookClientConfig,
 	nsSel, objSel interface{ String() string }, mc []admissionregistrationv1.MatchCondition,
-	rules []admissionregistrationv1.RuleWithOperations, versions []string, timeout *int32, mode string) {
+	rules []admissionregistrationv1.RuleWithOperations, versions []string, timeout *int32, mode string, skipObjects bool) {
 	t.Helper()
 	if cc.Service == nil || cc.Service.Name != "dsw-dualstack-webhook" || cc.Service.Namespace != namespace {
 		t.Errorf("%s: clientConfig.service %+v", name, cc.Service)
@@ -323,8 +326,8 @@ func checkServiceWebhook(t *testing.T, name string, cc admissionregistrationv1.W
 			t.Errorf("%s: namespaceSelector %s does not exclude %s", name, ns, want)
 		}
 	}
-	if obj := objSel.String(); !strings.Contains(obj, `Key:dualstack-webhook.io/skip,Operator:NotIn,Values:[true]`) {
-		t.Errorf("%s: objectSelector %s does not honour dualstack-webhook.io/skip", name, obj)
+	if obj := objSel.String(); strings.Contains(obj, `Key:dualstack-webhook.io/skip,Operator:NotIn,Values:[true]`) != skipObjects {
+		t.Errorf("%s: objectSelector %s: honours the Service skip label %v, want %v", name, obj, !skipObjects, skipObjects)
 	}
 	if len(mc) != 1 || !strings.Contains(mc[0].Expression, "object.spec.type != 'ExternalName'") ||
 		!strings.Contains(mc[0].Expression, "request.operation == 'DELETE'") {
@@ -558,6 +561,43 @@ func TestPoolsStaleAlert(t *testing.T) {
 			}
 			if !found {
 				t.Fatal("no DualStackWebhookPoolsNotApplied alert")
+			}
+		})
+	}
+}
+
+// TestSkipLabelledServicesReachValidation: by default the validating
+// webhook has no objectSelector (it checks the addresses skip-labelled
+// Services ask for) while the mutating ones keep the skip label's;
+// webhook.validating.checkSkipLabelled=false gives the validating webhook
+// the skip label's objectSelector back.
+func TestSkipLabelledServicesReachValidation(t *testing.T) {
+	for name, tc := range map[string]struct {
+		set  []string
+		want bool // the validating webhook excludes skip-labelled Services
+	}{
+		"default":                 {nil, false},
+		"checkSkipLabelled=false": {[]string{"webhook.validating.checkSkipLabelled=false"}, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out, err := render(t, "", tc.set...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := decode(t, out)
+			for _, w := range one[*admissionregistrationv1.ValidatingWebhookConfiguration](t, r).Webhooks {
+				if w.Name != "validating.dualstack-webhook.io" {
+					continue
+				}
+				excluded := w.ObjectSelector != nil && strings.Contains(w.ObjectSelector.String(), "dualstack-webhook.io/skip")
+				if excluded != tc.want {
+					t.Errorf("validating objectSelector %v: excludes skip-labelled Services %v, want %v", w.ObjectSelector, excluded, tc.want)
+				}
+			}
+			for _, w := range one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r).Webhooks {
+				if w.ObjectSelector == nil || !strings.Contains(w.ObjectSelector.String(), "dualstack-webhook.io/skip") {
+					t.Errorf("%s: objectSelector %v, want the skip label's", w.Name, w.ObjectSelector)
+				}
 			}
 		})
 	}

@@ -122,24 +122,35 @@ namespace (a webhook that gates its own pods' Services, or the cluster's
 DNS, can lock the cluster), and honour dualstack-webhook.io/skip=true on the
 Namespace and on the Service. NotIn also matches objects without the label.
 */}}
+{{- /*
+Selectors, rules and match conditions of the Service webhooks. Called with
+(list $ <skipLabelledObjects>): when true, Services labelled
+dualstack-webhook.io/skip=true are not sent (objectSelector); the validating
+webhook passes false unless webhook.validating.checkSkipLabelled is off, so
+that it still checks the addresses such a Service asks for.
+*/ -}}
 {{- define "dualstack-webhook.serviceSelectors" -}}
+{{- $ := index . 0 }}
+{{- $skipObjects := index . 1 -}}
 namespaceSelector:
   matchExpressions:
     - key: kubernetes.io/metadata.name
       operator: NotIn
       values:
-        {{- toYaml (uniq (concat (list "kube-system" .Release.Namespace) .Values.webhook.excludeNamespaces)) | nindent 8 }}
+        {{- toYaml (uniq (concat (list "kube-system" $.Release.Namespace) $.Values.webhook.excludeNamespaces)) | nindent 8 }}
     - key: dualstack-webhook.io/skip
       operator: NotIn
       values: ["true"]
-    {{- with .Values.webhook.namespaceSelectorExpressions }}
+    {{- with $.Values.webhook.namespaceSelectorExpressions }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+{{- if $skipObjects }}
 objectSelector:
   matchExpressions:
     - key: dualstack-webhook.io/skip
       operator: NotIn
       values: ["true"]
+{{- end }}
 rules:
   - apiGroups: [""]
     apiVersions: ["v1"]
