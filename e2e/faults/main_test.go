@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,6 +86,11 @@ type cluster struct {
 	front  *frontProxy
 	kproxy *framework.TCPProxy
 	scope  string
+	// opts are how each replica was started (restart starts one alike);
+	// retired are the processes restart replaced.
+	opts     []framework.WebhookOptions
+	retired  []*framework.Webhook
+	restarts int
 }
 
 func startCluster(t *testing.T, name string, o clusterOptions) *cluster {
@@ -102,7 +108,7 @@ func startCluster(t *testing.T, name string, o clusterOptions) *cluster {
 	cl := &cluster{env: env, c: env.Client, scope: "faults-" + name}
 	t.Cleanup(func() {
 		var wg sync.WaitGroup
-		for _, w := range cl.hooks {
+		for _, w := range append(cl.hooks, cl.retired...) {
 			wg.Add(1)
 			go func() { defer wg.Done(); _ = w.Stop() }()
 		}
@@ -143,15 +149,17 @@ func startCluster(t *testing.T, name string, o clusterOptions) *cluster {
 		if i == 0 {
 			kc, args = kubeconfig0, append(args, o.replica0Args...)
 		}
-		w, err := framework.StartWebhook(ctx, framework.WebhookOptions{
+		wo := framework.WebhookOptions{
 			Binary: bin, Name: fmt.Sprintf("replica-%d", i), Dir: env.Artifacts, Kubeconfig: kc,
 			ServiceCIDRs: framework.DualStackCIDRs, Namespace: stateNS, ExtraArgs: args,
 			Env: []string{fmt.Sprintf("POD_NAME=replica-%d", i)},
-		})
+		}
+		w, err := framework.StartWebhook(ctx, wo)
 		if err != nil {
 			t.Fatalf("replica %d: %v", i, err)
 		}
 		cl.hooks = append(cl.hooks, w)
+		cl.opts = append(cl.opts, wo)
 		if i == 0 && o.replica0Leads {
 			eventually(t, 60*time.Second, "replica 0 holds the reconciler Lease", func(ctx context.Context) (bool, string) {
 				h := cl.leaseHolder(ctx)
@@ -166,6 +174,33 @@ func startCluster(t *testing.T, name string, o clusterOptions) *cluster {
 	}
 	t.Logf("3 replicas behind %s ready in %s (logs in %s)", cl.front.URL(), time.Since(start).Round(time.Millisecond), env.Artifacts)
 	return cl
+}
+
+// restart replaces replica i with a new process started alike, as a
+// rolling update does: the old one gets SIGTERM and finishes its graceful
+// shutdown while the new one starts; once the new one is ready it takes
+// the old one's place behind the front proxy and in cl.hooks.
+func (cl *cluster) restart(t *testing.T, i int) *framework.Webhook {
+	t.Helper()
+	old := cl.hooks[i]
+	if err := old.Terminate(); err != nil {
+		t.Fatalf("replica %d: %v", i, err)
+	}
+	cl.retired = append(cl.retired, old)
+	cl.restarts++
+	o := cl.opts[i]
+	o.Name = fmt.Sprintf("replica-%d-restart-%d", i, cl.restarts)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w, err := framework.StartWebhook(ctx, o)
+	if err != nil {
+		t.Fatalf("restarting replica %d: %v", i, err)
+	}
+	if err := cl.front.replace(i, w); err != nil {
+		t.Fatal(err)
+	}
+	cl.hooks[i] = w
+	return w
 }
 
 func (cl *cluster) leaseHolder(ctx context.Context) string {
@@ -222,13 +257,17 @@ func register(t *testing.T, c kubernetes.Interface, name, base string, ca []byte
 // each replica's /readyz, polled twice a second, as endpoints follow a
 // pod's readiness probe; a replica that cannot be reached is skipped too.
 type frontProxy struct {
-	srv      *httptest.Server
+	srv   *httptest.Server
+	next  atomic.Uint64
+	ready []atomic.Bool
+	stop  chan struct{}
+
+	// bmu guards the backends, which replace changes (a restarted
+	// replica: new port, new CA).
+	bmu      sync.RWMutex
 	hooks    []*framework.Webhook
 	backends []string
 	client   *http.Client
-	next     atomic.Uint64
-	ready    []atomic.Bool
-	stop     chan struct{}
 
 	mu     sync.Mutex
 	served []int
@@ -236,18 +275,14 @@ type frontProxy struct {
 
 func newFrontProxy(t *testing.T, hooks []*framework.Webhook) *frontProxy {
 	t.Helper()
-	pool := x509.NewCertPool()
-	p := &frontProxy{hooks: hooks, served: make([]int, len(hooks)), ready: make([]atomic.Bool, len(hooks)), stop: make(chan struct{})}
+	p := &frontProxy{hooks: slices.Clone(hooks), served: make([]int, len(hooks)), ready: make([]atomic.Bool, len(hooks)), stop: make(chan struct{})}
 	for i, w := range hooks {
-		if !pool.AppendCertsFromPEM(w.CABundle) {
-			t.Fatalf("webhook %s: bad CA bundle", w.URL)
-		}
 		p.backends = append(p.backends, w.URL)
 		p.ready[i].Store(true)
 	}
-	p.client = &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64},
+	var err error
+	if p.client, err = backendClient(hooks); err != nil {
+		t.Fatal(err)
 	}
 	p.srv = httptest.NewUnstartedServer(p)
 	p.srv.EnableHTTP2 = true
@@ -255,6 +290,42 @@ func newFrontProxy(t *testing.T, hooks []*framework.Webhook) *frontProxy {
 	go p.watchReadiness()
 	t.Cleanup(func() { close(p.stop); p.srv.Close() })
 	return p
+}
+
+// backendClient trusts the serving CAs of hooks.
+func backendClient(hooks []*framework.Webhook) (*http.Client, error) {
+	pool := x509.NewCertPool()
+	for _, w := range hooks {
+		if !pool.AppendCertsFromPEM(w.CABundle) {
+			return nil, fmt.Errorf("webhook %s: bad CA bundle", w.URL)
+		}
+	}
+	return &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64},
+	}, nil
+}
+
+// replace puts w (a restarted replica) in place of backend i, as a
+// rolling update replaces a pod behind the Service; its served count
+// starts again from 0.
+func (p *frontProxy) replace(i int, w *framework.Webhook) error {
+	p.bmu.Lock()
+	defer p.bmu.Unlock()
+	hooks := slices.Clone(p.hooks)
+	hooks[i] = w
+	client, err := backendClient(hooks)
+	if err != nil {
+		return err
+	}
+	p.hooks, p.client = hooks, client
+	p.backends = slices.Clone(p.backends)
+	p.backends[i] = w.URL
+	p.ready[i].Store(true)
+	p.mu.Lock()
+	p.served[i] = 0
+	p.mu.Unlock()
+	return nil
 }
 
 func (p *frontProxy) watchReadiness() {
@@ -266,7 +337,10 @@ func (p *frontProxy) watchReadiness() {
 			return
 		case <-t.C:
 		}
-		for i, w := range p.hooks {
+		p.bmu.RLock()
+		hooks := p.hooks
+		p.bmu.RUnlock()
+		for i, w := range hooks {
 			code, _, err := w.Get("/readyz")
 			p.ready[i].Store(err == nil && code == http.StatusOK)
 		}
@@ -284,27 +358,30 @@ func (p *frontProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	p.bmu.RLock()
+	backends, client := p.backends, p.client
+	p.bmu.RUnlock()
 	start := int(p.next.Add(1))
-	order := make([]int, 0, len(p.backends))
-	for k := range p.backends {
-		if b := (start + k) % len(p.backends); p.ready[b].Load() {
+	order := make([]int, 0, len(backends))
+	for k := range backends {
+		if b := (start + k) % len(backends); p.ready[b].Load() {
 			order = append(order, b)
 		}
 	}
 	if len(order) == 0 { // no endpoint ready: try them all rather than none
-		for k := range p.backends {
-			order = append(order, (start+k)%len(p.backends))
+		for k := range backends {
+			order = append(order, (start+k)%len(backends))
 		}
 	}
 	var lastErr error
 	for _, b := range order {
-		req, err := http.NewRequestWithContext(r.Context(), r.Method, p.backends[b]+r.URL.RequestURI(), bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(r.Context(), r.Method, backends[b]+r.URL.RequestURI(), bytes.NewReader(body))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
-		resp, err := p.client.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			lastErr = err
 			continue

@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,10 @@ const clockOffset = time.Hour
 //     force (every address handed out meanwhile is from them), every
 //     replica says why (Warning Event PoolsNotApplied, metrics
 //     dualstack_webhook_pools_stale and _pools_rejected_total{reason}),
-//     nothing is handed out twice;
+//     nothing is handed out twice; a replica restarted during each fault
+//     (replica 2 while deleted, replica 1 while garbage, as a rolling
+//     update would) starts from the last applied pools, recorded by the
+//     replicas that applied them, never from the static band;
 //   - clock +1h on the reconciler's replica: no reservation of a live
 //     Service is freed (none had to be re-imported), and every address of
 //     a Service deleted during the run is still sticky to its name (the
@@ -74,13 +78,41 @@ func TestPoolsAndClock(t *testing.T) {
 		})
 	}
 
+	// restarted: replica i restarted while the ConfigMap is deleted or
+	// garbage starts from the last applied pools (the record the replicas
+	// wrote when they applied them), not the static band, says so, and
+	// serves its share of the load (every address of which the final check
+	// requires to be in the pool).
+	restarted := func(what string, i int, reason string) time.Duration {
+		t.Helper()
+		t0 := time.Now()
+		w := cl.restart(t, i)
+		took := time.Since(t0)
+		eventually(t, 30*time.Second, what+": the restarted replica "+fmt.Sprint(i)+" pins from the recorded pools, flagged stale", func(context.Context) (bool, string) {
+			stale, _ := metric(t, w, "dualstack_webhook_pools_stale")
+			rej, _ := metric(t, w, "dualstack_webhook_pools_rejected_total", `reason="`+reason+`"`)
+			pools := poolsInForce(t, w)
+			return stale == 1 && rej == 1 && slices.Equal(pools, []string{"bulk"}), fmt.Sprintf("stale %g rejected{%s} %g pools %v", stale, reason, rej, pools)
+		})
+		eventually(t, 30*time.Second, what+": the restarted replica serves the load", func(context.Context) (bool, string) {
+			n := cl.front.stats()[i]
+			return n >= 5, fmt.Sprintf("%d admissions", n)
+		})
+		return took
+	}
+	note := func(i int, took time.Duration, reason string, served int) string {
+		return fmt.Sprintf("replica %d restarted meanwhile (ready %s after SIGTERM to the old process): pools_stale 1, rejected{%s} 1, pool bulk in force, %d admissions served by it to the end",
+			i, took.Round(10*time.Millisecond), reason, served)
+	}
+
 	// Deleted.
 	tDel := time.Now()
 	if err := c.CoreV1().ConfigMaps(stateNS).Delete(ctx, poolsCM, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	reported("deleted", "deleted")
-	time.Sleep(5 * time.Second)
+	tookDel := restarted("deleted", 2, "deleted")
+	time.Sleep(3 * time.Second)
 
 	// Garbage.
 	tGarbage := time.Now()
@@ -88,7 +120,8 @@ func TestPoolsAndClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	reported("garbage", "invalid")
-	time.Sleep(5 * time.Second)
+	tookGarbage := restarted("garbage", 1, "invalid")
+	time.Sleep(3 * time.Second)
 
 	// Restored.
 	tGood := time.Now()
@@ -114,11 +147,14 @@ func TestPoolsAndClock(t *testing.T) {
 	tEnd := time.Now()
 	ops := l.halt()
 
+	served := cl.front.stats()
 	rows := []row{
 		tally("pools ConfigMap deleted", ops, tDel, tGarbage),
 		tally("pools ConfigMap replaced with garbage", ops, tGarbage, tGood),
 		tally(fmt.Sprintf("clock of the reconciler's replica %s ahead (whole run)", clockOffset), ops, t0, tEnd),
 	}
+	rows[0].notes = append(rows[0].notes, note(2, tookDel, "deleted", served[2]))
+	rows[1].notes = append(rows[1].notes, note(1, tookGarbage, "invalid", served[1]))
 	for i := range rows {
 		if rows[i].failed > 0 {
 			t.Errorf("%s: %d of %d requests failed: %v", rows[i].name, rows[i].failed, rows[i].total, rows[i].messages)
@@ -140,4 +176,31 @@ func TestPoolsAndClock(t *testing.T) {
 		t.Error("no address of a deleted Service was old enough to check: the sticky check proved nothing")
 	}
 	report(t, rows...)
+}
+
+// poolsInForce are the pools a replica pins from, as its
+// dualstack_webhook_pool_addresses gauge (computed from the pools in force
+// on every scrape) names them, sorted.
+func poolsInForce(t *testing.T, w *framework.Webhook) []string {
+	t.Helper()
+	_, body, err := w.Metrics()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, "dualstack_webhook_pool_addresses{") {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, `pool="`)
+		if !ok {
+			continue
+		}
+		name, _, _ := strings.Cut(rest, `"`)
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
