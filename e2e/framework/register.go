@@ -44,6 +44,10 @@ type Registration struct {
 	NamespaceSelector *metav1.LabelSelector
 	// ObjectSelector, when set, is added to both webhooks.
 	ObjectSelector *metav1.LabelSelector
+	// MutatingObjectSelector, when set, is added to the mutating webhook
+	// only (the chart keeps skip-labelled Services from its mutating
+	// webhooks but sends them to the validating one).
+	MutatingObjectSelector *metav1.LabelSelector
 }
 
 // ConfigName is the name of both configuration objects.
@@ -107,6 +111,10 @@ func Register(ctx context.Context, c kubernetes.Interface, r Registration) error
 		}},
 	}
 	mcc, rules, sel := r.common("/mutate")
+	mobj := r.ObjectSelector
+	if r.MutatingObjectSelector != nil {
+		mobj = r.MutatingObjectSelector
+	}
 	reinvoke := admissionregistrationv1.IfNeededReinvocationPolicy
 	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: r.ConfigName()},
@@ -115,7 +123,7 @@ func Register(ctx context.Context, c kubernetes.Interface, r Registration) error
 			ClientConfig:            mcc,
 			Rules:                   rules,
 			NamespaceSelector:       sel,
-			ObjectSelector:          r.ObjectSelector,
+			ObjectSelector:          mobj,
 			FailurePolicy:           &fail,
 			MatchPolicy:             &equivalent,
 			SideEffects:             &sideEffects,
@@ -149,9 +157,17 @@ func Unregister(ctx context.Context, c kubernetes.Interface, r Registration) err
 	return nil
 }
 
+// SkipLabelSelector is the chart's objectSelector of its mutating Service
+// webhooks: Services not labelled SkipLabel=true.
+func SkipLabelSelector() *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: SkipLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"true"}}}}
+}
+
 // ChartLikeSelectors are the selectors the chart registers its Service
 // webhooks with: every namespace except the listed ones, and neither a
-// Namespace nor a Service labelled SkipLabel=true.
+// Namespace nor a Service labelled SkipLabel=true (the chart's validating
+// webhook, by default, has no objectSelector: see SkipLabelSelector).
 func ChartLikeSelectors(excludeNamespaces ...string) (namespaceSelector, objectSelector *metav1.LabelSelector) {
 	skip := metav1.LabelSelectorRequirement{Key: SkipLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"true"}}
 	namespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{

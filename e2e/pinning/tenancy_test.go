@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -169,6 +170,122 @@ func TestPoolTenancy(t *testing.T) {
 	}
 	for _, a := range addrs(t, after) {
 		waitBound(t, c, tenantState, a, teamNS, "ledger")
+	}
+
+	skipLabelled(t, env, w, payNS, shopNS)
+}
+
+// skipLabelled: registered as the chart does (the skip label's
+// objectSelector on the mutating webhook only), a Service of shop labelled
+// dualstack-webhook.io/skip=true is not defaulted or pinned, but the
+// validating webhook still denies it an address of pool payments and an
+// address sticky for a deleted Service of another namespace, in every
+// family order; it may take a free address of the open pool, and one that
+// asks for no address is created as the apiserver allocates it.
+func skipLabelled(t *testing.T, env *framework.Env, w *framework.Webhook, payNS, shopNS string) {
+	ctx := context.Background()
+	c := env.Client
+	reg := framework.Registration{Name: instTenant, URL: w.URL, CABundle: w.CABundle, MutatingObjectSelector: framework.SkipLabelSelector()}
+	if err := framework.Register(ctx, c, reg); err != nil {
+		t.Fatal(err)
+	}
+	probe, err := framework.Namespace(ctx, c, "probe-skip", map[string]string{framework.ScopeLabel: instTenant}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := framework.WaitEffective(ctx, c, probe, reg.MutatingName(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	svcs := c.CoreV1().Services
+	skip := withLabel(framework.SkipLabel, "true")
+	// The apiserver loads the new configurations asynchronously: once
+	// they are in force, a skip-labelled Service reaches /validate only.
+	calls := func(endpoint string) float64 {
+		v, _, _ := w.Metric("dualstack_webhook_http_request_duration_seconds_count", map[string]string{"endpoint": endpoint})
+		return v
+	}
+	eventually(t, 30*time.Second, "registered as the chart: skip-labelled Services reach /validate, not /mutate", func(ctx context.Context) (bool, string) {
+		m0, v0 := calls("mutate"), calls("validate")
+		_, err := svcs(shopNS).Create(ctx, newService("skip-probe", skip), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		m1, v1 := calls("mutate"), calls("validate")
+		return err == nil && m1 == m0 && v1 > v0, fmt.Sprintf("create: %s; /mutate calls +%g, /validate +%g", errText(err), m1-m0, v1-v0)
+	})
+
+	// A Service of another namespace, pinned from the open pool, then
+	// deleted: its addresses stay sticky to it.
+	otherNS := scoped(t, c, instTenant, "other")
+	gone, err := svcs(otherNS).Create(ctx, newService("gone", framework.WithPolicy("RequireDualStack")), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sticky := map[corev1.IPFamily]string{}
+	for _, a := range addrs(t, gone) {
+		waitBound(t, c, tenantState, a, otherNS, "gone")
+		sticky[familyOf(a)] = a.String()
+	}
+	if err := svcs(otherNS).Delete(ctx, "gone", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range sticky {
+		eventually(t, 30*time.Second, "reservation of "+ip+" sticky to "+otherNS+"/gone", func(ctx context.Context) (bool, string) {
+			r, ok := reservationOf(ctx, t, c, tenantState, netip.MustParseAddr(ip))
+			return ok && r.State == "sticky" && r.Namespace == otherNS && r.Name == "gone", r.String()
+		})
+	}
+
+	orders := map[string][]corev1.IPFamily{"IPv4": {v4}, "IPv6": {v6}, "IPv4,IPv6": {v4, v6}, "IPv6,IPv4": {v6, v4}}
+	pay := map[corev1.IPFamily]string{v4: "10.96.5.112", v6: "fd00:10:96::5:112"}
+	free := map[string]map[corev1.IPFamily]string{
+		"IPv4": {v4: "10.96.5.16"}, "IPv6": {v6: "fd00:10:96::5:16"},
+		"IPv4,IPv6": {v4: "10.96.5.17", v6: "fd00:10:96::5:17"}, "IPv6,IPv4": {v4: "10.96.5.18", v6: "fd00:10:96::5:18"},
+	}
+	audience := fmt.Sprintf(`which serves only namespaces [%s] or namespaces matching e2e-team=payments; %s/`, payNS, shopNS)
+	for oname, fams := range orders {
+		pol := corev1.IPFamilyPolicySingleStack
+		if len(fams) == 2 {
+			pol = corev1.IPFamilyPolicyRequireDualStack
+		}
+		t.Run("skip-labelled "+oname, func(t *testing.T) {
+			name := "skip-" + strings.ToLower(strings.ReplaceAll(oname, ",", "-"))
+			ask := func(m map[corev1.IPFamily]string) *corev1.Service {
+				var ips []string
+				for _, f := range fams {
+					ips = append(ips, m[f])
+				}
+				return newService(name, skip, framework.WithPolicy(pol), framework.WithFamilies(fams...), framework.WithClusterIPs(ips...))
+			}
+			// Another team's restricted pool: denied by the validating
+			// webhook, with the pool and whom it serves.
+			_, err := svcs(shopNS).Create(ctx, ask(pay), metav1.CreateOptions{})
+			wantDenied(t, "skip-labelled, an address of pool payments", err, reg.ValidatingName(),
+				fmt.Sprintf(`spec.clusterIPs: Forbidden: IP %s belongs to pool "payments", `, pay[fams[0]])+audience+name+" is not one of them")
+			// Sticky for another namespace's deleted Service: denied,
+			// naming it (the apiserver alone would hand it out: the
+			// address is free in its eyes).
+			_, err = svcs(shopNS).Create(ctx, ask(sticky), metav1.CreateOptions{})
+			wantDenied(t, "skip-labelled, an address sticky for "+otherNS+"/gone", err, reg.ValidatingName(),
+				fmt.Sprintf("IP %s is held by %s/gone (sticky)", sticky[fams[0]], otherNS))
+			// A free address of the open pool: created with it, no
+			// defaulting or pinning by the webhook.
+			sv, err := svcs(shopNS).Create(ctx, ask(free[oname]), metav1.CreateOptions{})
+			if err != nil {
+				t.Fatalf("skip-labelled, a free address of the open pool: %v", err)
+			}
+			for i, a := range addrs(t, sv) {
+				if a.String() != free[oname][fams[i]] {
+					t.Errorf("%s/%s got %v, want %v", shopNS, name, sv.Spec.ClusterIPs, free[oname])
+				}
+			}
+		})
+	}
+	// No address asked: created, the apiserver allocates.
+	if _, err := svcs(shopNS).Create(ctx, newService("skip-dynamic", skip), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("skip-labelled Service asking for no address: %v", err)
+	}
+	for _, ip := range []string{"10.96.5.112", "fd00:10:96::5:112"} {
+		if r, ok := reservationOf(ctx, t, c, tenantState, netip.MustParseAddr(ip)); ok {
+			t.Errorf("a denied skip-labelled request left a reservation of %s: %s", ip, r)
+		}
 	}
 }
 
