@@ -270,22 +270,27 @@ func checkRegistrationScope(t *testing.T, releaseNS string) {
 		}
 		return s
 	}
+	// wantWebhook is the webhook whose call fails first ("": none is
+	// called): the fail-closed pinning webhook for an ordinary Service;
+	// for a skip-labelled one the validating webhook, which still checks
+	// the addresses such a Service asks for.
 	tests := []struct {
 		name        string
 		ns          string
 		svc         *corev1.Service
-		wantWebhook bool
+		wantWebhook string
 	}{
-		{"a ClusterIP Service in an ordinary namespace is sent to the webhooks", plainNS, svc(nil), true},
-		{"a Service labelled dualstack-webhook.io/skip=true is not", plainNS, svc(func(s *corev1.Service) { s.Labels = map[string]string{"dualstack-webhook.io/skip": "true"} }), false},
-		{"a Service in a namespace labelled skip is not", skipNS, svc(nil), false},
+		{"a ClusterIP Service in an ordinary namespace is sent to the webhooks", plainNS, svc(nil), "pinning.dualstack-webhook.io"},
+		{"a Service labelled dualstack-webhook.io/skip=true is sent to the validating webhook only", plainNS,
+			svc(func(s *corev1.Service) { s.Labels = map[string]string{"dualstack-webhook.io/skip": "true"} }), "validating.dualstack-webhook.io"},
+		{"a Service in a namespace labelled skip is not", skipNS, svc(nil), ""},
 		{"an ExternalName Service is not (matchConditions)", plainNS, svc(func(s *corev1.Service) {
 			s.Spec.Type = corev1.ServiceTypeExternalName
 			s.Spec.ExternalName = "example.com"
 			s.Spec.Ports = nil
-		}), false},
-		{"kube-system is not", "kube-system", svc(nil), false},
-		{"the release namespace is not", releaseNS, svc(nil), false},
+		}), ""},
+		{"kube-system is not", "kube-system", svc(nil), ""},
+		{"the release namespace is not", releaseNS, svc(nil), ""},
 	}
 	// The apiserver loads new configurations asynchronously: wait until the
 	// positive case is intercepted.
@@ -304,13 +309,13 @@ func checkRegistrationScope(t *testing.T, releaseNS string) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.CoreV1().Services(tc.ns).Create(ctx, tc.svc, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			called := err != nil && strings.Contains(err.Error(), "failed calling webhook")
-			if called != tc.wantWebhook {
-				t.Fatalf("webhook called = %v, want %v (err: %v)", called, tc.wantWebhook, err)
+			if called != (tc.wantWebhook != "") {
+				t.Fatalf("webhook called = %v, want %q (err: %v)", called, tc.wantWebhook, err)
 			}
-			if called && !strings.Contains(err.Error(), "pinning.dualstack-webhook.io") {
-				t.Errorf("the failure should come from the fail-closed pinning webhook, not the fail-open defaulting one: %v", err)
+			if called && !strings.Contains(err.Error(), `"`+tc.wantWebhook+`"`) {
+				t.Errorf("the failure should come from %s: %v", tc.wantWebhook, err)
 			}
-			if !tc.wantWebhook && err != nil {
+			if tc.wantWebhook == "" && err != nil {
 				t.Fatalf("create failed: %v", err)
 			}
 		})

@@ -80,6 +80,23 @@ func TestChartRegistrationWithBinary(t *testing.T) {
 		t.Fatal("the chart renders no ServiceAccount")
 	}
 
+	// A pools ConfigMap (the static band's addresses, as one pool): the
+	// binary records the document it applies in <pools>-applied, a write
+	// the chart's RBAC must allow.
+	const poolsDoc = `apiVersion: dualstack-webhook.io/v1alpha1
+kind: PoolConfig
+defaultPool: band
+pools:
+- name: band
+  addresses:
+    ipv4: ["10.96.0.1-10.96.1.0"]
+    ipv6: ["fd00:10:96::1-fd00:10:96::100"]
+`
+	poolsName := rel + "-dualstack-webhook-pools"
+	if _, err := suite.CP.Client.CoreV1().ConfigMaps(ns).Create(ctx, framework.PoolsConfigMap(ns, poolsName, poolsDoc), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	bin, err := framework.BuildWebhook(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +125,11 @@ func TestChartRegistrationWithBinary(t *testing.T) {
 		_ = w.Stop()
 	})
 	t.Logf("running %s", strings.Join(w.Args, " "))
+	// Written at start, before ready, with the chart's permissions only.
+	rec, err := suite.CP.Client.CoreV1().ConfigMaps(ns).Get(ctx, poolsName+"-applied", metav1.GetOptions{})
+	if err != nil || rec.Data["pools.yaml"] != poolsDoc {
+		t.Errorf("record of the applied pools as the chart's ServiceAccount: %v %v", rec.Data, err)
+	}
 
 	m, v, err := URLWebhooks(manifest, w.URL, w.CABundle)
 	if err != nil {

@@ -62,7 +62,9 @@ func TestServicesSuiteInExistingClusterMode(t *testing.T) {
 		}
 	}()
 	nsSel, objSel := framework.ChartLikeSelectors("kube-system", "kube-public", "kube-node-lease", "default", releaseNamespace)
-	reg := framework.Registration{Name: "chartlike", URL: w.URL, CABundle: w.CABundle, NamespaceSelector: nsSel, ObjectSelector: objSel}
+	// As the chart: the Service skip label keeps Services from the mutating
+	// webhook only; the validating one checks the addresses they ask for.
+	reg := framework.Registration{Name: "chartlike", URL: w.URL, CABundle: w.CABundle, NamespaceSelector: nsSel, MutatingObjectSelector: objSel}
 	if err := framework.Register(ctx, env.Client, reg); err != nil {
 		t.Fatal(err)
 	}

@@ -166,16 +166,17 @@ func SkipLabelSelector() *metav1.LabelSelector {
 
 // ChartLikeSelectors are the selectors the chart registers its Service
 // webhooks with: every namespace except the listed ones, and neither a
-// Namespace nor a Service labelled SkipLabel=true (the chart's validating
-// webhook, by default, has no objectSelector: see SkipLabelSelector).
+// Namespace nor (objectSelector) a Service labelled SkipLabel=true. The
+// chart puts the objectSelector on its mutating webhooks only
+// (Registration.MutatingObjectSelector): the validating one still checks
+// the addresses skip-labelled Services ask for.
 func ChartLikeSelectors(excludeNamespaces ...string) (namespaceSelector, objectSelector *metav1.LabelSelector) {
 	skip := metav1.LabelSelectorRequirement{Key: SkipLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"true"}}
 	namespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 		{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: excludeNamespaces},
 		skip,
 	}}
-	objectSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{skip}}
-	return namespaceSelector, objectSelector
+	return namespaceSelector, SkipLabelSelector()
 }
 
 // ProbeService is a Service the apiserver itself rejects (SingleStack with two
