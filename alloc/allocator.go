@@ -321,15 +321,22 @@ func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Requ
 			denied = &ErrPoolAccess{Pool: p.Name, Audience: p.Audience(), Subject: s.String(), IP: ip}
 		}
 	}
+	lr, canReadLive := a.store.(LiveReader)
+	readLive := false // re-claiming a bound address: write from the live record
 	for range a.opts.MaxAttempts {
 		cur, ok, err := a.store.Get(ctx, ip)
 		if err != nil {
 			return nil, nil, err
 		}
+		if readLive && canReadLive {
+			if live, lok, lerr := lr.GetLive(ctx, ip); lerr == nil {
+				cur, ok = live, lok
+			}
+		}
 		if ok && !mayUse(cur.Owner, req.Owner) {
 			// About to refuse on a cached answer: confirm it (LiveReader).
 			// A failed read keeps the cached answer.
-			if lr, isLive := a.store.(LiveReader); isLive {
+			if canReadLive && !readLive {
 				if live, lok, lerr := lr.GetLive(ctx, ip); lerr == nil {
 					cur, ok = live, lok
 				}
@@ -341,8 +348,17 @@ func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Requ
 		if ok {
 			switch {
 			case mayUse(cur.Owner, req.Owner):
-				if cur.State != StateSticky || req.DryRun {
-					return &cur, nil, nil // ours already (re-invocation, UPDATE)
+				if cur.State == StatePending || req.DryRun {
+					return &cur, nil, nil // ours already (re-invocation, retry)
+				}
+				if cur.State == StateBound && !readLive {
+					// Bound to this Service, which is being admitted
+					// without it (upgraded again before its downgrade was
+					// processed): made pending again with a write, as
+					// reuse does, so that the reconciler's free of the
+					// downgraded address conflicts.
+					readLive = true
+					continue
 				}
 				next := a.pending(req.Owner, cur.Pool, ip)
 				next.Created, next.Version = cur.Created, cur.Version
@@ -589,7 +605,7 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 				zap.String("owner", req.Owner.String()), zap.Stringer("ip", pick.IP), zap.String("state", string(pick.State)))
 			return Reservation{}, nil, false, nil
 		}
-		if pick.State != StateSticky || req.DryRun {
+		if pick.State == StatePending || req.DryRun {
 			// Handed back without a write, so nothing else would notice a
 			// cache that has not seen the claim collected and the address
 			// given to another Service meanwhile: confirm it (LiveReader).
@@ -597,6 +613,22 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 				return Reservation{}, nil, false, nil
 			}
 			return *pick, nil, true, nil
+		}
+		if pick.State == StateBound {
+			// Bound to this Service, which is being admitted without it: a
+			// downgrade not yet processed, upgraded again (or a re-create
+			// before the delete was seen). The reconciler frees such an
+			// address once it sees the downgrade, and neither its cache
+			// nor a live read of the Service shows this admission before
+			// it is stored, so the claim is made pending again with a
+			// write: a free judged on the bound record then conflicts, and
+			// a pending claim is kept for its grace. The write starts from
+			// the live record, so a lagging cache costs no conflict.
+			live, ok := a.liveClaim(ctx, *pick, req.Owner)
+			if !ok {
+				return Reservation{}, nil, false, nil
+			}
+			pick = &live
 		}
 		next := a.pending(req.Owner, pick.Pool, pick.IP)
 		next.Created, next.Version = pick.Created, pick.Version
@@ -616,15 +648,24 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 // stillClaimed re-reads a cached claim of owner when the store can read
 // live; a failed read keeps the cached answer.
 func (a *Allocator) stillClaimed(ctx context.Context, cached Reservation, owner Owner) bool {
+	_, ok := a.liveClaim(ctx, cached, owner)
+	return ok
+}
+
+// liveClaim re-reads a cached claim of owner when the store can read live
+// and returns the current record if it is still owner's; a store that
+// cannot read live, or a failed read, keeps the cached record (a write
+// from it then fails on its version if it was stale).
+func (a *Allocator) liveClaim(ctx context.Context, cached Reservation, owner Owner) (Reservation, bool) {
 	lr, ok := a.store.(LiveReader)
 	if !ok {
-		return true
+		return cached, true
 	}
 	live, found, err := lr.GetLive(ctx, cached.IP)
 	if err != nil {
-		return true
+		return cached, true
 	}
-	return found && sameService(live.Owner, owner) && live.Pool == cached.Pool
+	return live, found && sameService(live.Owner, owner) && live.Pool == cached.Pool
 }
 
 // allocatedUpstream reports whether something outside our records (a live
@@ -746,6 +787,23 @@ func (a *Allocator) Free(ctx context.Context, ip netip.Addr) error {
 		}
 	}
 	return fmt.Errorf("freeing %s: %w", ip, ErrContended)
+}
+
+// FreeUnchanged deletes r only if the store still holds it at r.Version, and
+// reports whether it did. The reconciler frees what it judged: a
+// reservation re-claimed meanwhile (an upgrade admitted again, made pending)
+// is a new fact, judged again at the next sync, never deleted on the old
+// one.
+func (a *Allocator) FreeUnchanged(ctx context.Context, r Reservation) (bool, error) {
+	err := a.store.Delete(ctx, r)
+	if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	a.forget(r.IP)
+	return true, nil
 }
 
 // Collect frees pending reservations past their grace and sticky ones past

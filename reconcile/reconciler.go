@@ -47,7 +47,7 @@ type Allocator interface {
 	Pools() *alloc.Pools
 	Confirm(ctx context.Context, ip netip.Addr, owner alloc.Owner) (alloc.Reservation, error)
 	Release(ctx context.Context, ip netip.Addr, owner alloc.Owner) error
-	Free(ctx context.Context, ip netip.Addr) error
+	FreeUnchanged(ctx context.Context, r alloc.Reservation) (bool, error)
 	CollectWith(ctx context.Context, held alloc.HolderFunc) ([]alloc.Reservation, error)
 }
 
@@ -551,8 +551,15 @@ func (r *Reconciler) release(ctx context.Context, x alloc.Reservation, s *corev1
 		if _, held := r.serviceHolds(ctx, x.Owner.Namespace, x.Owner.Name, x.IP); held {
 			return false, nil
 		}
-		if err := r.o.Allocator.Free(ctx, x.IP); err != nil {
+		// Only the record judged: an upgrade admitted meanwhile made it
+		// pending again (alloc re-claims a bound address with a write),
+		// and that claim must outlive this older judgement.
+		freed, err := r.o.Allocator.FreeUnchanged(ctx, x)
+		if err != nil {
 			return false, fmt.Errorf("freeing %s of %s: %w", x.IP, x.Owner, err)
+		}
+		if !freed {
+			return false, nil
 		}
 		r.count(func(m *Metrics) { m.Collected.Inc() })
 		r.event(s, corev1.EventTypeNormal, ReasonReleased, "clusterIP %s (pool %s) freed: the Service no longer holds it", x.IP, x.Pool)

@@ -504,6 +504,87 @@ func TestDowngradeOnAStaleCacheFreesNothingHeld(t *testing.T) {
 	}
 }
 
+// TestUpgradeAdmittedDuringTheDowngradesFreeKeepsTheAddress: a dual-stack
+// Service is downgraded and at once upgraded again; the upgrade's admission
+// gets its still bound secondary back while the reconciler, which has just
+// seen the downgrade, frees it: neither the Service cache nor a live read
+// shows an upgrade before it is stored. The 15-min soak: the address was
+// freed while the upgrade was in flight, pinned to another Service's create
+// 4 ms after the upgrade was stored, taken over by the upgraded Service at
+// the next sync, and that create refused ("held by …, bound"). The
+// admission must leave a claim that the free does not delete, whether it
+// comes before the sync or between the sync's judgement and its delete, and
+// whether the webhook picks the address or the Service asks for it.
+func TestUpgradeAdmittedDuringTheDowngradesFreeKeepsTheAddress(t *testing.T) {
+	web := alloc.Owner{Namespace: "demo", Name: "web"}
+	for _, name := range []string{"IPv4,IPv6", "IPv6,IPv4"} {
+		for _, tc := range []struct {
+			name      string
+			during    bool // admitted between the judgement and the free
+			requested bool // the upgrade names the address itself
+		}{
+			{name: "admitted before the sync"},
+			{name: "admitted during the sync", during: true},
+			{name: "requested, admitted during the sync", during: true, requested: true},
+		} {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				e := newEnv(t, clusters[name])
+				ips := e.admit(web, e.fams...)
+				e.live("demo", "web", "uid-1", ips...)
+				e.sync()
+				e.wantState(ips[1], alloc.StateBound, "demo/web")
+
+				// Downgraded: the cache and the apiserver show it.
+				e.live("demo", "web", "uid-1", ips[0])
+				truth := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-1"},
+					Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips[:1]}}
+				upgrade := func() {
+					t.Helper()
+					req := alloc.Request{Owner: web, Families: e.fams[1:]}
+					if tc.requested {
+						req = alloc.Request{Owner: web, Requested: []netip.Addr{netip.MustParseAddr(ips[1])}}
+					}
+					res, err := e.alloc.Reserve(e.ctx, req)
+					if err != nil {
+						t.Fatalf("upgrade admission: %v", err)
+					}
+					if !tc.requested && res.IPs[0].String() != ips[1] {
+						t.Fatalf("upgrade admission got %s, want its own %s back", res.IPs[0], ips[1])
+					}
+				}
+				admitted := false
+				e.r.o.GetService = func(context.Context, string, string) (*corev1.Service, error) {
+					if tc.during && !admitted {
+						admitted = true
+						upgrade()
+					}
+					return truth.DeepCopy(), nil // the upgrade is not stored yet
+				}
+				if !tc.during {
+					upgrade()
+				}
+				e.sync()
+				if tc.during && !admitted {
+					t.Fatal("the sync read no Service live: the interleaving was not exercised")
+				}
+				e.wantState(ips[1], alloc.StatePending, "demo/web")
+
+				// Another Service's create must not be given it.
+				other := e.admit(alloc.Owner{Namespace: "demo", Name: "other"}, e.fams[1])
+				if other[0] == ips[1] {
+					t.Fatalf("%s pinned to demo/other while demo/web's upgrade holds it", ips[1])
+				}
+
+				// The upgrade is stored: bound again.
+				e.live("demo", "web", "uid-1", ips...)
+				truth.Spec.ClusterIPs = ips
+				e.sync()
+				e.wantState(ips[1], alloc.StateBound, "demo/web")
+			})
+		}
+	}
+}
+
 func TestTypeChangeToExternalNameReleases(t *testing.T) {
 	e := newEnv(t, clusters["IPv4"])
 	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
