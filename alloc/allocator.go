@@ -348,15 +348,18 @@ func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Requ
 		if ok {
 			switch {
 			case mayUse(cur.Owner, req.Owner):
-				if cur.State == StatePending || req.DryRun {
-					return &cur, nil, nil // ours already (re-invocation, retry)
+				if req.DryRun || (cur.State == StatePending && cur.Owner.Name == "") {
+					// Ours already. A nameless claim (generateName) is
+					// only ever handed back to a re-invocation of the
+					// admission that made it, whose name is not known yet.
+					return &cur, nil, nil
 				}
-				if cur.State == StateBound && !readLive {
-					// Bound to this Service, which is being admitted
-					// without it (upgraded again before its downgrade was
-					// processed): made pending again with a write, as
-					// reuse does, so that the reconciler's free of the
-					// downgraded address conflicts.
+				if cur.State != StateSticky && !readLive {
+					// Re-claimed with a write from the live record, as
+					// reuse does (an UPDATE asking for an address still
+					// bound to it, a retry or re-invocation of a pending
+					// claim): a free or a collection judged on the older
+					// record then conflicts.
 					readLive = true
 					continue
 				}
@@ -605,25 +608,28 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 				zap.String("owner", req.Owner.String()), zap.Stringer("ip", pick.IP), zap.String("state", string(pick.State)))
 			return Reservation{}, nil, false, nil
 		}
-		if pick.State == StatePending || req.DryRun {
-			// Handed back without a write, so nothing else would notice a
-			// cache that has not seen the claim collected and the address
-			// given to another Service meanwhile: confirm it (LiveReader).
+		if req.DryRun {
+			// Nothing is written, so nothing else would notice a cache that
+			// has not seen the claim collected and the address given to
+			// another Service meanwhile: confirm it (LiveReader).
 			if !a.stillClaimed(ctx, *pick, req.Owner) {
 				return Reservation{}, nil, false, nil
 			}
 			return *pick, nil, true, nil
 		}
-		if pick.State == StateBound {
-			// Bound to this Service, which is being admitted without it: a
-			// downgrade not yet processed, upgraded again (or a re-create
-			// before the delete was seen). The reconciler frees such an
-			// address once it sees the downgrade, and neither its cache
-			// nor a live read of the Service shows this admission before
-			// it is stored, so the claim is made pending again with a
-			// write: a free judged on the bound record then conflicts, and
-			// a pending claim is kept for its grace. The write starts from
-			// the live record, so a lagging cache costs no conflict.
+		if pick.State != StateSticky {
+			// A pending or bound claim handed back to an admission in
+			// flight is re-claimed with a write: pending, for a fresh
+			// grace. The reconciler frees a bound address its Service no
+			// longer shows (a downgrade, upgraded again at once) and
+			// collects a pending one past its grace whose Service does not
+			// hold it (a retry or re-create), and neither its cache nor a
+			// live read of the Service shows this admission before it is
+			// stored: handed back as it was, the address would be freed
+			// while the Service being stored holds it. With the write, a
+			// free judged on the older record conflicts. It starts from
+			// the live record (a lagging cache costs no conflict), which
+			// also confirms the claim is still this Service's.
 			live, ok := a.liveClaim(ctx, *pick, req.Owner)
 			if !ok {
 				return Reservation{}, nil, false, nil

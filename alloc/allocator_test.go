@@ -918,7 +918,7 @@ func TestRequestedAddressReleasedElsewhereIsGranted(t *testing.T) {
 // Service's pending claim, but it was collected and the address bound to
 // another Service (the 15-min soak: a create pinned an address /validate
 // then found bound elsewhere). The claim is re-read before it is handed
-// back without a write, and another address is allocated.
+// back, and another address is allocated.
 func TestStaleOwnClaimIsNotHandedBack(t *testing.T) {
 	for name, fams := range orders {
 		t.Run(name, func(t *testing.T) {

@@ -585,6 +585,77 @@ func TestUpgradeAdmittedDuringTheDowngradesFreeKeepsTheAddress(t *testing.T) {
 	}
 }
 
+// TestPendingHandedBackPastItsGraceIsKept: a pending claim past its grace
+// (its Service's upgrade was stored and the Service deleted before the
+// reconciler confirmed it) is handed back to the Service's re-create while
+// the reconciler collects it: its live read finds no Service, the create
+// not being stored yet. The 15-min soak: collected 1 ms before the create
+// was stored holding it, imported by the reconciler 0.6 s later; in
+// between any other create could be given the address. The admission's
+// claim must survive the collection, whether it comes before the sync or
+// between the sync's judgement and its delete.
+func TestPendingHandedBackPastItsGraceIsKept(t *testing.T) {
+	web := alloc.Owner{Namespace: "demo", Name: "web"}
+	notFound := apierrors.NewNotFound(corev1.Resource("services"), "web")
+	forEachCluster(t, func(t *testing.T, e *env) {
+		for _, during := range []bool{false, true} {
+			t.Run(fmt.Sprintf("during=%v", during), func(t *testing.T) {
+				ips := e.admit(web, e.fams...)
+				e.clock.Step(grace + time.Second)
+				recreate := func() {
+					t.Helper()
+					res, err := e.alloc.Reserve(e.ctx, alloc.Request{Owner: web, Families: e.fams})
+					if err != nil {
+						t.Fatalf("re-create admission: %v", err)
+					}
+					for i, ip := range res.IPs {
+						if ip.String() != ips[i] {
+							t.Fatalf("re-create got %s, want its claim %s back", ip, ips[i])
+						}
+					}
+				}
+				admitted := false
+				e.r.o.GetService = func(context.Context, string, string) (*corev1.Service, error) {
+					if during && !admitted {
+						admitted = true
+						recreate()
+					}
+					return nil, notFound // the create is not stored yet
+				}
+				if !during {
+					recreate()
+				}
+				e.sync()
+				if during && !admitted {
+					t.Fatal("the sync read no Service live: the interleaving was not exercised")
+				}
+				for _, ip := range ips {
+					e.wantState(ip, alloc.StatePending, "demo/web")
+				}
+				other := e.admit(alloc.Owner{Namespace: "demo", Name: "other"}, e.fams...)
+				for i, ip := range other {
+					if ip == ips[i] {
+						t.Fatalf("%s pinned to demo/other while demo/web's create holds it", ip)
+					}
+				}
+				e.live("demo", "web", "uid-web", ips...)
+				e.sync()
+				for _, ip := range ips {
+					e.wantState(ip, alloc.StateBound, "demo/web")
+				}
+				// Reset for the next variant.
+				e.remove("demo", "web")
+				for _, ip := range append(ips, other...) {
+					if err := e.alloc.Free(e.ctx, netip.MustParseAddr(ip)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				e.r.o.GetService = nil
+			})
+		}
+	})
+}
+
 func TestTypeChangeToExternalNameReleases(t *testing.T) {
 	e := newEnv(t, clusters["IPv4"])
 	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
