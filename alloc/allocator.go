@@ -818,16 +818,32 @@ func (a *Allocator) FreeUnchanged(ctx context.Context, r Reservation) (bool, err
 // left for Confirm. Run it from the (single, leader-elected) reconciler;
 // concurrent runs are safe because deletes carry the version read.
 func (a *Allocator) Collect(ctx context.Context) ([]Reservation, error) {
-	return a.CollectWith(ctx, a.opts.External)
+	var keep KeepFunc
+	if held := a.opts.External; held != nil {
+		keep = func(r Reservation) bool {
+			holder, ok := held(r.IP)
+			return ok && holder == r.Owner.Namespace+"/"+r.Owner.Name
+		}
+	}
+	return a.CollectWith(ctx, keep)
 }
 
-// CollectWith is Collect with the caller's view of who holds an address
-// (nil: nobody). The reconciler passes the live Services it has just
-// confirmed, and not the IPAddress objects: an IPAddress the apiserver's
-// repair controller leaks for a deleted Service names that Service, and
-// must not keep its pending reservation alive (the address stays off
-// limits through Options.External anyway).
-func (a *Allocator) CollectWith(ctx context.Context, held HolderFunc) ([]Reservation, error) {
+// KeepFunc reports whether an expired pending reservation must be kept
+// because its Service holds the address (it is left for Confirm).
+type KeepFunc func(r Reservation) bool
+
+// CollectWith is Collect with the caller's judgement of which expired
+// pending reservations to keep (nil: none). It is asked about the very
+// record about to be deleted, not about an address: a caller looking the
+// address up in its own, older listing would judge a claim made since by
+// what it saw before (the soak: a pending claim missing from the
+// reconciler's listing was collected while its Service held it). The
+// reconciler keeps what the live Services it has just confirmed hold, and
+// not what IPAddress objects name: an IPAddress the apiserver's repair
+// controller leaks for a deleted Service names that Service, and must not
+// keep its pending reservation alive (the address stays off limits through
+// Options.External anyway).
+func (a *Allocator) CollectWith(ctx context.Context, keep KeepFunc) ([]Reservation, error) {
 	rs, err := a.store.List(ctx)
 	if err != nil {
 		return nil, err
@@ -838,10 +854,8 @@ func (a *Allocator) CollectWith(ctx context.Context, held HolderFunc) ([]Reserva
 		if !r.Expired(now) {
 			continue
 		}
-		if r.State == StatePending && held != nil {
-			if holder, ok := held(r.IP); ok && holder == r.Owner.Namespace+"/"+r.Owner.Name {
-				continue
-			}
+		if r.State == StatePending && keep != nil && keep(r) {
+			continue
 		}
 		err := a.store.Delete(ctx, r)
 		if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {

@@ -48,7 +48,7 @@ type Allocator interface {
 	Confirm(ctx context.Context, ip netip.Addr, owner alloc.Owner) (alloc.Reservation, error)
 	Release(ctx context.Context, ip netip.Addr, owner alloc.Owner) error
 	FreeUnchanged(ctx context.Context, r alloc.Reservation) (bool, error)
-	CollectWith(ctx context.Context, held alloc.HolderFunc) ([]alloc.Reservation, error)
+	CollectWith(ctx context.Context, keep alloc.KeepFunc) ([]alloc.Reservation, error)
 }
 
 var _ Allocator = (*alloc.Allocator)(nil)
@@ -481,13 +481,16 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 	// 3. Collect expired pending and sticky reservations.
 	// Only live Services keep an expired pending reservation (for Confirm
 	// in the next pass); a leaked IPAddress object does not.
-	liveHolder := func(ip netip.Addr) (string, bool) {
-		if s, ok := holder[ip]; ok {
-			return s.Namespace + "/" + s.Name, true
+	// The record judged is the one CollectWith is about to delete, which
+	// may be newer than rs (a claim made since the listing above).
+	keep := func(x alloc.Reservation) bool {
+		if s, ok := holder[x.IP]; ok {
+			return s.Namespace == x.Owner.Namespace && s.Name == x.Owner.Name
 		}
-		return r.ownerHolds(ctx, byIP[ip], ip)
+		_, held := r.ownerHolds(ctx, x, x.IP)
+		return held
 	}
-	freed, err := r.o.Allocator.CollectWith(ctx, liveHolder)
+	freed, err := r.o.Allocator.CollectWith(ctx, keep)
 	work.Add(int64(len(freed)))
 	for _, x := range freed {
 		r.count(func(m *Metrics) { m.Collected.Inc() })

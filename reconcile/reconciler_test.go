@@ -656,6 +656,42 @@ func TestPendingHandedBackPastItsGraceIsKept(t *testing.T) {
 	})
 }
 
+// lagging is a reservation listing taken before the claims of interest
+// were made (an informer cache seconds behind on a loaded control plane).
+type lagging struct{ rs []alloc.Reservation }
+
+func (l lagging) List(context.Context) ([]alloc.Reservation, error) { return l.rs, nil }
+
+// TestPendingMissingFromTheListingIsKeptWhileItsServiceHoldsIt: the sync's
+// listing of the reservations predates a pending claim, and its Service
+// cache does not show the Service yet, but the Service is stored holding
+// the address and the claim's grace is over. The 15-min soak (load 25):
+// collected 3.4 s after its Service was stored, imported 0.4 s later. The
+// collection judges the claim it deletes, not the listing's older view of
+// its address: the owner is read live and the claim kept.
+func TestPendingMissingFromTheListingIsKeptWhileItsServiceHoldsIt(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		e.r.o.Store = lagging{} // listed before the claim was made
+		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
+		stored := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-web"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips}}
+		e.r.o.GetService = func(context.Context, string, string) (*corev1.Service, error) { return stored.DeepCopy(), nil }
+		e.clock.Step(grace + time.Second)
+		e.sync()
+		for _, ip := range ips {
+			e.wantState(ip, alloc.StatePending, "demo/web")
+		}
+		// Not held after all: collected.
+		e.r.o.GetService = func(context.Context, string, string) (*corev1.Service, error) {
+			return nil, apierrors.NewNotFound(corev1.Resource("services"), "web")
+		}
+		e.sync()
+		for _, ip := range ips {
+			e.wantFree(ip)
+		}
+	})
+}
+
 func TestTypeChangeToExternalNameReleases(t *testing.T) {
 	e := newEnv(t, clusters["IPv4"])
 	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
