@@ -322,7 +322,7 @@ func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Requ
 		}
 	}
 	lr, canReadLive := a.store.(LiveReader)
-	readLive := false // re-claiming a bound address: write from the live record
+	readLive := false // re-claiming our own claim: write from the live record
 	for range a.opts.MaxAttempts {
 		cur, ok, err := a.store.Get(ctx, ip)
 		if err != nil {
