@@ -321,15 +321,22 @@ func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Requ
 			denied = &ErrPoolAccess{Pool: p.Name, Audience: p.Audience(), Subject: s.String(), IP: ip}
 		}
 	}
+	lr, canReadLive := a.store.(LiveReader)
+	readLive := false // re-claiming our own claim: write from the live record
 	for range a.opts.MaxAttempts {
 		cur, ok, err := a.store.Get(ctx, ip)
 		if err != nil {
 			return nil, nil, err
 		}
+		if readLive && canReadLive {
+			if live, lok, lerr := lr.GetLive(ctx, ip); lerr == nil {
+				cur, ok = live, lok
+			}
+		}
 		if ok && !mayUse(cur.Owner, req.Owner) {
 			// About to refuse on a cached answer: confirm it (LiveReader).
 			// A failed read keeps the cached answer.
-			if lr, isLive := a.store.(LiveReader); isLive {
+			if canReadLive && !readLive {
 				if live, lok, lerr := lr.GetLive(ctx, ip); lerr == nil {
 					cur, ok = live, lok
 				}
@@ -341,8 +348,20 @@ func (a *Allocator) reserveRequested(ctx context.Context, pools *Pools, req Requ
 		if ok {
 			switch {
 			case mayUse(cur.Owner, req.Owner):
-				if cur.State != StateSticky || req.DryRun {
-					return &cur, nil, nil // ours already (re-invocation, UPDATE)
+				if req.DryRun || (cur.State == StatePending && cur.Owner.Name == "") {
+					// Ours already. A nameless claim (generateName) is
+					// only ever handed back to a re-invocation of the
+					// admission that made it, whose name is not known yet.
+					return &cur, nil, nil
+				}
+				if cur.State != StateSticky && !readLive {
+					// Re-claimed with a write from the live record, as
+					// reuse does (an UPDATE asking for an address still
+					// bound to it, a retry or re-invocation of a pending
+					// claim): a free or a collection judged on the older
+					// record then conflicts.
+					readLive = true
+					continue
 				}
 				next := a.pending(req.Owner, cur.Pool, ip)
 				next.Created, next.Version = cur.Created, cur.Version
@@ -589,14 +608,33 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 				zap.String("owner", req.Owner.String()), zap.Stringer("ip", pick.IP), zap.String("state", string(pick.State)))
 			return Reservation{}, nil, false, nil
 		}
-		if pick.State != StateSticky || req.DryRun {
-			// Handed back without a write, so nothing else would notice a
-			// cache that has not seen the claim collected and the address
-			// given to another Service meanwhile: confirm it (LiveReader).
+		if req.DryRun {
+			// Nothing is written, so nothing else would notice a cache that
+			// has not seen the claim collected and the address given to
+			// another Service meanwhile: confirm it (LiveReader).
 			if !a.stillClaimed(ctx, *pick, req.Owner) {
 				return Reservation{}, nil, false, nil
 			}
 			return *pick, nil, true, nil
+		}
+		if pick.State != StateSticky {
+			// A pending or bound claim handed back to an admission in
+			// flight is re-claimed with a write: pending, for a fresh
+			// grace. The reconciler frees a bound address its Service no
+			// longer shows (a downgrade, upgraded again at once) and
+			// collects a pending one past its grace whose Service does not
+			// hold it (a retry or re-create), and neither its cache nor a
+			// live read of the Service shows this admission before it is
+			// stored: handed back as it was, the address would be freed
+			// while the Service being stored holds it. With the write, a
+			// free judged on the older record conflicts. It starts from
+			// the live record (a lagging cache costs no conflict), which
+			// also confirms the claim is still this Service's.
+			live, ok := a.liveClaim(ctx, *pick, req.Owner)
+			if !ok {
+				return Reservation{}, nil, false, nil
+			}
+			pick = &live
 		}
 		next := a.pending(req.Owner, pick.Pool, pick.IP)
 		next.Created, next.Version = pick.Created, pick.Version
@@ -616,15 +654,24 @@ func (a *Allocator) reuse(ctx context.Context, pool *Pool, f corev1.IPFamily, re
 // stillClaimed re-reads a cached claim of owner when the store can read
 // live; a failed read keeps the cached answer.
 func (a *Allocator) stillClaimed(ctx context.Context, cached Reservation, owner Owner) bool {
+	_, ok := a.liveClaim(ctx, cached, owner)
+	return ok
+}
+
+// liveClaim re-reads a cached claim of owner when the store can read live
+// and returns the current record if it is still owner's; a store that
+// cannot read live, or a failed read, keeps the cached record (a write
+// from it then fails on its version if it was stale).
+func (a *Allocator) liveClaim(ctx context.Context, cached Reservation, owner Owner) (Reservation, bool) {
 	lr, ok := a.store.(LiveReader)
 	if !ok {
-		return true
+		return cached, true
 	}
 	live, found, err := lr.GetLive(ctx, cached.IP)
 	if err != nil {
-		return true
+		return cached, true
 	}
-	return found && sameService(live.Owner, owner) && live.Pool == cached.Pool
+	return live, found && sameService(live.Owner, owner) && live.Pool == cached.Pool
 }
 
 // allocatedUpstream reports whether something outside our records (a live
@@ -748,22 +795,55 @@ func (a *Allocator) Free(ctx context.Context, ip netip.Addr) error {
 	return fmt.Errorf("freeing %s: %w", ip, ErrContended)
 }
 
+// FreeUnchanged deletes r only if the store still holds it at r.Version, and
+// reports whether it did. The reconciler frees what it judged: a
+// reservation re-claimed meanwhile (an upgrade admitted again, made pending)
+// is a new fact, judged again at the next sync, never deleted on the old
+// one.
+func (a *Allocator) FreeUnchanged(ctx context.Context, r Reservation) (bool, error) {
+	err := a.store.Delete(ctx, r)
+	if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	a.forget(r.IP)
+	return true, nil
+}
+
 // Collect frees pending reservations past their grace and sticky ones past
 // their retention, and returns what it freed. A pending reservation that a
 // live Service of the same name already holds (per Options.External) is
 // left for Confirm. Run it from the (single, leader-elected) reconciler;
 // concurrent runs are safe because deletes carry the version read.
 func (a *Allocator) Collect(ctx context.Context) ([]Reservation, error) {
-	return a.CollectWith(ctx, a.opts.External)
+	var keep KeepFunc
+	if held := a.opts.External; held != nil {
+		keep = func(r Reservation) bool {
+			holder, ok := held(r.IP)
+			return ok && holder == r.Owner.Namespace+"/"+r.Owner.Name
+		}
+	}
+	return a.CollectWith(ctx, keep)
 }
 
-// CollectWith is Collect with the caller's view of who holds an address
-// (nil: nobody). The reconciler passes the live Services it has just
-// confirmed, and not the IPAddress objects: an IPAddress the apiserver's
-// repair controller leaks for a deleted Service names that Service, and
-// must not keep its pending reservation alive (the address stays off
-// limits through Options.External anyway).
-func (a *Allocator) CollectWith(ctx context.Context, held HolderFunc) ([]Reservation, error) {
+// KeepFunc reports whether an expired pending reservation must be kept
+// because its Service holds the address (it is left for Confirm).
+type KeepFunc func(r Reservation) bool
+
+// CollectWith is Collect with the caller's judgement of which expired
+// pending reservations to keep (nil: none). It is asked about the very
+// record about to be deleted, not about an address: a caller looking the
+// address up in its own, older listing would judge a claim made since by
+// what it saw before (the soak: a pending claim missing from the
+// reconciler's listing was collected while its Service held it). The
+// reconciler keeps what the live Services it has just confirmed hold, and
+// not what IPAddress objects name: an IPAddress the apiserver's repair
+// controller leaks for a deleted Service names that Service, and must not
+// keep its pending reservation alive (the address stays off limits through
+// Options.External anyway).
+func (a *Allocator) CollectWith(ctx context.Context, keep KeepFunc) ([]Reservation, error) {
 	rs, err := a.store.List(ctx)
 	if err != nil {
 		return nil, err
@@ -774,10 +854,8 @@ func (a *Allocator) CollectWith(ctx context.Context, held HolderFunc) ([]Reserva
 		if !r.Expired(now) {
 			continue
 		}
-		if r.State == StatePending && held != nil {
-			if holder, ok := held(r.IP); ok && holder == r.Owner.Namespace+"/"+r.Owner.Name {
-				continue
-			}
+		if r.State == StatePending && keep != nil && keep(r) {
+			continue
 		}
 		err := a.store.Delete(ctx, r)
 		if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {

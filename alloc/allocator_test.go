@@ -918,7 +918,7 @@ func TestRequestedAddressReleasedElsewhereIsGranted(t *testing.T) {
 // Service's pending claim, but it was collected and the address bound to
 // another Service (the 15-min soak: a create pinned an address /validate
 // then found bound elsewhere). The claim is re-read before it is handed
-// back without a write, and another address is allocated.
+// back, and another address is allocated.
 func TestStaleOwnClaimIsNotHandedBack(t *testing.T) {
 	for name, fams := range orders {
 		t.Run(name, func(t *testing.T) {
@@ -964,5 +964,69 @@ func TestStaleOwnClaimIsNotHandedBack(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBoundClaimHandedBackIsMadePending: an admission that gets back an
+// address still bound to its Service (upgraded again before the downgrade
+// was processed) re-claims it with a write, pending for a fresh grace, so
+// that the reconciler's free of the downgraded address, judged on the bound
+// record, conflicts instead of deleting a claim in use. The write starts
+// from the live record: a cache showing an older version of the bound
+// record costs no conflict. Both the webhook's pick and a requested address.
+func TestBoundClaimHandedBackIsMadePending(t *testing.T) {
+	for name, fams := range orders {
+		for _, requested := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/requested=%v", name, requested), func(t *testing.T) {
+				clk := clocktesting.NewFakeClock(time.Date(2026, 12, 4, 13, 0, 0, 0, time.UTC))
+				st := &staleStore{Store: memory.New(), stale: map[netip.Addr]alloc.Reservation{}}
+				a, err := alloc.New(st, compiledPools(t), alloc.Options{Clock: clk, PendingGrace: time.Minute})
+				if err != nil {
+					t.Fatal(err)
+				}
+				web := owner("web")
+				first, err := a.Reserve(bg, alloc.Request{Owner: web, Families: fams})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var cached []alloc.Reservation
+				for _, ip := range first.IPs {
+					old, err := a.Confirm(bg, ip, alloc.Owner{Namespace: "apps", Name: "web", UID: "u1"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					// A later write the cache has not seen yet.
+					if _, err := a.Confirm(bg, ip, alloc.Owner{Namespace: "apps", Name: "web", UID: "u2"}); err != nil {
+						t.Fatal(err)
+					}
+					st.stale[ip] = old
+					cached = append(cached, old)
+				}
+				st.byOwner = func(string) []alloc.Reservation { return cached }
+
+				clk.Step(10 * time.Second)
+				req := alloc.Request{Owner: web, Families: fams}
+				if requested {
+					req = alloc.Request{Owner: web, Requested: first.IPs}
+				}
+				if _, err := a.Reserve(bg, req); err != nil {
+					t.Fatalf("Reserve = %v", err)
+				}
+				for _, ip := range first.IPs {
+					r, ok, _ := st.Store.Get(bg, ip)
+					if !ok || r.State != alloc.StatePending || r.Owner.Name != "web" || !r.Expires.Equal(clk.Now().Add(time.Minute)) {
+						t.Errorf("%s after the hand-back: %+v (present %v), want pending for apps/web until %s", ip, r, ok, clk.Now().Add(time.Minute))
+					}
+				}
+				// Dry run (the /validate path) writes nothing.
+				before, _, _ := st.Store.Get(bg, first.IPs[0])
+				if _, err := a.Reserve(bg, alloc.Request{Owner: web, Requested: first.IPs[:1], DryRun: true}); err != nil {
+					t.Fatal(err)
+				}
+				if after, _, _ := st.Store.Get(bg, first.IPs[0]); after.Version != before.Version {
+					t.Errorf("dry run wrote %s: version %s → %s", first.IPs[0], before.Version, after.Version)
+				}
+			})
+		}
 	}
 }

@@ -47,8 +47,8 @@ type Allocator interface {
 	Pools() *alloc.Pools
 	Confirm(ctx context.Context, ip netip.Addr, owner alloc.Owner) (alloc.Reservation, error)
 	Release(ctx context.Context, ip netip.Addr, owner alloc.Owner) error
-	Free(ctx context.Context, ip netip.Addr) error
-	CollectWith(ctx context.Context, held alloc.HolderFunc) ([]alloc.Reservation, error)
+	FreeUnchanged(ctx context.Context, r alloc.Reservation) (bool, error)
+	CollectWith(ctx context.Context, keep alloc.KeepFunc) ([]alloc.Reservation, error)
 }
 
 var _ Allocator = (*alloc.Allocator)(nil)
@@ -481,13 +481,16 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 	// 3. Collect expired pending and sticky reservations.
 	// Only live Services keep an expired pending reservation (for Confirm
 	// in the next pass); a leaked IPAddress object does not.
-	liveHolder := func(ip netip.Addr) (string, bool) {
-		if s, ok := holder[ip]; ok {
-			return s.Namespace + "/" + s.Name, true
+	// The record judged is the one CollectWith is about to delete, which
+	// may be newer than rs (a claim made since the listing above).
+	keep := func(x alloc.Reservation) bool {
+		if s, ok := holder[x.IP]; ok {
+			return s.Namespace == x.Owner.Namespace && s.Name == x.Owner.Name
 		}
-		return r.ownerHolds(ctx, byIP[ip], ip)
+		_, held := r.ownerHolds(ctx, x, x.IP)
+		return held
 	}
-	freed, err := r.o.Allocator.CollectWith(ctx, liveHolder)
+	freed, err := r.o.Allocator.CollectWith(ctx, keep)
 	work.Add(int64(len(freed)))
 	for _, x := range freed {
 		r.count(func(m *Metrics) { m.Collected.Inc() })
@@ -551,8 +554,15 @@ func (r *Reconciler) release(ctx context.Context, x alloc.Reservation, s *corev1
 		if _, held := r.serviceHolds(ctx, x.Owner.Namespace, x.Owner.Name, x.IP); held {
 			return false, nil
 		}
-		if err := r.o.Allocator.Free(ctx, x.IP); err != nil {
+		// Only the record judged: an upgrade admitted meanwhile made it
+		// pending again (alloc re-claims a bound address with a write),
+		// and that claim must outlive this older judgement.
+		freed, err := r.o.Allocator.FreeUnchanged(ctx, x)
+		if err != nil {
 			return false, fmt.Errorf("freeing %s of %s: %w", x.IP, x.Owner, err)
+		}
+		if !freed {
+			return false, nil
 		}
 		r.count(func(m *Metrics) { m.Collected.Inc() })
 		r.event(s, corev1.EventTypeNormal, ReasonReleased, "clusterIP %s (pool %s) freed: the Service no longer holds it", x.IP, x.Pool)

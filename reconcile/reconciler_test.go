@@ -504,6 +504,194 @@ func TestDowngradeOnAStaleCacheFreesNothingHeld(t *testing.T) {
 	}
 }
 
+// TestUpgradeAdmittedDuringTheDowngradesFreeKeepsTheAddress: a dual-stack
+// Service is downgraded and at once upgraded again; the upgrade's admission
+// gets its still bound secondary back while the reconciler, which has just
+// seen the downgrade, frees it: neither the Service cache nor a live read
+// shows an upgrade before it is stored. The 15-min soak: the address was
+// freed while the upgrade was in flight, pinned to another Service's create
+// 4 ms after the upgrade was stored, taken over by the upgraded Service at
+// the next sync, and that create refused ("held by …, bound"). The
+// admission must leave a claim that the free does not delete, whether it
+// comes before the sync or between the sync's judgement and its delete, and
+// whether the webhook picks the address or the Service asks for it.
+func TestUpgradeAdmittedDuringTheDowngradesFreeKeepsTheAddress(t *testing.T) {
+	web := alloc.Owner{Namespace: "demo", Name: "web"}
+	for _, name := range []string{"IPv4,IPv6", "IPv6,IPv4"} {
+		for _, tc := range []struct {
+			name      string
+			during    bool // admitted between the judgement and the free
+			requested bool // the upgrade names the address itself
+		}{
+			{name: "admitted before the sync"},
+			{name: "admitted during the sync", during: true},
+			{name: "requested, admitted during the sync", during: true, requested: true},
+		} {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				e := newEnv(t, clusters[name])
+				ips := e.admit(web, e.fams...)
+				e.live("demo", "web", "uid-1", ips...)
+				e.sync()
+				e.wantState(ips[1], alloc.StateBound, "demo/web")
+
+				// Downgraded: the cache and the apiserver show it.
+				e.live("demo", "web", "uid-1", ips[0])
+				truth := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-1"},
+					Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips[:1]}}
+				upgrade := func() {
+					t.Helper()
+					req := alloc.Request{Owner: web, Families: e.fams[1:]}
+					if tc.requested {
+						req = alloc.Request{Owner: web, Requested: []netip.Addr{netip.MustParseAddr(ips[1])}}
+					}
+					res, err := e.alloc.Reserve(e.ctx, req)
+					if err != nil {
+						t.Fatalf("upgrade admission: %v", err)
+					}
+					if !tc.requested && res.IPs[0].String() != ips[1] {
+						t.Fatalf("upgrade admission got %s, want its own %s back", res.IPs[0], ips[1])
+					}
+				}
+				admitted := false
+				e.r.o.GetService = func(context.Context, string, string) (*corev1.Service, error) {
+					if tc.during && !admitted {
+						admitted = true
+						upgrade()
+					}
+					return truth.DeepCopy(), nil // the upgrade is not stored yet
+				}
+				if !tc.during {
+					upgrade()
+				}
+				e.sync()
+				if tc.during && !admitted {
+					t.Fatal("the sync read no Service live: the interleaving was not exercised")
+				}
+				e.wantState(ips[1], alloc.StatePending, "demo/web")
+
+				// Another Service's create must not be given it.
+				other := e.admit(alloc.Owner{Namespace: "demo", Name: "other"}, e.fams[1])
+				if other[0] == ips[1] {
+					t.Fatalf("%s pinned to demo/other while demo/web's upgrade holds it", ips[1])
+				}
+
+				// The upgrade is stored: bound again.
+				e.live("demo", "web", "uid-1", ips...)
+				truth.Spec.ClusterIPs = ips
+				e.sync()
+				e.wantState(ips[1], alloc.StateBound, "demo/web")
+			})
+		}
+	}
+}
+
+// TestPendingHandedBackPastItsGraceIsKept: a pending claim past its grace
+// (its Service's upgrade was stored and the Service deleted before the
+// reconciler confirmed it) is handed back to the Service's re-create while
+// the reconciler collects it: its live read finds no Service, the create
+// not being stored yet. The 15-min soak: collected 1 ms before the create
+// was stored holding it, imported by the reconciler 0.6 s later; in
+// between any other create could be given the address. The admission's
+// claim must survive the collection, whether it comes before the sync or
+// between the sync's judgement and its delete.
+func TestPendingHandedBackPastItsGraceIsKept(t *testing.T) {
+	web := alloc.Owner{Namespace: "demo", Name: "web"}
+	notFound := apierrors.NewNotFound(corev1.Resource("services"), "web")
+	forEachCluster(t, func(t *testing.T, e *env) {
+		for _, during := range []bool{false, true} {
+			t.Run(fmt.Sprintf("during=%v", during), func(t *testing.T) {
+				ips := e.admit(web, e.fams...)
+				e.clock.Step(grace + time.Second)
+				recreate := func() {
+					t.Helper()
+					res, err := e.alloc.Reserve(e.ctx, alloc.Request{Owner: web, Families: e.fams})
+					if err != nil {
+						t.Fatalf("re-create admission: %v", err)
+					}
+					for i, ip := range res.IPs {
+						if ip.String() != ips[i] {
+							t.Fatalf("re-create got %s, want its claim %s back", ip, ips[i])
+						}
+					}
+				}
+				admitted := false
+				e.r.o.GetService = func(context.Context, string, string) (*corev1.Service, error) {
+					if during && !admitted {
+						admitted = true
+						recreate()
+					}
+					return nil, notFound // the create is not stored yet
+				}
+				if !during {
+					recreate()
+				}
+				e.sync()
+				if during && !admitted {
+					t.Fatal("the sync read no Service live: the interleaving was not exercised")
+				}
+				for _, ip := range ips {
+					e.wantState(ip, alloc.StatePending, "demo/web")
+				}
+				other := e.admit(alloc.Owner{Namespace: "demo", Name: "other"}, e.fams...)
+				for i, ip := range other {
+					if ip == ips[i] {
+						t.Fatalf("%s pinned to demo/other while demo/web's create holds it", ip)
+					}
+				}
+				e.live("demo", "web", "uid-web", ips...)
+				e.sync()
+				for _, ip := range ips {
+					e.wantState(ip, alloc.StateBound, "demo/web")
+				}
+				// Reset for the next variant.
+				e.remove("demo", "web")
+				for _, ip := range append(ips, other...) {
+					if err := e.alloc.Free(e.ctx, netip.MustParseAddr(ip)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				e.r.o.GetService = nil
+			})
+		}
+	})
+}
+
+// lagging is a reservation listing taken before the claims of interest
+// were made (an informer cache seconds behind on a loaded control plane).
+type lagging struct{ rs []alloc.Reservation }
+
+func (l lagging) List(context.Context) ([]alloc.Reservation, error) { return l.rs, nil }
+
+// TestPendingMissingFromTheListingIsKeptWhileItsServiceHoldsIt: the sync's
+// listing of the reservations predates a pending claim, and its Service
+// cache does not show the Service yet, but the Service is stored holding
+// the address and the claim's grace is over. The 15-min soak (load 25):
+// collected 3.4 s after its Service was stored, imported 0.4 s later. The
+// collection judges the claim it deletes, not the listing's older view of
+// its address: the owner is read live and the claim kept.
+func TestPendingMissingFromTheListingIsKeptWhileItsServiceHoldsIt(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		e.r.o.Store = lagging{} // listed before the claim was made
+		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
+		stored := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-web"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ips[0], ClusterIPs: ips}}
+		e.r.o.GetService = func(context.Context, string, string) (*corev1.Service, error) { return stored.DeepCopy(), nil }
+		e.clock.Step(grace + time.Second)
+		e.sync()
+		for _, ip := range ips {
+			e.wantState(ip, alloc.StatePending, "demo/web")
+		}
+		// Not held after all: collected.
+		e.r.o.GetService = func(context.Context, string, string) (*corev1.Service, error) {
+			return nil, apierrors.NewNotFound(corev1.Resource("services"), "web")
+		}
+		e.sync()
+		for _, ip := range ips {
+			e.wantFree(ip)
+		}
+	})
+}
+
 func TestTypeChangeToExternalNameReleases(t *testing.T) {
 	e := newEnv(t, clusters["IPv4"])
 	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
