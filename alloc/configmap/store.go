@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -150,10 +151,14 @@ func New(client kubernetes.Interface, opts Options) (*Store, error) {
 		client: client, ns: opts.Namespace, log: opts.Logger, wait: opts.WaitTimeout, hintWait: opts.HintWait, onDelete: opts.OnDelete,
 		idx: alloc.NewIndex(), expect: map[string]expectation{}, changed: make(chan struct{}),
 	}
-	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithNamespace(opts.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = Selector }))
-	s.informer = s.factory.Core().V1().ConfigMaps().Informer()
+	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(opts.Namespace))
+	// Without the factory's namespace index: every reservation lives in
+	// one namespace, so it would be one set of every key, and nothing here
+	// lists by namespace.
+	s.informer = s.factory.InformerFor(&corev1.ConfigMap{}, func(c kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewFilteredConfigMapInformer(c, opts.Namespace, resync, cache.Indexers{},
+			func(o *metav1.ListOptions) { o.LabelSelector = Selector })
+	})
 	// The index keeps the decoded form; the cache keeps only what
 	// identifies the object (see cached).
 	if err := s.informer.SetTransform(compact); err != nil {

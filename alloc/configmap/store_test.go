@@ -452,7 +452,19 @@ func TestCacheKeepsCompactRecords(t *testing.T) {
 	if _, err := cs.CoreV1().ConfigMaps(testNS).Create(ctx, bad, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Not a reservation (the pools ConfigMap has no family label): the
+	// informer does not even list it.
+	other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "dualstack-webhook-pools", Namespace: testNS,
+		Labels: map[string]string{LabelManagedBy: ManagedBy}}}
+	if _, err := cs.CoreV1().ConfigMaps(testNS).Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	s := startStore(t, cs)
+	// Nothing reads the cache by namespace, and with every reservation in
+	// one namespace that index would be one set of every key.
+	if ix := s.informer.GetIndexer().GetIndexers(); len(ix) != 0 {
+		t.Errorf("informer indexes %v, want none", ix)
+	}
 	r := alloc.Reservation{IP: netip.MustParseAddr("fd00:10:96::7"), Pool: "p", Owner: alloc.Owner{Namespace: "a", Name: "b"}, State: alloc.StatePending}
 	saved, err := s.Create(ctx, r)
 	if err != nil {
