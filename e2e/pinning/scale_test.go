@@ -265,8 +265,12 @@ func TestScale(t *testing.T) {
 		if err := rs.Hooks[last].Stop(); err != nil {
 			t.Fatalf("stop replica %d: %v", last, err)
 		}
+		// Measured, not bounded: at 20,000 Services on a loaded machine
+		// the lists take longer than the framework's default minute.
+		opts := rs.Opts[last]
+		opts.ReadyTimeout = 10 * time.Minute
 		start := time.Now()
-		w, err := framework.StartWebhook(ctx, rs.Opts[last])
+		w, err := framework.StartWebhook(ctx, opts)
 		if err != nil {
 			t.Fatalf("restart replica %d: %v", last, err)
 		}
