@@ -313,7 +313,7 @@ func TestScale(t *testing.T) {
 			}
 		}
 	}
-	rebuildTime := waitBoundCount(t, rs.Env, want, 10*time.Minute, rebuildStart)
+	rebuildTime := waitBoundCount(t, rs.Env, want, 20*time.Minute, rebuildStart)
 	row("state rebuilt: %d reservations bound %s after the delete returned", want, rebuildTime.Round(10*time.Millisecond))
 	snap = consistentIn(t, c, "state rebuilt (every pool address bound, 0 duplicates)", 5*time.Minute, inScale)
 	dups := len(framework.Check(snap, inScale, true).Duplicates)
