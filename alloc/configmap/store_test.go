@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -483,9 +484,26 @@ func TestCacheKeepsCompactRecords(t *testing.T) {
 		if !ok {
 			t.Fatalf("informer cache holds a %T, want *cached", it)
 		}
-		if c.Labels != nil || c.UID != "" || c.ResourceVersion == "" {
-			t.Errorf("cached %s keeps more than name and version: %+v", c.Name, c.ObjectMeta)
+		if c.name == "" || c.namespace != testNS || c.rv == "" {
+			t.Errorf("cached record %+v lacks its name, namespace or version", c)
 		}
+		if m := c.GetObjectMeta(); m.GetName() != c.name || m.GetResourceVersion() != c.rv {
+			t.Errorf("cached %s: the informer reads key %s/%s, version %s", c.name, m.GetNamespace(), m.GetName(), m.GetResourceVersion())
+		}
+		if c.err == nil {
+			// The index shares the record the informer caches: one copy.
+			s.mu.Lock()
+			shared := s.idx.Shares(&c.r)
+			s.mu.Unlock()
+			if !shared {
+				t.Errorf("cached %s: the index keeps a copy of the reservation, not the cached record", c.name)
+			}
+		}
+	}
+	// What a record costs (it was 504 bytes with an embedded ObjectMeta
+	// and TypeMeta, in a 512-byte size class).
+	if n := unsafe.Sizeof(cached{}); n > 288 {
+		t.Errorf("a cached record is %d bytes, want at most 288", n)
 	}
 	if rs, _ := s.List(ctx); len(rs) != 1 {
 		t.Errorf("List = %v, want only the well-formed reservation", rs)
