@@ -121,14 +121,17 @@ bench-defaulting: e2e-bin build ## Service creates/s and p50/p99: no defaulting 
 	cd e2e && E2E_REQUIRED=1 $(E2E_ENV) $(GO) test -count=1 -run '^$$' -bench '^BenchmarkDefaulting$$' -benchtime 400x ./admissionpolicy
 
 # bench-scale: BENCH_SCALE_SERVICES pinned Services (issue goal: 20000; at that
-# size allow about an hour on 2 cores). Prints the table, then one line of
-# figures; the allocation decision at 100k reservations in an IPv6 /64 comes
-# from BenchmarkNext in alloc.
+# size 15 minutes on 2 quiet cores, an hour on a loaded machine). Prints the
+# table, then one line of figures; the allocation decision at 100k
+# reservations in an IPv6 /64 comes from BenchmarkNext in alloc.
+# BENCH_SCALE_GOMEMLIMIT is the replicas' GOMEMLIMIT: by default what the
+# chart derives from its default memory limit (85 % of 256Mi); empty: none.
 BENCH_SCALE_SERVICES ?= 2000
+BENCH_SCALE_GOMEMLIMIT ?= 222822KiB
 bench-scale: e2e-bin build ## replica memory, restart, state rebuild, status and /mutate latency at BENCH_SCALE_SERVICES pinned Services (docs/allocator.md)
 	@mkdir -p e2e/_artifacts
 	set -o pipefail && $(GO) test -run '^$$' -bench '^BenchmarkNext$$/IPv6_/64' -benchtime 20000x ./alloc | tee e2e/_artifacts/bench-scale-next.txt
-	cd e2e && set -o pipefail && E2E_REQUIRED=1 E2E_SCALE_BENCH=1 E2E_SCALE_SERVICES=$(BENCH_SCALE_SERVICES) $(E2E_ENV) \
+	cd e2e && set -o pipefail && E2E_REQUIRED=1 E2E_SCALE_BENCH=1 E2E_SCALE_SERVICES=$(BENCH_SCALE_SERVICES) E2E_SCALE_GOMEMLIMIT=$(BENCH_SCALE_GOMEMLIMIT) $(E2E_ENV) \
 		$(GO) test -count=1 -timeout 180m -run '^TestScale$$' -v ./pinning 2>&1 | tee $(CURDIR)/e2e/_artifacts/bench-scale-go-test.log \
 		| grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)|^bench-scale: services='
 	@line=$$(grep -h '^bench-scale: services=' e2e/_artifacts/bench-scale-go-test.log | tail -1); \

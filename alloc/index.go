@@ -9,7 +9,10 @@ import (
 // address, by owner, and the set of taken addresses the strategies search.
 // It is not safe for concurrent use; stores guard it with their own lock.
 type Index struct {
-	byIP map[netip.Addr]Reservation
+	// byIP points at reservations nobody modifies: the ConfigMap store
+	// shares the record its informer caches (PutShared) rather than
+	// keeping a second copy of every reservation.
+	byIP map[netip.Addr]*Reservation
 	// byOwner: an owner holds one address, two when dual-stack; a slice
 	// costs a fraction of a map per owner.
 	byOwner map[string][]netip.Addr
@@ -18,13 +21,17 @@ type Index struct {
 
 // NewIndex returns an empty index.
 func NewIndex() *Index {
-	return &Index{byIP: map[netip.Addr]Reservation{}, byOwner: map[string][]netip.Addr{}}
+	return &Index{byIP: map[netip.Addr]*Reservation{}, byOwner: map[string][]netip.Addr{}}
 }
 
 // Put records r, replacing any reservation of the same address.
-func (x *Index) Put(r Reservation) {
+func (x *Index) Put(r Reservation) { x.PutShared(&r) }
+
+// PutShared records *r without copying it: the caller must never modify
+// *r afterwards.
+func (x *Index) PutShared(r *Reservation) {
 	if old, ok := x.byIP[r.IP]; ok {
-		x.unlinkOwner(old)
+		x.unlinkOwner(*old)
 	} else {
 		x.taken.Add(r.IP)
 	}
@@ -39,7 +46,7 @@ func (x *Index) Delete(ip netip.Addr) {
 	if !ok {
 		return
 	}
-	x.unlinkOwner(old)
+	x.unlinkOwner(*old)
 	delete(x.byIP, ip)
 	x.taken.Remove(ip)
 }
@@ -57,10 +64,15 @@ func (x *Index) unlinkOwner(r Reservation) {
 	}
 }
 
+// Shares reports whether the index holds r itself (not a copy) for r.IP.
+func (x *Index) Shares(r *Reservation) bool { return x.byIP[r.IP] == r }
+
 // Get returns the reservation of ip.
 func (x *Index) Get(ip netip.Addr) (Reservation, bool) {
-	r, ok := x.byIP[ip]
-	return r, ok
+	if r, ok := x.byIP[ip]; ok {
+		return *r, true
+	}
+	return Reservation{}, false
 }
 
 // ByOwner returns the reservations whose Owner.Key() is key, lowest
@@ -69,7 +81,7 @@ func (x *Index) ByOwner(key string) []Reservation {
 	ips := x.byOwner[key]
 	out := make([]Reservation, 0, len(ips))
 	for _, ip := range ips {
-		out = append(out, x.byIP[ip])
+		out = append(out, *x.byIP[ip])
 	}
 	slices.SortFunc(out, func(a, b Reservation) int { return a.IP.Compare(b.IP) })
 	return out
@@ -79,7 +91,7 @@ func (x *Index) ByOwner(key string) []Reservation {
 func (x *Index) List() []Reservation {
 	out := make([]Reservation, 0, len(x.byIP))
 	for _, r := range x.byIP {
-		out = append(out, r)
+		out = append(out, *r)
 	}
 	slices.SortFunc(out, func(a, b Reservation) int { return a.IP.Compare(b.IP) })
 	return out

@@ -487,19 +487,58 @@ func checkCertManager(t *testing.T, r rendered, mode string) {
 	}
 }
 
+// TestGoMemLimit: the container's GOMEMLIMIT is goMemLimitPercent of the
+// memory limit (in KiB, rounded down) unless goMemLimit is given, and absent
+// without a memory limit.
+func TestGoMemLimit(t *testing.T) {
+	tests := map[string]struct {
+		set  []string
+		want string // "" = no GOMEMLIMIT
+	}{
+		"the defaults: 85% of 256Mi":     {nil, "222822KiB"},
+		"Gi":                             {[]string{"resources.limits.memory=1Gi"}, "891289KiB"},
+		"decimal M":                      {[]string{"resources.limits.memory=300M"}, "249023KiB"},
+		"bytes":                          {[]string{"resources.limits.memory=1073741824"}, "891289KiB"},
+		"another percent":                {[]string{"resources.limits.memory=200Mi", "goMemLimitPercent=50"}, "102400KiB"},
+		"given outright":                 {[]string{"goMemLimit=100MiB"}, "100MiB"},
+		"given outright, odd limit":      {[]string{"goMemLimit=off", "resources.limits.memory=1.5Gi"}, "off"},
+		"no memory limit, no GOMEMLIMIT": {[]string{"resources.limits=null"}, ""},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			out, err := render(t, "", tc.set...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := one[*appsv1.Deployment](t, decode(t, out)).Spec.Template.Spec.Containers[0]
+			got := ""
+			for _, e := range c.Env {
+				if e.Name == "GOMEMLIMIT" {
+					got = e.Value
+				}
+			}
+			if got != tc.want {
+				t.Errorf("GOMEMLIMIT %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestRefusedValues: combinations the chart must refuse with a message.
 func TestRefusedValues(t *testing.T) {
 	tests := map[string]struct {
 		set  []string
 		want string
 	}{
-		"secret mode without a Secret":     {[]string{"certs.mode=secret", "certs.secret.caBundle=Zm9v"}, "certs.secret.name is required"},
-		"secret mode without a caBundle":   {[]string{"certs.mode=secret", "certs.secret.name=x"}, "certs.secret.caBundle is required"},
-		"an unknown certs mode":            {[]string{"certs.mode=vault"}, "certs/mode"},
-		"both PDB bounds":                  {[]string{"podDisruptionBudget.maxUnavailable=1"}, "only one of"},
-		"a misspelt top-level key":         {[]string{"replicas=3"}, "replicas"},
-		"a pools document of another kind": {[]string{"pools.apiVersion=dualstack-webhook.io/v1alpha1", "pools.kind=Pools"}, "kind"},
-		"an unknown failurePolicy":         {[]string{"webhook.pinning.failurePolicy=Never"}, "failurePolicy"},
+		"secret mode without a Secret":                     {[]string{"certs.mode=secret", "certs.secret.caBundle=Zm9v"}, "certs.secret.name is required"},
+		"secret mode without a caBundle":                   {[]string{"certs.mode=secret", "certs.secret.name=x"}, "certs.secret.caBundle is required"},
+		"an unknown certs mode":                            {[]string{"certs.mode=vault"}, "certs/mode"},
+		"both PDB bounds":                                  {[]string{"podDisruptionBudget.maxUnavailable=1"}, "only one of"},
+		"a misspelt top-level key":                         {[]string{"replicas=3"}, "replicas"},
+		"a pools document of another kind":                 {[]string{"pools.apiVersion=dualstack-webhook.io/v1alpha1", "pools.kind=Pools"}, "kind"},
+		"an unknown failurePolicy":                         {[]string{"webhook.pinning.failurePolicy=Never"}, "failurePolicy"},
+		"a memory limit GOMEMLIMIT cannot be derived from": {[]string{"resources.limits.memory=1.5Gi"}, "set goMemLimit"},
+		"a goMemLimitPercent out of range":                 {[]string{"goMemLimitPercent=0"}, "goMemLimitPercent"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -144,30 +145,46 @@ func Load(ctx context.Context, c kubernetes.Interface, namespace, poolsConfigMap
 	if s.Config, err = alloc.ConfigFromConfigMap(cm); err != nil {
 		return nil, err
 	}
-	cidrs, err := c.NetworkingV1().ServiceCIDRs().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing ServiceCIDRs (networking.k8s.io/v1, Kubernetes >= 1.33): %w", err)
+	// The reads are independent; at cluster scale (20,000 Services, as
+	// many reservation ConfigMaps) each is a large list the apiserver
+	// encodes and this process decodes, so they run at once rather than
+	// one after the other.
+	var (
+		wg                                 sync.WaitGroup
+		cidrs                              *networkingv1.ServiceCIDRList
+		svcs                               *corev1.ServiceList
+		nss                                *corev1.NamespaceList
+		cidrErr, svcErr, nsErr, rErr, jErr error
+	)
+	for _, f := range []func(){
+		func() { cidrs, cidrErr = c.NetworkingV1().ServiceCIDRs().List(ctx, metav1.ListOptions{}) },
+		func() { svcs, svcErr = c.CoreV1().Services("").List(ctx, metav1.ListOptions{}) },
+		func() { nss, nsErr = c.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}) },
+		func() { s.Reservations, rErr = loadReservations(ctx, c, namespace) },
+		func() { s.Journal, jErr = loadJournal(ctx, c, namespace) },
+	} {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	wg.Wait()
+	switch {
+	case cidrErr != nil:
+		return nil, fmt.Errorf("listing ServiceCIDRs (networking.k8s.io/v1, Kubernetes >= 1.33): %w", cidrErr)
+	case svcErr != nil:
+		return nil, fmt.Errorf("listing Services: %w", svcErr)
+	case nsErr != nil:
+		return nil, fmt.Errorf("listing Namespaces: %w", nsErr)
+	case rErr != nil:
+		return nil, rErr
+	case jErr != nil:
+		return nil, jErr
 	}
 	s.ServiceCIDRs = cidrs.Items
 	sortServiceCIDRs(s.ServiceCIDRs)
-	svcs, err := c.CoreV1().Services("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing Services: %w", err)
-	}
 	s.Services = svcs.Items
 	sort.Slice(s.Services, func(i, j int) bool { return key(&s.Services[i]) < key(&s.Services[j]) })
-	nss, err := c.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing Namespaces: %w", err)
-	}
 	for _, ns := range nss.Items {
 		s.NamespaceLabels[ns.Name] = ns.Labels
-	}
-	if s.Reservations, err = loadReservations(ctx, c, namespace); err != nil {
-		return nil, err
-	}
-	if s.Journal, err = loadJournal(ctx, c, namespace); err != nil {
-		return nil, err
 	}
 	return s, nil
 }

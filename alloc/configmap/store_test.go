@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -452,7 +453,19 @@ func TestCacheKeepsCompactRecords(t *testing.T) {
 	if _, err := cs.CoreV1().ConfigMaps(testNS).Create(ctx, bad, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Not a reservation (the pools ConfigMap has no family label): the
+	// informer does not even list it.
+	other := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "dualstack-webhook-pools", Namespace: testNS,
+		Labels: map[string]string{LabelManagedBy: ManagedBy}}}
+	if _, err := cs.CoreV1().ConfigMaps(testNS).Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	s := startStore(t, cs)
+	// Nothing reads the cache by namespace, and with every reservation in
+	// one namespace that index would be one set of every key.
+	if ix := s.informer.GetIndexer().GetIndexers(); len(ix) != 0 {
+		t.Errorf("informer indexes %v, want none", ix)
+	}
 	r := alloc.Reservation{IP: netip.MustParseAddr("fd00:10:96::7"), Pool: "p", Owner: alloc.Owner{Namespace: "a", Name: "b"}, State: alloc.StatePending}
 	saved, err := s.Create(ctx, r)
 	if err != nil {
@@ -471,9 +484,26 @@ func TestCacheKeepsCompactRecords(t *testing.T) {
 		if !ok {
 			t.Fatalf("informer cache holds a %T, want *cached", it)
 		}
-		if c.Labels != nil || c.UID != "" || c.ResourceVersion == "" {
-			t.Errorf("cached %s keeps more than name and version: %+v", c.Name, c.ObjectMeta)
+		if c.name == "" || c.namespace != testNS || c.rv == "" {
+			t.Errorf("cached record %+v lacks its name, namespace or version", c)
 		}
+		if m := c.GetObjectMeta(); m.GetName() != c.name || m.GetResourceVersion() != c.rv {
+			t.Errorf("cached %s: the informer reads key %s/%s, version %s", c.name, m.GetNamespace(), m.GetName(), m.GetResourceVersion())
+		}
+		if c.err == nil {
+			// The index shares the record the informer caches: one copy.
+			s.mu.Lock()
+			shared := s.idx.Shares(&c.r)
+			s.mu.Unlock()
+			if !shared {
+				t.Errorf("cached %s: the index keeps a copy of the reservation, not the cached record", c.name)
+			}
+		}
+	}
+	// What a record costs (it was 504 bytes with an embedded ObjectMeta
+	// and TypeMeta, in a 512-byte size class).
+	if n := unsafe.Sizeof(cached{}); n > 288 {
+		t.Errorf("a cached record is %d bytes, want at most 288", n)
 	}
 	if rs, _ := s.List(ctx); len(rs) != 1 {
 		t.Errorf("List = %v, want only the well-formed reservation", rs)

@@ -30,6 +30,9 @@ type ReplicaSetOptions struct {
 	// Args are extra serve flags of every replica (e.g. leader election,
 	// grace periods).
 	Args []string
+	// Env is added to every replica's environment (e.g. GOMEMLIMIT, as
+	// the chart sets it).
+	Env []string
 }
 
 // ReplicaSet is a control plane with n webhook processes sharing one state
@@ -87,7 +90,7 @@ func StartReplicaSet(t testing.TB, o ReplicaSetOptions) *ReplicaSet {
 	for i := range o.Replicas {
 		wo := WebhookOptions{
 			Binary: bin, Name: fmt.Sprintf("replica-%d", i), Dir: env.Artifacts, Kubeconfig: env.Kubeconfig,
-			ServiceCIDRs: DualStackCIDRs, Namespace: o.StateNS, ExtraArgs: o.Args,
+			ServiceCIDRs: DualStackCIDRs, Namespace: o.StateNS, ExtraArgs: o.Args, Env: o.Env,
 		}
 		w, err := StartWebhook(ctx, wo)
 		if err != nil {

@@ -339,9 +339,21 @@ func deleteState(t *testing.T, c kubernetes.Interface) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CoreV1().ConfigMaps(replicasState).DeleteCollection(ctx, metav1.DeleteOptions{},
-		metav1.ListOptions{LabelSelector: configmap.Selector}); err != nil {
-		t.Fatalf("delete the state ConfigMaps: %v", err)
+	// At 20,000 Services (27,000 ConfigMaps) on a loaded machine one
+	// DeleteCollection outlasts the apiserver's request timeout (a 504 "may
+	// still be processing", or the HTTP/2 stream reset with
+	// INTERNAL_ERROR): it goes on server-side, and the next call deletes
+	// what is left. The delete is idempotent, so any error is retried.
+	for attempt := 1; ; attempt++ {
+		err := c.CoreV1().ConfigMaps(replicasState).DeleteCollection(ctx, metav1.DeleteOptions{},
+			metav1.ListOptions{LabelSelector: configmap.Selector})
+		if err == nil {
+			break
+		}
+		if attempt == 10 {
+			t.Fatalf("delete the state ConfigMaps (attempt %d): %v", attempt, err)
+		}
+		t.Logf("delete the state ConfigMaps (attempt %d): %v; again", attempt, err)
 	}
 	left, err := framework.Reservations(ctx, c, replicasState)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
+	networkingv1informers "k8s.io/client-go/informers/networking/v1"
 	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	networkingv1listers "k8s.io/client-go/listers/networking/v1"
@@ -78,8 +79,13 @@ func newClusterCaches(cs kubernetes.Interface, watchServiceCIDRs, pinning bool) 
 		c.services, c.serviceLister = si.Informer(), si.Lister()
 		// AddIndexers only fails once the informer runs; it does not yet.
 		_ = c.services.AddIndexers(cache.Indexers{reconcile.IPIndex: reconcile.IndexByClusterIP})
-		ai := f.Networking().V1().IPAddresses()
-		c.ipaddrs, c.ipaddrLister = ai.Informer(), ai.Lister()
+		// Without the factory's namespace index: IPAddresses are
+		// cluster-scoped, so it would be one set of every key, and they
+		// are only ever read by name.
+		c.ipaddrs = f.InformerFor(&networkingv1.IPAddress{}, func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+			return networkingv1informers.NewFilteredIPAddressInformer(cs, resync, cache.Indexers{}, nil)
+		})
+		c.ipaddrLister = networkingv1listers.NewIPAddressLister(c.ipaddrs.GetIndexer())
 	}
 	if watchServiceCIDRs || pinning {
 		si := f.Networking().V1().ServiceCIDRs()
@@ -92,7 +98,8 @@ func newClusterCaches(cs kubernetes.Interface, watchServiceCIDRs, pinning bool) 
 // IPAddress of the cluster, so each keeps only the fields the webhook
 // reads. A Service keeps its identity (name, namespace, UID,
 // resourceVersion), labels (pool serviceSelectors) and type and clusterIPs
-// (who holds which address); an IPAddress its parentRef; a Namespace its
+// (who holds which address); an IPAddress its name (the address) and
+// parentRef; a Namespace its
 // labels and annotations (policy, skip label, namespaceSelectors).
 // managedFields go everywhere. Anything else (tombstones) passes as is.
 func slim(obj any) (any, error) {
@@ -105,7 +112,7 @@ func slim(obj any) (any, error) {
 		}, nil
 	case *networkingv1.IPAddress:
 		return &networkingv1.IPAddress{
-			ObjectMeta: metav1.ObjectMeta{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion},
+			ObjectMeta: metav1.ObjectMeta{Name: o.Name, ResourceVersion: o.ResourceVersion},
 			Spec:       networkingv1.IPAddressSpec{ParentRef: o.Spec.ParentRef},
 		}, nil
 	case *corev1.Namespace:

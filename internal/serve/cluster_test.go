@@ -123,7 +123,7 @@ func TestSlimKeepsWhatTheWebhookReads(t *testing.T) {
 	}
 
 	parent := &networkingv1.ParentReference{Resource: "services", Namespace: "shop", Name: "web"}
-	ipa := &networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.12", ResourceVersion: "8", ManagedFields: mf,
+	ipa := &networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.12", UID: "u2", ResourceVersion: "8", ManagedFields: mf,
 		Labels: map[string]string{"ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io"}},
 		Spec: networkingv1.IPAddressSpec{ParentRef: parent}}
 	if got, _ := slim(ipa); !equality.Semantic.DeepEqual(got, &networkingv1.IPAddress{
@@ -147,5 +147,26 @@ func TestSlimKeepsWhatTheWebhookReads(t *testing.T) {
 	tomb := cache.DeletedFinalStateUnknown{Key: "shop/web", Obj: svc}
 	if got, _ := slim(tomb); got != tomb {
 		t.Errorf("tombstone changed: %+v", got)
+	}
+}
+
+// TestIPAddressCacheReadsByName: the IPAddress informer keeps slim objects
+// under no index (cluster-scoped, read only by name: a namespace index would
+// be one set of every key), and the lister still finds them by address.
+func TestIPAddressCacheReadsByName(t *testing.T) {
+	parent := &networkingv1.ParentReference{Resource: "services", Namespace: "shop", Name: "web"}
+	cs := fake.NewClientset(&networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.12", UID: "u"},
+		Spec: networkingv1.IPAddressSpec{ParentRef: parent}})
+	c := newClusterCaches(cs, false, true)
+	if ix := c.ipaddrs.GetIndexer().GetIndexers(); len(ix) != 0 {
+		t.Errorf("IPAddress informer indexes %v, want none", ix)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.factory.Start(ctx.Done())
+	defer func() { cancel(); c.factory.Shutdown() }()
+	c.factory.WaitForCacheSync(ctx.Done())
+	got, err := c.ipaddrLister.Get("10.96.0.12")
+	if err != nil || got.Spec.ParentRef == nil || *got.Spec.ParentRef != *parent || got.UID != "" {
+		t.Fatalf("lister Get = %+v, %v; want the slim IPAddress", got, err)
 	}
 }

@@ -110,15 +110,6 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	cmFactory.Start(ctx.Done())
 	stops = append(stops, cmFactory.Shutdown)
 
-	caches.factory.Start(ctx.Done())
-	synced := []cache.InformerSynced{caches.services.HasSynced, caches.ipaddrs.HasSynced, cmInf.HasSynced}
-	if caches.cidrs != nil {
-		synced = append(synced, caches.cidrs.HasSynced)
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
-		return fail(fmt.Errorf("waiting for the Service, IPAddress, ServiceCIDR and pools ConfigMap caches: %w", ctx.Err()))
-	}
-
 	// The state store, with its own raised rate limits (one write per
 	// reservation).
 	// Deleted state is rebuilt at once: the store's informer kicks the
@@ -135,7 +126,22 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	}
 	stctx, cancelStore := context.WithCancel(ctx)
 	stops = append(stops, func() { cancelStore(); st.Shutdown() })
-	if err := st.Start(stctx); err != nil {
+	// Its list runs beside the Service and IPAddress lists below: at
+	// 20,000 Services each is tens of thousands of objects, and a
+	// restarted replica is Ready only once all are in.
+	stStarted := make(chan error, 1)
+	go func() { stStarted <- st.Start(stctx) }()
+
+	caches.factory.Start(ctx.Done())
+	synced := []cache.InformerSynced{caches.services.HasSynced, caches.ipaddrs.HasSynced, cmInf.HasSynced}
+	if caches.cidrs != nil {
+		synced = append(synced, caches.cidrs.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return fail(fmt.Errorf("waiting for the Service, IPAddress, ServiceCIDR and pools ConfigMap caches: %w", ctx.Err()))
+	}
+
+	if err := <-stStarted; err != nil {
 		return fail(fmt.Errorf("starting the reservation store: %w", err))
 	}
 
