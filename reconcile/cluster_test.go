@@ -164,6 +164,20 @@ func TestLiveHolderReadsTheIPAddressObject(t *testing.T) {
 	}
 }
 
+// poolShapes is the pool of poolsDoc per cluster shape (IPv4, IPv6, both
+// orders): the ServiceCIDRs, the pool's addresses replacing poolsDoc's
+// IPv4 one, and its lowest address in the primary family.
+var poolShapes = map[string]struct {
+	cidrs string
+	pool  string // the pool's addresses
+	first string // its lowest address
+}{
+	"IPv4":      {"10.96.0.0/16", `{ipv4: ["10.96.0.16/28"]}`, "10.96.0.16"},
+	"IPv6":      {"fd00:10:96::/108", `{ipv6: ["fd00:10:96::10/124"]}`, "fd00:10:96::10"},
+	"IPv4,IPv6": {"10.96.0.0/16,fd00:10:96::/108", `{ipv4: ["10.96.0.16/28"], ipv6: ["fd00:10:96::10/124"]}`, "10.96.0.16"},
+	"IPv6,IPv4": {"fd00:10:96::/108,10.96.0.0/16", `{ipv4: ["10.96.0.16/28"], ipv6: ["fd00:10:96::10/124"]}`, "fd00:10:96::10"},
+}
+
 // TestPoolWatcherKeepsTheLastGoodPools: while serving, deleting the pools
 // ConfigMap or replacing its document with garbage leaves the last good
 // pools in force (addresses keep coming from them), and each is reported
@@ -171,16 +185,7 @@ func TestLiveHolderReadsTheIPAddressObject(t *testing.T) {
 // document again clears the stale flag. A ConfigMap that never existed is
 // the static band, reported as nothing. Every cluster shape.
 func TestPoolWatcherKeepsTheLastGoodPools(t *testing.T) {
-	for name, c := range map[string]struct {
-		cidrs string
-		pool  string // the pool's addresses
-		first string // its lowest address
-	}{
-		"IPv4":      {"10.96.0.0/16", `{ipv4: ["10.96.0.16/28"]}`, "10.96.0.16"},
-		"IPv6":      {"fd00:10:96::/108", `{ipv6: ["fd00:10:96::10/124"]}`, "fd00:10:96::10"},
-		"IPv4,IPv6": {"10.96.0.0/16,fd00:10:96::/108", `{ipv4: ["10.96.0.16/28"], ipv6: ["fd00:10:96::10/124"]}`, "10.96.0.16"},
-		"IPv6,IPv4": {"fd00:10:96::/108,10.96.0.0/16", `{ipv4: ["10.96.0.16/28"], ipv6: ["fd00:10:96::10/124"]}`, "fd00:10:96::10"},
-	} {
+	for name, c := range poolShapes {
 		t.Run(name, func(t *testing.T) {
 			cidrs, err := alloc.ParseServiceCIDRs(c.cidrs)
 			if err != nil {

@@ -53,16 +53,7 @@ func (r *memRecord) Put(_ context.Context, doc string) error {
 // it (recorded by the replicas that applied it), flags it stale and says
 // why once; without a record it starts as before (static band).
 func TestPoolWatcherStartsFromTheRecord(t *testing.T) {
-	for name, c := range map[string]struct {
-		cidrs string
-		pool  string // the pool's addresses
-		first string // its lowest address
-	}{
-		"IPv4":      {"10.96.0.0/16", `{ipv4: ["10.96.0.16/28"]}`, "10.96.0.16"},
-		"IPv6":      {"fd00:10:96::/108", `{ipv6: ["fd00:10:96::10/124"]}`, "fd00:10:96::10"},
-		"IPv4,IPv6": {"10.96.0.0/16,fd00:10:96::/108", `{ipv4: ["10.96.0.16/28"], ipv6: ["fd00:10:96::10/124"]}`, "10.96.0.16"},
-		"IPv6,IPv4": {"fd00:10:96::/108,10.96.0.0/16", `{ipv4: ["10.96.0.16/28"], ipv6: ["fd00:10:96::10/124"]}`, "fd00:10:96::10"},
-	} {
+	for name, c := range poolShapes {
 		t.Run(name, func(t *testing.T) {
 			cidrs, err := alloc.ParseServiceCIDRs(c.cidrs)
 			if err != nil {
