@@ -569,19 +569,11 @@ pools:
 // fault and the pool's audience in the message; the same Service is served
 // once its Namespace carries the label, and the default pool stays open.
 func TestRestrictedPoolDenials(t *testing.T) {
-	payments := map[corev1.IPFamily]string{v4: "10.96.0.200", v6: "fd00:10:96::200"}
+	payments := paymentsAt
 	for name, c := range pinClusters {
 		t.Run(name, func(t *testing.T) {
 			fams := c.families()
-			general, pay := "", ""
-			for _, f := range fams {
-				k := strings.ToLower(string(f))
-				general += fmt.Sprintf("    %s: [%q]\n", k, lowest[f]+"-"+second[f])
-				pay += fmt.Sprintf("    %s: [%q]\n", k, payments[f]+"-"+strings.TrimSuffix(payments[f], "00")+"50")
-			}
-			doc := "apiVersion: dualstack-webhook.io/v1alpha1\nkind: PoolConfig\ndefaultPool: general\npools:\n" +
-				"- name: general\n  addresses:\n" + general +
-				"- name: payments\n  namespaces: [payments]\n  namespaceSelector: {matchLabels: {team: payments}}\n  addresses:\n" + pay
+			doc := paymentsPools(fams, second, "  namespaces: [payments]\n  namespaceSelector: {matchLabels: {team: payments}}\n")
 			p := fams[0]
 			annotated := `{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"demo","annotations":{"dualstack-webhook.io/pool":"payments"}},"spec":{` + selector + `}}`
 			explicit := svc("web", selector+fmt.Sprintf(`,"clusterIP":%q`, payments[p]))
@@ -656,3 +648,22 @@ func TestUpdateLeavingAServiceSelectorWarnsAndKeeps(t *testing.T) {
 		})
 	}
 }
+
+// paymentsPools is a pools document with the open default pool general
+// (the lowest address to upto of each family) and the pool payments (the
+// range from paymentsAt to the same address ending in 50), restricted by the
+// YAML lines access.
+func paymentsPools(fams []corev1.IPFamily, upto map[corev1.IPFamily]string, access string) string {
+	general, pay := "", ""
+	for _, f := range fams {
+		k := strings.ToLower(string(f))
+		general += fmt.Sprintf("    %s: [%q]\n", k, lowest[f]+"-"+upto[f])
+		pay += fmt.Sprintf("    %s: [%q]\n", k, paymentsAt[f]+"-"+strings.TrimSuffix(paymentsAt[f], "00")+"50")
+	}
+	return "apiVersion: dualstack-webhook.io/v1alpha1\nkind: PoolConfig\ndefaultPool: general\npools:\n" +
+		"- name: general\n  addresses:\n" + general +
+		"- name: payments\n" + access + "  addresses:\n" + pay
+}
+
+// paymentsAt is the first address of paymentsPools' pool payments.
+var paymentsAt = map[corev1.IPFamily]string{v4: "10.96.0.200", v6: "fd00:10:96::200"}

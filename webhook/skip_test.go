@@ -23,21 +23,13 @@ import (
 // allocator (even while it could not be used), and a Namespace's skip label
 // still leaves its Services alone entirely.
 func TestSkipLabelledServiceAddressesAreChecked(t *testing.T) {
-	payments := map[corev1.IPFamily]string{v4: "10.96.0.200", v6: "fd00:10:96::200"}
+	payments := paymentsAt
 	third := map[corev1.IPFamily]string{v4: "10.96.0.3", v6: "fd00:10:96::3"}
 	const skip = `{"dualstack-webhook.io/skip":"true"}`
 	for name, c := range pinClusters {
 		t.Run(name, func(t *testing.T) {
 			fams := c.families()
-			general, pay := "", ""
-			for _, f := range fams {
-				k := strings.ToLower(string(f))
-				general += fmt.Sprintf("    %s: [%q]\n", k, lowest[f]+"-"+third[f])
-				pay += fmt.Sprintf("    %s: [%q]\n", k, payments[f]+"-"+strings.TrimSuffix(payments[f], "00")+"50")
-			}
-			doc := "apiVersion: dualstack-webhook.io/v1alpha1\nkind: PoolConfig\ndefaultPool: general\npools:\n" +
-				"- name: general\n  addresses:\n" + general +
-				"- name: payments\n  namespaces: [payments]\n  addresses:\n" + pay
+			doc := paymentsPools(fams, third, "  namespaces: [payments]\n")
 			p := fams[0]
 			e := newPinEnv(t, c, doc)
 			ctx := context.Background()
