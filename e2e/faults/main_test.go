@@ -24,7 +24,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dualstack-webhook/dualstack-webhook/e2e/framework"
@@ -411,20 +410,11 @@ func (p *frontProxy) stats() []int {
 	return append([]int(nil), p.served...)
 }
 
-// eventually polls cond every 200ms until true or timeout (then fails).
+// eventually is framework.Eventually, logging how long the condition took
+// (the rows report recovery times).
 func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string)) time.Duration {
 	t.Helper()
-	var last string
-	start := time.Now()
-	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		ok, desc := cond(context.Background())
-		last = desc
-		return ok, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: not true after %s; last seen: %s", what, timeout, last)
-	}
-	took := time.Since(start)
+	took := framework.Eventually(t, timeout, what, cond)
 	t.Logf("%s: after %s", what, took.Round(10*time.Millisecond))
 	return took
 }

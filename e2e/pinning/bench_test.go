@@ -230,7 +230,7 @@ func TestPinningBenchmark(t *testing.T) {
 	rate := func(s *side) float64 { return float64(s.n) / s.elapsed.Seconds() }
 	var b strings.Builder
 	fmt.Fprintf(&b, "pinning benchmark %s: %d rounds x %d creates per side, %d concurrent clients, kube-apiserver v1.37.2 + etcd on loopback, %d CPUs, load %s\n",
-		time.Now().UTC().Format(time.RFC3339), rounds, perSide, workers, runtimeCPUs(), loadAvg())
+		time.Now().UTC().Format(time.RFC3339), rounds, perSide, workers, runtimeCPUs(), framework.LoadAvg())
 	for _, l := range perRound {
 		fmt.Fprintln(&b, "  "+l)
 	}
@@ -291,7 +291,7 @@ func TestPinningBenchmark(t *testing.T) {
 		float64(cpuPlain)/float64(time.Millisecond),
 		len(final.Duplicates), alreadyAllocated, leaks,
 		float64(cpuPinned)/float64(time.Millisecond),
-		strings.ReplaceAll(loadAvg(), " ", "/"))
+		strings.ReplaceAll(framework.LoadAvg(), " ", "/"))
 	t.Log("\n" + b.String())
 	if root, err := framework.RepoRoot(); err == nil {
 		dir := filepath.Join(root, "e2e", "_artifacts")
@@ -492,16 +492,4 @@ func runtimeCPUs() int {
 		}
 	}
 	return n
-}
-
-func loadAvg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -227,7 +227,7 @@ func TestRejectedByLaterWebhook(t *testing.T) {
 			want, r, ok, ns)
 	}
 	t.Logf("pending reservation left by the denied create: %s", r)
-	eventually(t, pendingGrace+30*time.Second, fmt.Sprintf("no reservation left for %s/doomed (grace %s)", ns, pendingGrace), func(ctx context.Context) (bool, string) {
+	framework.Eventually(t, pendingGrace+30*time.Second, fmt.Sprintf("no reservation left for %s/doomed (grace %s)", ns, pendingGrace), func(ctx context.Context) (bool, string) {
 		res, err := framework.Reservations(ctx, c, pinState)
 		if err != nil {
 			return false, err.Error()
@@ -273,7 +273,7 @@ func TestStickyRecreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ip := range ips {
-		eventually(t, 30*time.Second, fmt.Sprintf("reservation of %s sticky to %s/sticky after the delete", ip, ns), func(ctx context.Context) (bool, string) {
+		framework.Eventually(t, 30*time.Second, fmt.Sprintf("reservation of %s sticky to %s/sticky after the delete", ip, ns), func(ctx context.Context) (bool, string) {
 			r, ok := reservationOf(ctx, t, c, pinState, ip)
 			if !ok {
 				return false, "no ConfigMap " + configmap.Name(ip) + " (freed instead of kept sticky?)"
@@ -339,7 +339,7 @@ func TestUpgradeDowngrade(t *testing.T) {
 			if got := addrs(t, down); !slices.Equal(got, []netip.Addr{primary}) {
 				t.Fatalf("after the downgrade clusterIPs %v, want [%s]", got, primary)
 			}
-			eventually(t, 30*time.Second, fmt.Sprintf("secondary %s released after the downgrade", want2), func(ctx context.Context) (bool, string) {
+			framework.Eventually(t, 30*time.Second, fmt.Sprintf("secondary %s released after the downgrade", want2), func(ctx context.Context) (bool, string) {
 				r, ok := reservationOf(ctx, t, c, pinState, want2)
 				if !ok {
 					return true, "freed"
@@ -498,7 +498,7 @@ func TestExternalNameTransitions(t *testing.T) {
 		s.Spec.ExternalName = "example.com"
 		s.Spec.ClusterIP, s.Spec.ClusterIPs, s.Spec.IPFamilies, s.Spec.IPFamilyPolicy = "", nil, nil, nil
 	})
-	eventually(t, 30*time.Second, fmt.Sprintf("%s released after the change to ExternalName", ip), func(ctx context.Context) (bool, string) {
+	framework.Eventually(t, 30*time.Second, fmt.Sprintf("%s released after the change to ExternalName", ip), func(ctx context.Context) (bool, string) {
 		r, ok := reservationOf(ctx, t, c, pinState, ip)
 		if !ok {
 			return true, "freed"

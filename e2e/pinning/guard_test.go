@@ -122,7 +122,7 @@ func TestPoolsGuard(t *testing.T) {
 	if err := put(extra); err != nil {
 		t.Fatalf("valid change (a second, disjoint pool) denied: %v", err)
 	}
-	eventually(t, 30*time.Second, "a Service of namespace "+extraNS+" gets its address from the new pool extra", func(ctx context.Context) (bool, string) {
+	framework.Eventually(t, 30*time.Second, "a Service of namespace "+extraNS+" gets its address from the new pool extra", func(ctx context.Context) (bool, string) {
 		got, err := c.CoreV1().Services(extraNS).Create(ctx, newService("extra"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil {
 			return false, err.Error()

@@ -103,7 +103,7 @@ func TestLeakedStickyAddressNotRepinned(t *testing.T) {
 	if err := svcs.Delete(ctx, "grid", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, fmt.Sprintf("%s sticky to %s/grid", s, ns), func(ctx context.Context) (bool, string) {
+	framework.Eventually(t, 30*time.Second, fmt.Sprintf("%s sticky to %s/grid", s, ns), func(ctx context.Context) (bool, string) {
 		r, ok := reservationOf(ctx, t, c, pinState, s)
 		return ok && r.State == "sticky", r.String()
 	})

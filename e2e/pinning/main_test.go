@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc/configmap"
@@ -210,30 +209,11 @@ func reservationOf(ctx context.Context, t *testing.T, c kubernetes.Interface, st
 	return r, ok
 }
 
-// eventually polls cond every 200ms until it returns true or timeout passes;
-// then the test fails with what and cond's last description of the state.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string)) {
-	t.Helper()
-	var last string
-	start := time.Now()
-	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		// Not the poll's context: a read cut short by its deadline would
-		// replace the state worth reporting with "context deadline exceeded".
-		ok, desc := cond(context.Background())
-		last = desc
-		return ok, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: not true after %s; last seen: %s", what, timeout, last)
-	}
-	t.Logf("%s: after %s", what, time.Since(start).Round(10*time.Millisecond))
-}
-
 // waitBound waits until ip's reservation is bound to ns/name (the reconciler
 // saw the Service).
 func waitBound(t *testing.T, c kubernetes.Interface, stateNS string, ip netip.Addr, ns, name string) {
 	t.Helper()
-	eventually(t, 30*time.Second, fmt.Sprintf("reservation of %s bound to %s/%s", ip, ns, name), func(ctx context.Context) (bool, string) {
+	framework.Eventually(t, 30*time.Second, fmt.Sprintf("reservation of %s bound to %s/%s", ip, ns, name), func(ctx context.Context) (bool, string) {
 		r, ok := reservationOf(ctx, t, c, stateNS, ip)
 		if !ok {
 			return false, "no ConfigMap " + configmap.Name(ip)

@@ -67,7 +67,7 @@ func TestCreateDeleteChurnThenUpgrade(t *testing.T) {
 	time.Sleep(pendingGrace)
 	inBand := func(a netip.Addr) bool { return band4.contains(a) || band6.contains(a) }
 	var last framework.Findings
-	eventually(t, 30*time.Second, "state matches the live Services after the churn", func(ctx context.Context) (bool, string) {
+	framework.Eventually(t, 30*time.Second, "state matches the live Services after the churn", func(ctx context.Context) (bool, string) {
 		snap, err := framework.TakeSnapshot(ctx, c, pinState)
 		if err != nil {
 			return false, err.Error()

@@ -304,7 +304,7 @@ func consistent(t *testing.T, c kubernetes.Interface, what string, timeout time.
 func consistentIn(t *testing.T, c kubernetes.Interface, what string, timeout time.Duration, inBulk framework.InPool) framework.Snapshot {
 	t.Helper()
 	var snap framework.Snapshot
-	eventually(t, timeout, what, func(ctx context.Context) (bool, string) {
+	framework.Eventually(t, timeout, what, func(ctx context.Context) (bool, string) {
 		var err error
 		if snap, err = framework.TakeSnapshot(ctx, c, replicasState); err != nil {
 			return false, err.Error()

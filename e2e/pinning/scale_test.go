@@ -171,7 +171,7 @@ func TestScale(t *testing.T) {
 	row := func(format string, a ...any) {
 		line := fmt.Sprintf(format, a...)
 		if bench {
-			line += " [load " + loadAvg() + "]"
+			line += " [load " + framework.LoadAvg() + "]"
 		}
 		fmt.Fprintln(&table, line)
 		t.Log(line)
@@ -329,7 +329,7 @@ func TestScale(t *testing.T) {
 		memLimit = "unset"
 	}
 	head := fmt.Sprintf("bench-scale %s: %d pinned Services (a quarter dual-stack) in %d namespaces, 3 pools, 3 replicas (GOMEMLIMIT %s), %d concurrent creators; kube-apiserver v1.37.2 + etcd on loopback, %d CPUs, load %s\n",
-		time.Now().UTC().Format(time.RFC3339), n, scaleNamespaces, memLimit, scaleWorkers, runtimeCPUs(), loadAvg())
+		time.Now().UTC().Format(time.RFC3339), n, scaleNamespaces, memLimit, scaleWorkers, runtimeCPUs(), framework.LoadAvg())
 	out := head + table.String() + summary + "\n"
 	t.Log("\n" + out)
 	fmt.Println(summary)

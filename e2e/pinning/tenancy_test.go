@@ -204,7 +204,7 @@ func skipLabelled(t *testing.T, env *framework.Env, w *framework.Webhook, payNS,
 		v, _, _ := w.Metric("dualstack_webhook_http_request_duration_seconds_count", map[string]string{"endpoint": endpoint})
 		return v
 	}
-	eventually(t, 30*time.Second, "registered as the chart: skip-labelled Services reach /validate, not /mutate", func(ctx context.Context) (bool, string) {
+	framework.Eventually(t, 30*time.Second, "registered as the chart: skip-labelled Services reach /validate, not /mutate", func(ctx context.Context) (bool, string) {
 		m0, v0 := calls("mutate"), calls("validate")
 		_, err := svcs(shopNS).Create(ctx, newService("skip-probe", skip), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		m1, v1 := calls("mutate"), calls("validate")
@@ -227,7 +227,7 @@ func skipLabelled(t *testing.T, env *framework.Env, w *framework.Webhook, payNS,
 		t.Fatal(err)
 	}
 	for _, ip := range sticky {
-		eventually(t, 30*time.Second, "reservation of "+ip+" sticky to "+otherNS+"/gone", func(ctx context.Context) (bool, string) {
+		framework.Eventually(t, 30*time.Second, "reservation of "+ip+" sticky to "+otherNS+"/gone", func(ctx context.Context) (bool, string) {
 			r, ok := reservationOf(ctx, t, c, tenantState, netip.MustParseAddr(ip))
 			return ok && r.State == "sticky" && r.Namespace == otherNS && r.Name == "gone", r.String()
 		})

@@ -96,7 +96,7 @@ func TestSoak(t *testing.T) {
 		namespaces = append(namespaces, ns)
 	}
 	interval := max(2*time.Second, d/180)
-	t.Logf("churn for %s: %d workers × %d names, sampling every %s; load average at start %s", d, workers, slots, interval, loadAvg())
+	t.Logf("churn for %s: %d workers × %d names, sampling every %s; load average at start %s", d, workers, slots, interval, framework.LoadAvg())
 
 	ctx, stop := context.WithTimeout(context.Background(), d)
 	defer stop()
@@ -145,7 +145,7 @@ func TestSoak(t *testing.T) {
 	}()
 	wg.Wait()
 	elapsed := time.Since(start)
-	loadEnd := loadAvg()
+	loadEnd := framework.LoadAvg()
 
 	ops := ch.report()
 	t.Logf("churn: %s in %s (%.1f ops/s); load average at the end %s", ops, elapsed.Round(time.Second), float64(ch.total())/elapsed.Seconds(), loadEnd)
@@ -623,16 +623,4 @@ func writeSamples(t *testing.T, dir string, samples []sample) {
 	if err != nil {
 		t.Logf("samples not written: %v", err)
 	}
-}
-
-func loadAvg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
