@@ -285,10 +285,10 @@ func TestReplicas(t *testing.T) {
 	}
 
 	// Phase 3: all state deleted, 60 more created straight away.
-	n := deleteState(t, c)
+	del := deleteState(t, c, nil)
 	outs = run(c, workload("p3", 60, namespaces, 0), 16, nil)
 	total += tally(t, "phase 3 (every state ConfigMap deleted just before)", outs, deny.message)
-	t.Logf("deleted %d state ConfigMaps; %d Services live in the test namespaces", n, total)
+	t.Logf("%d Services live in the test namespaces after deleting %d state ConfigMaps", total, del.deleted)
 	consistent(t, c, "state rebuilt by the surviving reconciler (every live pin reserved and bound to its Service, nothing else)", 120*time.Second)
 	t.Logf("lease holder after: %q", leaseHolder(t, c))
 }
@@ -331,36 +331,90 @@ func consistentIn(t *testing.T, c kubernetes.Interface, what string, timeout tim
 	return snap
 }
 
-// deleteState deletes every reservation ConfigMap and returns how many.
-func deleteState(t *testing.T, c kubernetes.Interface) int {
+// stateDeletion is what deleteState did and saw.
+type stateDeletion struct {
+	// deleted: reservation ConfigMaps listed and deleted (by name and UID).
+	deleted int
+	// first is when the first delete was sent, last when the last one
+	// returned: from last on, every ConfigMap listed at the start is gone.
+	first, last time.Time
+	// rebuiltByLast: reservations (new objects, the reconciler's rebuild)
+	// listed right after the last delete returned.
+	rebuiltByLast int
+	// names are the deleted ConfigMaps' names (one per address).
+	names map[string]bool
+}
+
+// deleteState deletes every reservation ConfigMap listed at its start, each
+// by name with its UID as a precondition, 16 at a time: what the reconciler
+// re-creates meanwhile (same name, new UID) is never touched, so the
+// rebuild can be timed from the moment the whole listed state is gone. (One
+// DeleteCollection of 27,000 ConfigMaps outlasts the apiserver's request
+// timeout on two cores, and calling it again deletes what was rebuilt
+// meanwhile.)
+// afterList, when set, is called between the list and the first delete
+// (admissions started there never see their own pending claims deleted).
+func deleteState(t *testing.T, c kubernetes.Interface, afterList func()) stateDeletion {
 	t.Helper()
 	ctx := context.Background()
-	res, err := framework.Reservations(ctx, c, replicasState)
+	list, err := c.CoreV1().ConfigMaps(replicasState).List(ctx, metav1.ListOptions{LabelSelector: configmap.Selector})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// At 20,000 Services (27,000 ConfigMaps) on a loaded machine one
-	// DeleteCollection outlasts the apiserver's request timeout (a 504 "may
-	// still be processing", or the HTTP/2 stream reset with
-	// INTERNAL_ERROR): it goes on server-side, and the next call deletes
-	// what is left. The delete is idempotent, so any error is retried.
-	for attempt := 1; ; attempt++ {
-		err := c.CoreV1().ConfigMaps(replicasState).DeleteCollection(ctx, metav1.DeleteOptions{},
-			metav1.ListOptions{LabelSelector: configmap.Selector})
-		if err == nil {
-			break
-		}
-		if attempt == 10 {
-			t.Fatalf("delete the state ConfigMaps (attempt %d): %v", attempt, err)
-		}
-		t.Logf("delete the state ConfigMaps (attempt %d): %v; again", attempt, err)
+	if afterList != nil {
+		afterList()
+	}
+	work := make(chan *corev1.ConfigMap)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for cm := range work {
+				uid := cm.UID
+				var err error
+				for attempt := 1; attempt <= 5; attempt++ {
+					err = c.CoreV1().ConfigMaps(replicasState).Delete(ctx, cm.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+					// Gone already (NotFound) or re-created (a UID
+					// precondition failure is a Conflict): either way the
+					// listed object is no more.
+					if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+						err = nil
+						break
+					}
+					time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+				}
+				if err != nil {
+					select {
+					case errs <- fmt.Errorf("delete reservation ConfigMap %s: %w", cm.Name, err):
+					default:
+					}
+				}
+			}
+		}()
+	}
+	d := stateDeletion{deleted: len(list.Items), names: make(map[string]bool, len(list.Items)), first: time.Now()}
+	for i := range list.Items {
+		d.names[list.Items[i].Name] = true
+		work <- &list.Items[i]
+	}
+	close(work)
+	wg.Wait()
+	d.last = time.Now()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
 	}
 	left, err := framework.Reservations(ctx, c, replicasState)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("deleted %d state ConfigMaps (%d listed right after the delete)", len(res), len(left))
-	return len(res)
+	d.rebuiltByLast = len(left)
+	t.Logf("deleted %d state ConfigMaps in %s (%d already re-created when the last delete returned)", d.deleted,
+		d.last.Sub(d.first).Round(10*time.Millisecond), d.rebuiltByLast)
+	return d
 }
 
 // leaseHolder returns the reconciler Lease's holder; the Lease must exist.
