@@ -93,7 +93,18 @@ type Config struct {
 	// LowestSpread is alloc.Options.Spread (--lowest-spread): how far a
 	// replica that lost a race spreads its "lowest" picks.
 	LowestSpread int
+	// Events (--events) is which of the reconciler's Events are written:
+	// EventsAll, or EventsWarnings (no Normal Event per pin, import or
+	// release: on a busy cluster that is one more write per Service create
+	// for the apiserver and etcd, and a share of the leader's CPU).
+	Events string
 }
+
+// The values of --events.
+const (
+	EventsAll      = "all"
+	EventsWarnings = "warnings"
+)
 
 // Families returns the IP families of ServiceCIDRs in order.
 func (c *Config) Families() []corev1.IPFamily {
@@ -146,6 +157,7 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 5*time.Second, "on SIGTERM, keep serving this long with readiness failing and every answer closing its connection before closing the listener (default 0 with --dev)")
 	fs.DurationVar(&c.TestClockOffset, "test-clock-offset", 0, "test hook: move this process's clock by this much")
 	_ = fs.MarkHidden("test-clock-offset")
+	fs.StringVar(&c.Events, "events", EventsAll, "which Events the reconciler writes: all, or warnings (no Normal ClusterIPPinned/ReservationImported/ReservationReleased Event per Service, one write fewer per Service create on a busy cluster; the reservations, the log and the metrics still show them)")
 	fs.IntVar(&c.LowestSpread, "lowest-spread", alloc.DefaultSpread, "strategy lowest with several replicas: a replica that lost a race for an address to another takes one of the lowest N free addresses (a random rank, drawn again at each lost race) for the next 10 minutes; 1: always exactly the lowest free (replicas then race for it)")
 	fs.SortFlags = false
 
@@ -231,6 +243,9 @@ func ParseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("--reconcile-interval must be positive"))
+	}
+	if c.Events != EventsAll && c.Events != EventsWarnings {
+		errs = append(errs, fmt.Errorf("--events=%q: want %q or %q", c.Events, EventsAll, EventsWarnings))
 	}
 	if c.Profiling && c.MetricsListen == "" {
 		errs = append(errs, errors.New("--profiling serves on --metrics-listen, which is empty"))

@@ -189,7 +189,13 @@ func TestPinningFlags(t *testing.T) {
 	if o := allocOptions(c, zapNop()); o.Spread != 1 {
 		t.Errorf("--lowest-spread=1 gives alloc Spread %d", o.Spread)
 	}
-	for _, bad := range [][]string{{"--pending-grace=0"}, {"--retention=-1s"}, {"--reconcile-interval=0"}, {"--profiling", "--metrics-listen="}, {"--lowest-spread=0"}} {
+	if c.Events != EventsAll {
+		t.Errorf("--events defaults to %q, want %q", c.Events, EventsAll)
+	}
+	if c, err = ParseConfig(append(tls, "--events=warnings"), noenv, io.Discard); err != nil || c.Events != EventsWarnings {
+		t.Errorf("--events=warnings: %q, %v", c.Events, err)
+	}
+	for _, bad := range [][]string{{"--pending-grace=0"}, {"--retention=-1s"}, {"--reconcile-interval=0"}, {"--profiling", "--metrics-listen="}, {"--lowest-spread=0"}, {"--events=normal"}, {"--events="}} {
 		if _, err := ParseConfig(append(tls, bad...), noenv, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
 		}

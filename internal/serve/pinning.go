@@ -20,6 +20,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -155,7 +156,10 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	bc := record.NewBroadcaster(record.WithContext(ctx), record.WithCorrelatorOptions(record.CorrelatorOptions{LRUCacheSize: eventCacheKeys}))
 	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	stops = append(stops, bc.Shutdown)
-	recorder := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dualstack-webhook"})
+	var recorder record.EventRecorder = bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "dualstack-webhook"})
+	if cfg.Events == EventsWarnings {
+		recorder = warningsOnly{recorder}
+	}
 	poolMetrics, err := reconcile.NewPoolMetrics(reg)
 	if err != nil {
 		return fail(err)
@@ -339,4 +343,25 @@ func identity() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return name + "_" + hex.EncodeToString(b)
+}
+
+// warningsOnly passes on Warning Events and drops the rest (--events=warnings).
+type warningsOnly struct{ record.EventRecorder }
+
+func (w warningsOnly) Event(obj runtime.Object, typ, reason, msg string) {
+	if typ == corev1.EventTypeWarning {
+		w.EventRecorder.Event(obj, typ, reason, msg)
+	}
+}
+
+func (w warningsOnly) Eventf(obj runtime.Object, typ, reason, format string, args ...any) {
+	if typ == corev1.EventTypeWarning {
+		w.EventRecorder.Eventf(obj, typ, reason, format, args...)
+	}
+}
+
+func (w warningsOnly) AnnotatedEventf(obj runtime.Object, annotations map[string]string, typ, reason, format string, args ...any) {
+	if typ == corev1.EventTypeWarning {
+		w.EventRecorder.AnnotatedEventf(obj, annotations, typ, reason, format, args...)
+	}
 }
