@@ -157,6 +157,12 @@ func ParseConfig(data []byte) (*PoolConfig, error) {
 	return &c, nil
 }
 
+// AppliedConfigMapName is the name of the ConfigMap in which the replicas
+// record the last document they applied from the pools ConfigMap named
+// pools (key ConfigMapKey): what they pin from when that ConfigMap is
+// absent or unusable.
+func AppliedConfigMapName(pools string) string { return pools + "-applied" }
+
 // LoadConfigFile reads and parses a pools.yaml file (for --dev).
 func LoadConfigFile(path string) (*PoolConfig, error) {
 	b, err := os.ReadFile(path)

@@ -55,7 +55,7 @@ func (c *common) client() (kubernetes.Interface, error) {
 
 // StatusOf computes the status of a snapshot.
 func StatusOf(s *Snapshot) (Status, error) {
-	pools, err := s.Pools()
+	pools, source, note, err := s.PoolsInForce()
 	if err != nil {
 		if strings.Contains(err.Error(), "outside every ServiceCIDR") {
 			// The usual cause: a replaced range's ServiceCIDR went away
@@ -66,6 +66,7 @@ func StatusOf(s *Snapshot) (Status, error) {
 	}
 	st := ComputeStatus(pools, s.Reservations, s.Services)
 	st.Namespace = s.Namespace
+	st.PoolsSource, st.PoolsNote = source, note
 	for _, sc := range s.ServiceCIDRs {
 		cs := ServiceCIDRStatus{Name: sc.Name, CIDRs: sc.Spec.CIDRs, Terminating: sc.DeletionTimestamp != nil}
 		for _, c := range sc.Status.Conditions {

@@ -46,6 +46,13 @@ func write(w io.Writer, format string, v any) error {
 // WriteStatusTable prints st for people.
 func WriteStatusTable(w io.Writer, st Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if st.PoolsSource != "" && st.PoolsSource != PoolsFromConfigMap || st.PoolsNote != "" {
+		fmt.Fprintf(tw, "Pools from: %s\n", st.PoolsSource)
+		if st.PoolsNote != "" {
+			fmt.Fprintf(tw, "Note: %s\n", st.PoolsNote)
+		}
+		fmt.Fprintln(tw)
+	}
 	fmt.Fprintf(tw, "SERVICECIDR\tCIDRS\tREADY\tTERMINATING\n")
 	for _, c := range st.ServiceCIDRs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", c.Name, strings.Join(c.CIDRs, ","), dash(c.Ready), c.Terminating)

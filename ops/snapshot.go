@@ -38,8 +38,18 @@ type Snapshot struct {
 	PoolsConfigMap string
 	// PoolsExists says whether the pools ConfigMap exists at all.
 	PoolsExists bool
-	// Config is the parsed pool document (empty when absent).
+	// Config is the pools document in force (see PoolsSource).
 	Config *alloc.PoolConfig
+	// PoolsSource says where Config comes from: the pools ConfigMap, the
+	// record of the last document the replicas applied from it (when the
+	// ConfigMap is absent or its document does not parse: what the
+	// replicas pin from then), or neither (the static band).
+	PoolsSource string
+	// PoolsNote says why Config is not the ConfigMap's, or that the
+	// ConfigMap differs from what the replicas last applied; "" otherwise.
+	PoolsNote string
+	// applied is the record's document (nil: no usable record).
+	applied *alloc.PoolConfig
 	// ServiceCIDRs are the cluster's ServiceCIDR objects, DefaultServiceCIDR
 	// first, then by name.
 	ServiceCIDRs []networkingv1.ServiceCIDR
@@ -142,7 +152,7 @@ func Load(ctx context.Context, c kubernetes.Interface, namespace, poolsConfigMap
 	default:
 		s.PoolsExists = true
 	}
-	if s.Config, err = alloc.ConfigFromConfigMap(cm); err != nil {
+	if err := s.loadPools(ctx, c, cm); err != nil {
 		return nil, err
 	}
 	// The reads are independent; at cluster scale (20,000 Services, as
@@ -187,6 +197,74 @@ func Load(ctx context.Context, c kubernetes.Interface, namespace, poolsConfigMap
 		s.NamespaceLabels[ns.Name] = ns.Labels
 	}
 	return s, nil
+}
+
+// Where Snapshot.Config comes from.
+const (
+	PoolsFromConfigMap  = "configmap"
+	PoolsFromRecord     = "applied-record"
+	PoolsFromStaticBand = "static-band"
+)
+
+// loadPools picks the pools document in force the way a starting replica
+// does: the ConfigMap's when it parses; else the record of the last one
+// the replicas applied from it; else, when the ConfigMap is absent, no
+// pools (the static band). A document that does not parse, without a
+// record, is an error: plan and apply must not edit around it.
+func (s *Snapshot) loadPools(ctx context.Context, c kubernetes.Interface, cm *corev1.ConfigMap) error {
+	fromCM, cmErr := alloc.ConfigFromConfigMap(cm)
+	recName := alloc.AppliedConfigMapName(s.PoolsConfigMap)
+	rec, err := c.CoreV1().ConfigMaps(s.Namespace).Get(ctx, recName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		rec = nil
+	case err != nil:
+		return fmt.Errorf("reading the applied-pools record %s/%s: %w", s.Namespace, recName, err)
+	}
+	var recErr error
+	if rec != nil {
+		s.applied, recErr = alloc.ConfigFromConfigMap(rec)
+	}
+	where := s.Namespace + "/" + s.PoolsConfigMap
+	switch {
+	case cm != nil && cmErr == nil:
+		s.Config, s.PoolsSource = fromCM, PoolsFromConfigMap
+		if s.applied != nil && rec.Data[alloc.ConfigMapKey] != cm.Data[alloc.ConfigMapKey] {
+			s.PoolsNote = fmt.Sprintf("pools ConfigMap %s differs from the last document the replicas applied (%s): a change not applied yet, or refused (Events with reason PoolsNotApplied say why)", where, recName)
+		}
+	case s.applied != nil:
+		why := "absent"
+		if cmErr != nil {
+			why = cmErr.Error()
+		}
+		s.Config, s.PoolsSource = s.applied, PoolsFromRecord
+		s.PoolsNote = fmt.Sprintf("pools ConfigMap %s: %s; the replicas pin from the last document applied from it, recorded in %s", where, why, recName)
+	case cmErr == nil:
+		s.Config, s.PoolsSource = fromCM, PoolsFromStaticBand
+		if recErr != nil {
+			s.PoolsNote = fmt.Sprintf("the applied-pools record is unusable (%v), ignored", recErr)
+		}
+	default:
+		return cmErr
+	}
+	return nil
+}
+
+// PoolsInForce compiles Config like Pools, except that a ConfigMap whose
+// document parses but does not compile (a range outside every
+// ServiceCIDR) gives way to the applied record, as it does in the
+// replicas; the source and note then say so.
+func (s *Snapshot) PoolsInForce() (pools *alloc.Pools, source, note string, err error) {
+	p, err := s.Pools()
+	if err == nil || s.PoolsSource != PoolsFromConfigMap || s.applied == nil {
+		return p, s.PoolsSource, s.PoolsNote, err
+	}
+	rp, rerr := alloc.Compile(s.applied, s.Prefixes())
+	if rerr != nil {
+		return nil, "", "", err
+	}
+	return rp, PoolsFromRecord, fmt.Sprintf("%v; the replicas pin from the last document applied from it, recorded in %s",
+		err, alloc.AppliedConfigMapName(s.PoolsConfigMap)), nil
 }
 
 func loadReservations(ctx context.Context, c kubernetes.Interface, namespace string) ([]alloc.Reservation, error) {

@@ -12,7 +12,14 @@ import (
 
 // Status is what `dualstack-webhook status` prints.
 type Status struct {
-	Namespace    string              `json:"namespace"`
+	Namespace string `json:"namespace"`
+	// PoolsSource is where the pools come from: configmap,
+	// applied-record (the ConfigMap is absent or unusable; the replicas
+	// pin from the last document they applied) or static-band.
+	PoolsSource string `json:"poolsSource"`
+	// PoolsNote says why, or that the ConfigMap differs from what the
+	// replicas last applied.
+	PoolsNote    string              `json:"poolsNote,omitempty"`
 	ServiceCIDRs []ServiceCIDRStatus `json:"serviceCIDRs"`
 	Pools        []PoolStatus        `json:"pools"`
 	// Outside lists Service addresses that lie in no pool: the apiserver

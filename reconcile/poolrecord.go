@@ -22,7 +22,7 @@ type PoolRecord interface {
 
 // RecordName is the name of the record ConfigMap of the pools ConfigMap
 // named pools.
-func RecordName(pools string) string { return pools + "-applied" }
+func RecordName(pools string) string { return alloc.AppliedConfigMapName(pools) }
 
 // Labels and annotations of the record ConfigMap. It carries neither the
 // pools guard's label (it is not edited by people) nor a reservation's

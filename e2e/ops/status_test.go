@@ -155,4 +155,84 @@ func TestStatus(t *testing.T) {
 	if _, errOut := c.run(true, "status", "-o", "xml"); !strings.Contains(errOut, "want table, yaml or json") {
 		t.Errorf("-o xml: %s", errOut)
 	}
+	statusPoolsSource(t, c)
+}
+
+// statusPoolsSource: status counts against the pools the replicas pin from.
+// With the pools ConfigMap absent, garbage or not compiling, that is the
+// record of the last document they applied (<pools>-applied, written by the
+// replicas; here by hand); without a record, an absent ConfigMap is the
+// static band and a garbage one an error.
+func statusPoolsSource(t *testing.T, c *cluster) {
+	cms := c.env.Client.CoreV1().ConfigMaps(webhookNS)
+	setPools := func(doc *string) {
+		t.Helper()
+		_ = cms.Delete(c.ctx, ops.DefaultPoolsConfigMap, metav1.DeleteOptions{})
+		if doc == nil {
+			return
+		}
+		if _, err := cms.Create(c.ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ops.DefaultPoolsConfigMap},
+			Data: map[string]string{alloc.ConfigMapKey: *doc}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record := alloc.AppliedConfigMapName(ops.DefaultPoolsConfigMap)
+	if _, err := cms.Create(c.ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: record},
+		Data: map[string]string{alloc.ConfigMapKey: statusPools}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(statusPools, "10.96.0.16/28", "10.96.0.64/28", 1)
+	outside := strings.Replace(statusPools, "10.96.0.16/28", "10.200.0.0/28", 1)
+	garbage, same := "pools: [", statusPools
+	for _, tc := range []struct {
+		name         string
+		pools        *string
+		deleteRecord bool
+		source       string // "" : status must fail
+		note         string
+		generalV4    string // first range of pool general, IPv4
+	}{
+		{"same as the record", &same, false, ops.PoolsFromConfigMap, "", "10.96.0.16-10.96.0.31"},
+		{"edited, not applied yet", &edited, false, ops.PoolsFromConfigMap, "differs from the last document the replicas applied", "10.96.0.64-10.96.0.79"},
+		{"deleted", nil, false, ops.PoolsFromRecord, "absent; the replicas pin from the last document applied from it, recorded in " + record, "10.96.0.16-10.96.0.31"},
+		{"garbage", &garbage, false, ops.PoolsFromRecord, "the replicas pin from the last document applied from it", "10.96.0.16-10.96.0.31"},
+		{"outside every ServiceCIDR", &outside, false, ops.PoolsFromRecord, "outside every ServiceCIDR", "10.96.0.16-10.96.0.31"},
+		{"deleted, no record", nil, true, ops.PoolsFromStaticBand, "", ""},
+		{"garbage, no record", &garbage, true, "", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setPools(tc.pools)
+			if tc.deleteRecord {
+				_ = cms.Delete(c.ctx, record, metav1.DeleteOptions{})
+			}
+			out, errOut := c.run(tc.source == "", "status", "-o", "json")
+			if tc.source == "" {
+				if !strings.Contains(errOut, "pools ConfigMap") && !strings.Contains(errOut, ops.DefaultPoolsConfigMap) {
+					t.Errorf("status without a usable document or record: %s", errOut)
+				}
+				return
+			}
+			var st ops.Status
+			if err := json.Unmarshal([]byte(out), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.PoolsSource != tc.source || !strings.Contains(st.PoolsNote, tc.note) || (tc.note == "" && st.PoolsNote != "") {
+				t.Errorf("source %q note %q, want %q and a note with %q", st.PoolsSource, st.PoolsNote, tc.source, tc.note)
+			}
+			var general string
+			for _, p := range st.Pools {
+				if p.Name == "general" && len(p.Families) > 0 && len(p.Families[0].Ranges) > 0 {
+					general = p.Families[0].Ranges[0]
+				}
+			}
+			if general != tc.generalV4 {
+				t.Errorf("pool general's first IPv4 range %q, want %q (%+v)", general, tc.generalV4, st.Pools)
+			}
+			if tc.source != ops.PoolsFromConfigMap {
+				if table, _ := c.run(false, "status"); !strings.Contains(table, "Pools from: "+tc.source) {
+					t.Errorf("table lacks the pools' source:\n%s", table)
+				}
+			}
+		})
+	}
 }
