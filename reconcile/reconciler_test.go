@@ -52,6 +52,7 @@ type env struct {
 	store    *memory.Store
 	alloc    *alloc.Allocator
 	services cache.Indexer
+	ips      *ServiceIPs   // kept with services by put and remove, as the informer's handler does
 	ipaddrs  cache.Indexer // IPAddress objects (networking.k8s.io/v1)
 	events   *record.FakeRecorder
 	metrics  *Metrics
@@ -78,11 +79,12 @@ func newEnv(t *testing.T, cidrs []string) *env {
 	e := &env{t: t, ctx: context.Background(), fams: fams, synced: true}
 	e.clock = clocktesting.NewFakeClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	e.store = memory.New()
-	e.services = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{IPIndex: IndexByClusterIP})
+	e.services = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	e.ips = NewServiceIPs()
 	e.ipaddrs = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	e.alloc, err = alloc.New(e.store, pools, alloc.Options{
 		Clock: e.clock, PendingGrace: grace, Retention: retention,
-		External: Holder(e.services, networkingv1listers.NewIPAddressLister(e.ipaddrs)),
+		External: Holder(e.ips, networkingv1listers.NewIPAddressLister(e.ipaddrs)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -126,9 +128,17 @@ func (e *env) live(ns, name, uid string, ips ...string) {
 	if len(ips) > 0 {
 		s.Spec.ClusterIP = ips[0]
 	}
+	e.put(s)
+}
+
+// put stores s in the cache, replacing the Service of its name.
+func (e *env) put(s *corev1.Service) {
+	e.t.Helper()
+	old, _, _ := e.services.Get(s)
 	if err := e.services.Update(s); err != nil {
 		e.t.Fatal(err)
 	}
+	e.ips.Update(old, s)
 }
 
 func (e *env) remove(ns, name string) {
@@ -140,6 +150,7 @@ func (e *env) remove(ns, name string) {
 	if err := e.services.Delete(obj); err != nil {
 		e.t.Fatal(err)
 	}
+	e.ips.Update(obj, nil)
 }
 
 func (e *env) sync() time.Time {
@@ -697,7 +708,7 @@ func TestTypeChangeToExternalNameReleases(t *testing.T) {
 	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
 	e.live("demo", "web", "uid-1", ips...)
 	e.sync()
-	e.services.Update(&corev1.Service{
+	e.put(&corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-1"},
 		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"},
 	})
@@ -840,7 +851,7 @@ func TestSyncServicesTouchesOnlyThoseServices(t *testing.T) {
 			e.wantFree(a[1])
 			e.wantEvent(ReasonReleased, a[1])
 		} else {
-			e.services.Update(&corev1.Service{
+			e.put(&corev1.Service{
 				ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "a", UID: "uid-a"},
 				Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"},
 			})

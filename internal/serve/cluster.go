@@ -58,16 +58,20 @@ type clusterCaches struct {
 	cidrs      cache.SharedIndexInformer // nil when --service-cidrs is given and pinning is off
 	cidrLister networkingv1listers.ServiceCIDRLister
 
-	// Pinning only: live Services (indexed by clusterIP) and the
-	// apiserver's IPAddress objects, so that the allocator never hands out
-	// an address something already holds, and the reconciler's view.
+	// Pinning only: live Services (and which holds which address) and
+	// the apiserver's IPAddress objects, so that the allocator never hands
+	// out an address something already holds, and the reconciler's view.
 	services      cache.SharedIndexInformer
 	serviceLister corev1listers.ServiceLister
-	ipaddrs       cache.SharedIndexInformer
-	ipaddrLister  networkingv1listers.IPAddressLister
+	serviceIPs    *reconcile.ServiceIPs
+	// serviceIPsFilled: the handler that fills serviceIPs has seen the
+	// initial list (it runs behind the informer's cache).
+	serviceIPsFilled cache.ResourceEventHandlerRegistration
+	ipaddrs          cache.SharedIndexInformer
+	ipaddrLister     networkingv1listers.IPAddressLister
 }
 
-func newClusterCaches(cs kubernetes.Interface, watchServiceCIDRs, pinning bool) *clusterCaches {
+func newClusterCaches(cs kubernetes.Interface, watchServiceCIDRs, pinning bool) (*clusterCaches, error) {
 	// Resync 0: the reconciler resyncs on its own timer, from the caches.
 	// The transform keeps of each object only what the webhook reads.
 	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(slim))
@@ -77,8 +81,12 @@ func newClusterCaches(cs kubernetes.Interface, watchServiceCIDRs, pinning bool) 
 	if pinning {
 		si := f.Core().V1().Services()
 		c.services, c.serviceLister = si.Informer(), si.Lister()
-		// AddIndexers only fails once the informer runs; it does not yet.
-		_ = c.services.AddIndexers(cache.Indexers{reconcile.IPIndex: reconcile.IndexByClusterIP})
+		c.serviceIPs = reconcile.NewServiceIPs()
+		reg, err := c.services.AddEventHandler(c.serviceIPs.Handler())
+		if err != nil {
+			return nil, err
+		}
+		c.serviceIPsFilled = reg
 		// Without the factory's namespace index: IPAddresses are
 		// cluster-scoped, so it would be one set of every key, and they
 		// are only ever read by name.
@@ -91,7 +99,7 @@ func newClusterCaches(cs kubernetes.Interface, watchServiceCIDRs, pinning bool) 
 		si := f.Networking().V1().ServiceCIDRs()
 		c.cidrs, c.cidrLister = si.Informer(), si.Lister()
 	}
-	return c
+	return c, nil
 }
 
 // slim is the informers' transform: every replica caches every Service and
@@ -134,13 +142,19 @@ func (c *clusterCaches) synced() error {
 	if c.cidrs != nil && !c.cidrs.HasSynced() {
 		return errors.New("ServiceCIDR cache not synced")
 	}
-	if c.services != nil && !c.services.HasSynced() {
+	if c.services != nil && !c.servicesSynced() {
 		return errors.New("Service cache not synced")
 	}
 	if c.ipaddrs != nil && !c.ipaddrs.HasSynced() {
 		return errors.New("IPAddress cache not synced")
 	}
 	return nil
+}
+
+// servicesSynced: the Service cache and the address map kept from it hold
+// the initial list.
+func (c *clusterCaches) servicesSynced() bool {
+	return c.services.HasSynced() && c.serviceIPsFilled.HasSynced()
 }
 
 // namespaceGetter reads Namespaces from the informer cache and, on a miss,

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,10 @@ import (
 
 func TestServiceCIDRFamiliesFollowTheCluster(t *testing.T) {
 	cs := fake.NewClientset()
-	c := newClusterCaches(cs, true, false)
+	c, err := newClusterCaches(cs, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	fams := serviceCIDRFamilies{c}
 	if _, err := fams.Families(); err == nil || !strings.Contains(err.Error(), "not synced") {
 		t.Fatalf("before sync: %v", err)
@@ -117,9 +121,11 @@ func TestSlimKeepsWhatTheWebhookReads(t *testing.T) {
 	if !equality.Semantic.DeepEqual(got, want) {
 		t.Errorf("Service slimmed to %+v, want %+v", got, want)
 	}
-	// What the allocator's holder index and the reconciler read still works.
-	if ips, _ := reconcile.IndexByClusterIP(got); len(ips) != 2 || ips[1] != "fd00:10:96::12" {
-		t.Errorf("IndexByClusterIP of the slim Service = %v", ips)
+	// What the allocator's holder map and the reconciler read still works.
+	held := reconcile.NewServiceIPs()
+	held.Update(nil, got)
+	if k, ok := held.Holder(netip.MustParseAddr("fd00:10:96::12")); !ok || k != "shop/web" || held.Len() != 2 {
+		t.Errorf("the slim Service holds fd00:10:96::12 for %q, %v (%d addresses)", k, ok, held.Len())
 	}
 
 	parent := &networkingv1.ParentReference{Resource: "services", Namespace: "shop", Name: "web"}
@@ -157,7 +163,10 @@ func TestIPAddressCacheReadsByName(t *testing.T) {
 	parent := &networkingv1.ParentReference{Resource: "services", Namespace: "shop", Name: "web"}
 	cs := fake.NewClientset(&networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.12", UID: "u"},
 		Spec: networkingv1.IPAddressSpec{ParentRef: parent}})
-	c := newClusterCaches(cs, false, true)
+	c, err := newClusterCaches(cs, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if ix := c.ipaddrs.GetIndexer().GetIndexers(); len(ix) != 0 {
 		t.Errorf("IPAddress informer indexes %v, want none", ix)
 	}
@@ -168,5 +177,44 @@ func TestIPAddressCacheReadsByName(t *testing.T) {
 	got, err := c.ipaddrLister.Get("10.96.0.12")
 	if err != nil || got.Spec.ParentRef == nil || *got.Spec.ParentRef != *parent || got.UID != "" {
 		t.Fatalf("lister Get = %+v, %v; want the slim IPAddress", got, err)
+	}
+}
+
+// notYet is a handler registration that has not seen the initial list.
+type notYet struct {
+	cache.ResourceEventHandlerRegistration
+}
+
+func (notYet) HasSynced() bool { return false }
+
+// TestReadinessWaitsForTheServiceAddressMap: the map of Service addresses
+// is filled by an event handler behind the Service cache; readiness (and
+// the reconciler's start) wait for it, not only for the cache.
+func TestReadinessWaitsForTheServiceAddressMap(t *testing.T) {
+	cs := fake.NewClientset(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.12", ClusterIPs: []string{"10.96.0.12"}}})
+	c, err := newClusterCaches(cs, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.factory.Start(ctx.Done())
+	defer func() { cancel(); c.factory.Shutdown() }()
+	if !cache.WaitForCacheSync(ctx.Done(), c.servicesSynced, c.namespaces.HasSynced, c.ipaddrs.HasSynced, c.cidrs.HasSynced) {
+		t.Fatal("caches did not sync")
+	}
+	if err := c.synced(); err != nil {
+		t.Fatalf("synced() = %v once everything synced", err)
+	}
+	if k, ok := c.serviceIPs.Holder(netip.MustParseAddr("10.96.0.12")); !ok || k != "shop/web" {
+		t.Errorf("10.96.0.12 held by %q, %v once synced", k, ok)
+	}
+	real := c.serviceIPsFilled
+	c.serviceIPsFilled = notYet{real}
+	if err := c.synced(); err == nil {
+		t.Error("synced() passes while the address map has not seen the initial list")
+	}
+	if c.servicesSynced() {
+		t.Error("servicesSynced() passes while the address map has not seen the initial list")
 	}
 }

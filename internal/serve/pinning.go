@@ -133,7 +133,7 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	go func() { stStarted <- st.Start(stctx) }()
 
 	caches.factory.Start(ctx.Done())
-	synced := []cache.InformerSynced{caches.services.HasSynced, caches.ipaddrs.HasSynced, cmInf.HasSynced}
+	synced := []cache.InformerSynced{caches.servicesSynced, caches.ipaddrs.HasSynced, cmInf.HasSynced}
 	if caches.cidrs != nil {
 		synced = append(synced, caches.cidrs.HasSynced)
 	}
@@ -190,7 +190,7 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	// sticky ones, early.
 	clk := probe.Clock()
 	opts.Clock = clk
-	opts.External = reconcile.Holder(caches.services.GetIndexer(), caches.ipaddrLister)
+	opts.External = reconcile.Holder(caches.serviceIPs, caches.ipaddrLister)
 	// A requested address the caches show held is re-read live, so a
 	// Service may take an address the moment the apiserver freed it.
 	ipaddrs := cs.NetworkingV1().IPAddresses()
@@ -239,7 +239,7 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		// first sync would judge expiries by a clock that may be off.
 		Synced: func() bool {
 			_, known := probe.Skew()
-			return caches.services.HasSynced() && st.Ready() == nil && known
+			return caches.servicesSynced() && st.Ready() == nil && known
 		},
 		Clock:    clk,
 		Recorder: recorder,
