@@ -23,13 +23,19 @@ import (
 	"k8s.io/client-go/tools/record"
 )
 
+// IPAddressGetter reads IPAddress objects (networking.k8s.io/v1) by name,
+// the address; a networkingv1listers.IPAddressLister is one.
+type IPAddressGetter interface {
+	Get(name string) (*networkingv1.IPAddress, error)
+}
+
 // Holder is alloc.Options.External: an address is held when a live Service
 // (services, see ServiceIPs) or an IPAddress object (networking.k8s.io/v1,
 // the apiserver's own allocation record, named by the address) has it. The
 // IPAddress check also covers Services the webhook never sees (excluded
 // namespaces) whose watch event has not arrived yet. Either source may be
 // nil.
-func Holder(services *ServiceIPs, ipaddrs networkingv1listers.IPAddressLister) alloc.HolderFunc {
+func Holder(services *ServiceIPs, ipaddrs IPAddressGetter) alloc.HolderFunc {
 	return func(ip netip.Addr) (string, bool) {
 		if services != nil {
 			if key, ok := services.Holder(ip); ok {

@@ -182,9 +182,8 @@ func ServiceEvents(r *Reconciler) cache.ResourceEventHandlerFuncs {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: touch,
 		UpdateFunc: func(old, cur any) {
-			o, ok1 := old.(*corev1.Service)
-			n, ok2 := cur.(*corev1.Service)
-			if ok1 && ok2 && o.UID == n.UID && o.Spec.Type == n.Spec.Type &&
+			o, n := asService(old), asService(cur)
+			if o != nil && n != nil && o.UID == n.UID && o.Spec.Type == n.Spec.Type &&
 				o.Spec.ClusterIP == n.Spec.ClusterIP && slices.Equal(o.Spec.ClusterIPs, n.Spec.ClusterIPs) {
 				return
 			}

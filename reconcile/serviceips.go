@@ -71,33 +71,30 @@ func (m *ServiceIPs) Handler() cache.ResourceEventHandler {
 // tombstone (cache.DeletedFinalStateUnknown); anything but a Service is
 // ignored.
 func (m *ServiceIPs) Update(old, cur any) {
-	o, n := service(old), service(cur)
-	if o == nil && n == nil {
-		return
-	}
-	gone, held := clusterIPs(o), clusterIPs(n)
-	if len(gone) == 0 && len(held) == 0 {
+	ons, oname, gone, wasService := held(old)
+	ns, name, holds, isService := held(cur)
+	if len(gone) == 0 && len(holds) == 0 {
 		return
 	}
 	var key string
-	if n != nil {
-		key = n.Namespace + "/" + n.Name
+	if isService {
+		key = ns + "/" + name
 	} else {
-		key = o.Namespace + "/" + o.Name
+		key = ons + "/" + oname
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if o != nil && n != nil && (o.Namespace != n.Namespace || o.Name != n.Name) {
+	if wasService && isService && (ons != ns || oname != name) {
 		// Not what an informer delivers; handled all the same.
-		m.release(gone, o.Namespace+"/"+o.Name)
+		m.release(gone, ons+"/"+oname)
 		gone = nil
 	}
 	for _, ip := range gone {
-		if !slices.Contains(held, ip) {
+		if !slices.Contains(holds, ip) {
 			m.drop(ip, key)
 		}
 	}
-	for _, ip := range held {
+	for _, ip := range holds {
 		key = m.add(ip, key)
 	}
 }
@@ -146,31 +143,36 @@ func (m *ServiceIPs) drop(ip netip.Addr, key string) {
 	}
 }
 
-// service unwraps a tombstone; nil for anything but a Service.
-func service(obj any) *corev1.Service {
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+// held reads what obj holds for ServiceIPs: obj is a Service, a
+// SlimService or a tombstone of either (ok false for anything else); ips
+// are its valid clusterIPs (clusterIP alone when clusterIPs is empty), none
+// for an ExternalName Service.
+func held(obj any) (namespace, name string, ips []netip.Addr, ok bool) {
+	if t, isTomb := obj.(cache.DeletedFinalStateUnknown); isTomb {
 		obj = t.Obj
 	}
-	s, _ := obj.(*corev1.Service)
-	return s
-}
-
-// clusterIPs are the addresses s holds for ServiceIPs: every valid
-// clusterIP (clusterIP alone when clusterIPs is empty), none for an
-// ExternalName Service or nil.
-func clusterIPs(s *corev1.Service) []netip.Addr {
-	if s == nil || s.Spec.Type == corev1.ServiceTypeExternalName {
-		return nil
+	var typ corev1.ServiceType
+	var clusterIP string
+	var clusterIPs []string
+	switch o := obj.(type) {
+	case *corev1.Service:
+		namespace, name, typ, clusterIP, clusterIPs = o.Namespace, o.Name, o.Spec.Type, o.Spec.ClusterIP, o.Spec.ClusterIPs
+	case *SlimService:
+		namespace, name, typ, clusterIP, clusterIPs = o.namespace, o.name, o.typ, o.clusterIP, o.clusterIPs
+	default:
+		return "", "", nil, false
 	}
-	ips := s.Spec.ClusterIPs
-	if len(ips) == 0 && s.Spec.ClusterIP != "" {
-		ips = []string{s.Spec.ClusterIP}
+	if typ == corev1.ServiceTypeExternalName {
+		return namespace, name, nil, true
 	}
-	out := make([]netip.Addr, 0, len(ips))
-	for _, v := range ips {
+	if len(clusterIPs) == 0 && clusterIP != "" {
+		clusterIPs = []string{clusterIP}
+	}
+	ips = make([]netip.Addr, 0, len(clusterIPs))
+	for _, v := range clusterIPs {
 		if a, err := netip.ParseAddr(v); err == nil {
-			out = append(out, a)
+			ips = append(ips, a)
 		}
 	}
-	return out
+	return namespace, name, ips, true
 }

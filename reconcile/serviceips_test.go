@@ -59,39 +59,52 @@ func TestServiceIPsFollowEvents(t *testing.T) {
 		{"IPv4 to dual-stack", []string{"10.96.0.10"}, []string{"10.96.0.10", "fd00:10:96::11"}, "fd00:10:96::12"},
 		{"dual-stack to IPv6", []string{"10.96.0.10", "fd00:10:96::10"}, []string{"fd00:10:96::10"}, "10.96.0.12"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			m := NewServiceIPs()
-			h := m.Handler()
-			state := func(holds []string, key string) map[string]string {
-				want := map[string]string{tc.other: ""}
-				for _, ip := range append(append([]string(nil), tc.first...), tc.now...) {
-					want[ip] = ""
-				}
-				for _, ip := range holds {
-					want[ip] = key
-				}
-				return want
-			}
-			a := svc("demo", "web", "u1", tc.first...)
-			h.OnAdd(a, true)
-			wantHeld(t, m, state(tc.first, "demo/web"))
-
-			// The address moves: the old one is free, the new one held.
-			b := svc("demo", "web", "u1", tc.now...)
-			h.OnUpdate(a, b)
-			wantHeld(t, m, state(tc.now, "demo/web"))
-
-			// Deleted through a relist's tombstone.
-			h.OnDelete(cache.DeletedFinalStateUnknown{Key: "demo/web", Obj: b})
-			wantHeld(t, m, state(nil, ""))
-
-			// Re-created under the same name with the first addresses.
-			h.OnAdd(svc("demo", "web", "u2", tc.first...), false)
-			wantHeld(t, m, state(tc.first, "demo/web"))
-			h.OnDelete(svc("demo", "web", "u2", tc.first...))
-			wantHeld(t, m, state(nil, ""))
-		})
+		for form, wrap := range forms {
+			t.Run(tc.name+"/"+form, func(t *testing.T) {
+				testServiceIPsFollowEvents(t, tc.first, tc.now, tc.other, wrap)
+			})
+		}
 	}
+}
+
+// forms are the shapes a Service reaches the handler in: the informer's
+// transform makes it a SlimService; tests and other caches give Services.
+var forms = map[string]func(*corev1.Service) any{
+	"Service":     func(s *corev1.Service) any { return s },
+	"SlimService": func(s *corev1.Service) any { return NewSlimService(s) },
+}
+
+func testServiceIPsFollowEvents(t *testing.T, first, now []string, other string, wrap func(*corev1.Service) any) {
+	m := NewServiceIPs()
+	h := m.Handler()
+	state := func(holds []string, key string) map[string]string {
+		want := map[string]string{other: ""}
+		for _, ip := range append(append([]string(nil), first...), now...) {
+			want[ip] = ""
+		}
+		for _, ip := range holds {
+			want[ip] = key
+		}
+		return want
+	}
+	a := wrap(svc("demo", "web", "u1", first...))
+	h.OnAdd(a, true)
+	wantHeld(t, m, state(first, "demo/web"))
+
+	// The address moves: the old one is free, the new one held.
+	b := wrap(svc("demo", "web", "u1", now...))
+	h.OnUpdate(a, b)
+	wantHeld(t, m, state(now, "demo/web"))
+
+	// Deleted through a relist's tombstone.
+	h.OnDelete(cache.DeletedFinalStateUnknown{Key: "demo/web", Obj: b})
+	wantHeld(t, m, state(nil, ""))
+
+	// Re-created under the same name with the first addresses.
+	h.OnAdd(wrap(svc("demo", "web", "u2", first...)), false)
+	wantHeld(t, m, state(first, "demo/web"))
+	h.OnDelete(wrap(svc("demo", "web", "u2", first...)))
+	wantHeld(t, m, state(nil, ""))
 }
 
 // TestServiceIPsHeldAsTheIndexWas: what holds an address is what the
@@ -99,17 +112,23 @@ func TestServiceIPsFollowEvents(t *testing.T) {
 // ExternalName and headless Services and unparseable addresses not; a
 // non-canonical spelling is found by the address.
 func TestServiceIPsHeldAsTheIndexWas(t *testing.T) {
+	for form, wrap := range forms {
+		t.Run(form, func(t *testing.T) { testServiceIPsHeldAsTheIndexWas(t, wrap) })
+	}
+}
+
+func testServiceIPsHeldAsTheIndexWas(t *testing.T, wrap func(*corev1.Service) any) {
 	m := NewServiceIPs()
 	h := m.Handler()
-	h.OnAdd(svc("default", "kubernetes", "k", "10.96.0.1", "fd00:10:96::1"), true)
+	h.OnAdd(wrap(svc("default", "kubernetes", "k", "10.96.0.1", "fd00:10:96::1")), true)
 	ext := svc("a", "ext", "e", "10.96.0.9")
 	ext.Spec.Type, ext.Spec.ExternalName = corev1.ServiceTypeExternalName, "x.example"
-	h.OnAdd(ext, true)
-	h.OnAdd(svc("a", "headless", "h", "None"), true)
-	h.OnAdd(svc("a", "bad", "b", "10.96.0.300", "fd00:10:96:0:0::5"), true)
+	h.OnAdd(wrap(ext), true)
+	h.OnAdd(wrap(svc("a", "headless", "h", "None")), true)
+	h.OnAdd(wrap(svc("a", "bad", "b", "10.96.0.300", "fd00:10:96:0:0::5")), true)
 	only := svc("a", "old", "o")
 	only.Spec.ClusterIP = "10.96.0.6" // clusterIPs empty: clusterIP counts
-	h.OnAdd(only, true)
+	h.OnAdd(wrap(only), true)
 	h.OnAdd("not a Service", true)
 	wantHeld(t, m, map[string]string{
 		"10.96.0.1": "default/kubernetes", "fd00:10:96::1": "default/kubernetes",
@@ -120,7 +139,7 @@ func TestServiceIPsHeldAsTheIndexWas(t *testing.T) {
 	// A Service turning ExternalName lets go of its address.
 	ext2 := svc("a", "old", "o")
 	ext2.Spec.Type, ext2.Spec.ExternalName = corev1.ServiceTypeExternalName, "x.example"
-	h.OnUpdate(only, ext2)
+	h.OnUpdate(wrap(only), wrap(ext2))
 	if _, ok := m.Holder(netip.MustParseAddr("10.96.0.6")); ok {
 		t.Error("10.96.0.6 still held after its Service turned ExternalName")
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
 )
@@ -110,7 +111,7 @@ func TestSlimKeepsWhatTheWebhookReads(t *testing.T) {
 			Ports: []corev1.ServicePort{{Port: 80}}, Selector: map[string]string{"app": "web"}},
 		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "192.0.2.1"}}}},
 	}
-	got, err := slim(svc)
+	got, err := slim(svc.DeepCopy())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +119,20 @@ func TestSlimKeepsWhatTheWebhookReads(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "u1", ResourceVersion: "7", Labels: map[string]string{"tier": "api"}},
 		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: "10.96.0.12", ClusterIPs: []string{"10.96.0.12", "fd00:10:96::12"}},
 	}
-	if !equality.Semantic.DeepEqual(got, want) {
+	if s, ok := got.(*reconcile.SlimService); !ok || !equality.Semantic.DeepEqual(s.Service(true), want) {
 		t.Errorf("Service slimmed to %+v, want %+v", got, want)
+	}
+	// The listers read it back, the reconciler's without labels.
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	if err := idx.Add(got); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := reconcile.NewSlimServiceLister(idx, true).Services("shop").Get("web"); err != nil || !equality.Semantic.DeepEqual(s, want) {
+		t.Errorf("lister Get = %+v, %v; want %+v", s, err, want)
+	}
+	want.Labels = nil
+	if l, err := reconcile.NewSlimServiceLister(idx, false).List(labels.Everything()); err != nil || len(l) != 1 || !equality.Semantic.DeepEqual(l[0], want) {
+		t.Errorf("lister without labels: List = %+v, %v; want %+v", l, err, want)
 	}
 	// What the allocator's holder map and the reconciler read still works.
 	held := reconcile.NewServiceIPs()
@@ -132,9 +145,19 @@ func TestSlimKeepsWhatTheWebhookReads(t *testing.T) {
 	ipa := &networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.12", UID: "u2", ResourceVersion: "8", ManagedFields: mf,
 		Labels: map[string]string{"ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io"}},
 		Spec: networkingv1.IPAddressSpec{ParentRef: parent}}
-	if got, _ := slim(ipa); !equality.Semantic.DeepEqual(got, &networkingv1.IPAddress{
-		ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.12", ResourceVersion: "8"}, Spec: networkingv1.IPAddressSpec{ParentRef: parent}}) {
+	if got, _ := slim(ipa); got.(*cachedIPAddress).name != "10.96.0.12" || got.(*cachedIPAddress).rv != "8" || *got.(*cachedIPAddress).parent != *parent {
 		t.Errorf("IPAddress slimmed to %+v", got)
+	}
+	idx = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	if got, _ := slim(ipa); idx.Add(got) != nil {
+		t.Fatal("the cache does not take a slim IPAddress")
+	}
+	if got, err := (ipAddressCache{idx}).Get("10.96.0.12"); err != nil || !equality.Semantic.DeepEqual(got, &networkingv1.IPAddress{
+		ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.12", ResourceVersion: "8"}, Spec: networkingv1.IPAddressSpec{ParentRef: parent}}) {
+		t.Errorf("the slim IPAddress reads back as %+v, %v", got, err)
+	}
+	if _, err := (ipAddressCache{idx}).Get("10.96.0.13"); !apierrors.IsNotFound(err) {
+		t.Errorf("an absent IPAddress reads as %v, want NotFound", err)
 	}
 
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", ManagedFields: mf,

@@ -231,7 +231,9 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		Log:       log.Named("reconcile"),
 		Allocator: a,
 		Store:     st,
-		Services:  caches.serviceLister,
+		// Without labels: the reconciler never reads them, and its full
+		// sync would build a map for every Service.
+		Services: reconcile.NewSlimServiceLister(caches.services.GetIndexer(), false),
 		GetService: func(ctx context.Context, ns, name string) (*corev1.Service, error) {
 			return cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 		},
