@@ -19,7 +19,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	corev1listers "k8s.io/client-go/listers/core/v1"
 	networkingv1listers "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -51,7 +50,7 @@ type env struct {
 	clock    *clocktesting.FakeClock
 	store    *memory.Store
 	alloc    *alloc.Allocator
-	services cache.Indexer
+	services cache.Indexer // SlimServices, as the informer caches them
 	ips      *ServiceIPs   // kept with services by put and remove, as the informer's handler does
 	ipaddrs  cache.Indexer // IPAddress objects (networking.k8s.io/v1)
 	events   *record.FakeRecorder
@@ -95,7 +94,7 @@ func newEnv(t *testing.T, cidrs []string) *env {
 	}
 	e.events = record.NewFakeRecorder(100)
 	e.r, err = New(Options{
-		Allocator: e.alloc, Store: e.store, Services: corev1listers.NewServiceLister(e.services),
+		Allocator: e.alloc, Store: e.store, Services: NewSlimServiceLister(e.services, false),
 		Synced: func() bool { return e.synced }, Recorder: e.events, Metrics: e.metrics, Clock: e.clock,
 	})
 	if err != nil {
@@ -134,11 +133,13 @@ func (e *env) live(ns, name, uid string, ips ...string) {
 // put stores s in the cache, replacing the Service of its name.
 func (e *env) put(s *corev1.Service) {
 	e.t.Helper()
-	old, _, _ := e.services.Get(s)
-	if err := e.services.Update(s); err != nil {
+	// As the informer caches it.
+	slim := NewSlimService(s)
+	old, _, _ := e.services.Get(slim)
+	if err := e.services.Update(slim); err != nil {
 		e.t.Fatal(err)
 	}
-	e.ips.Update(old, s)
+	e.ips.Update(old, slim)
 }
 
 func (e *env) remove(ns, name string) {
@@ -957,7 +958,7 @@ func TestImportsRunConcurrently(t *testing.T) {
 	e := newEnv(t, []string{"10.96.0.0/16"})
 	const workers = 4
 	g := &gatedAllocator{Allocator: e.alloc, want: workers, all: make(chan struct{})}
-	r, err := New(Options{Allocator: g, Store: e.store, Services: corev1listers.NewServiceLister(e.services), Clock: e.clock, Workers: workers})
+	r, err := New(Options{Allocator: g, Store: e.store, Services: NewSlimServiceLister(e.services, false), Clock: e.clock, Workers: workers})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -129,6 +129,26 @@ func (l slimLister) List(sel labels.Selector) ([]*corev1.Service, error) {
 	return out, nil
 }
 
+// slims lists every Service of the cache as a SlimService, without copies
+// of those that are.
+func (l slimLister) slims() []*SlimService {
+	objs := l.idx.List()
+	out := make([]*SlimService, 0, len(objs))
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *SlimService:
+			if l.ns == "" || o.namespace == l.ns {
+				out = append(out, o)
+			}
+		case *corev1.Service:
+			if l.ns == "" || o.Namespace == l.ns {
+				out = append(out, NewSlimService(o))
+			}
+		}
+	}
+	return out
+}
+
 func (l slimLister) Services(namespace string) corev1listers.ServiceNamespaceLister {
 	l.ns = namespace
 	return l
