@@ -279,6 +279,24 @@ func (r *Reconciler) Run(ctx context.Context) {
 	}
 }
 
+// listReservations lists every reservation, lowest address first, without
+// copies when the store can (alloc.SharedLister). Nothing may modify them.
+func (r *Reconciler) listReservations(ctx context.Context) ([]*alloc.Reservation, error) {
+	if l, ok := r.o.Store.(alloc.SharedLister); ok {
+		return l.ListShared(ctx)
+	}
+	rs, err := r.o.Store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*alloc.Reservation, len(rs))
+	for i := range rs {
+		out[i] = &rs[i]
+	}
+	slices.SortFunc(out, func(a, b *alloc.Reservation) int { return a.IP.Compare(b.IP) })
+	return out, nil
+}
+
 // listServices lists every cached Service as a SlimService: the cache's
 // own objects when it holds SlimServices (NewSlimServiceLister), else a
 // slim copy of each.
@@ -416,7 +434,7 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("listing Services: %w", err)
 	}
-	rs, err := r.o.Store.List(ctx)
+	rs, err := r.listReservations(ctx)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("listing reservations: %w", err)
 	}
@@ -424,16 +442,12 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 	// Looked up by binary search rather than a map: at 27,000
 	// reservations a map of copies was ~8 MiB more of the leader's heap
 	// on every full sync.
-	byAddress := func(a, b alloc.Reservation) int { return a.IP.Compare(b.IP) }
-	if !slices.IsSortedFunc(rs, byAddress) {
-		slices.SortFunc(rs, byAddress)
-	}
 	byIP := func(ip netip.Addr) (alloc.Reservation, bool) {
-		i, ok := slices.BinarySearchFunc(rs, ip, func(x alloc.Reservation, ip netip.Addr) int { return x.IP.Compare(ip) })
+		i, ok := slices.BinarySearchFunc(rs, ip, func(x *alloc.Reservation, ip netip.Addr) int { return x.IP.Compare(ip) })
 		if !ok {
 			return alloc.Reservation{}, false
 		}
-		return rs[i], true
+		return *rs[i], true
 	}
 	// The Services as cached (SlimService): converted to a Service only
 	// where one is written about.
@@ -493,6 +507,7 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 
 	// 2. Release what no live Service holds any more.
 	for _, x := range rs {
+		x := *x
 		if x.State != alloc.StateBound {
 			continue
 		}
@@ -536,7 +551,7 @@ func (r *Reconciler) Sync(ctx context.Context) (next time.Time, err error) {
 	}
 
 	// The next expiry, read back after the writes above.
-	if after, err := r.o.Store.List(ctx); err == nil {
+	if after, err := r.listReservations(ctx); err == nil {
 		for _, x := range after {
 			if x.State != alloc.StateBound && !x.Expires.IsZero() && (next.IsZero() || x.Expires.Before(next)) {
 				next = x.Expires

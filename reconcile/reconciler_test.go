@@ -232,30 +232,46 @@ func forEachCluster(t *testing.T, f func(t *testing.T, e *env)) {
 }
 
 func TestConfirmBindsPendingToTheLiveService(t *testing.T) {
-	forEachCluster(t, func(t *testing.T, e *env) {
-		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web", RequestUID: "r1"}, e.fams...)
-		e.sync() // the Service is not there yet: stays pending, no event
-		e.wantState(ips[0], alloc.StatePending, "demo/web")
-		e.noEvents()
+	forEachCluster(t, testConfirmBindsPendingToTheLiveService)
+}
 
-		e.live("demo", "web", "uid-web", ips...)
-		e.sync()
-		for _, ip := range ips {
-			r := e.wantState(ip, alloc.StateBound, "demo/web")
-			if r.Owner.UID != "uid-web" || !r.Expires.IsZero() {
-				t.Errorf("%s: uid %q expires %v, want uid-web and no expiry", ip, r.Owner.UID, r.Expires)
-			}
-			e.wantEvent(ReasonPinned, ip)
+// TestSyncWithAListOnlyStore: a store without alloc.SharedLister (nor the
+// per-Service reads) is listed with copies; the sync does the same.
+func TestSyncWithAListOnlyStore(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		r, err := New(Options{Allocator: e.alloc, Store: struct{ ReservationLister }{e.store}, Services: NewSlimServiceLister(e.services, false),
+			Recorder: e.events, Metrics: e.metrics, Clock: e.clock})
+		if err != nil {
+			t.Fatal(err)
 		}
-		// Idempotent: a second pass writes and says nothing.
-		before, _ := e.get(ips[0])
-		e.sync()
-		after, _ := e.get(ips[0])
-		if before.Version != after.Version {
-			t.Error("a second Sync rewrote a bound reservation")
-		}
-		e.noEvents()
+		e.r = r
+		testConfirmBindsPendingToTheLiveService(t, e)
 	})
+}
+
+func testConfirmBindsPendingToTheLiveService(t *testing.T, e *env) {
+	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web", RequestUID: "r1"}, e.fams...)
+	e.sync() // the Service is not there yet: stays pending, no event
+	e.wantState(ips[0], alloc.StatePending, "demo/web")
+	e.noEvents()
+
+	e.live("demo", "web", "uid-web", ips...)
+	e.sync()
+	for _, ip := range ips {
+		r := e.wantState(ip, alloc.StateBound, "demo/web")
+		if r.Owner.UID != "uid-web" || !r.Expires.IsZero() {
+			t.Errorf("%s: uid %q expires %v, want uid-web and no expiry", ip, r.Owner.UID, r.Expires)
+		}
+		e.wantEvent(ReasonPinned, ip)
+	}
+	// Idempotent: a second pass writes and says nothing.
+	before, _ := e.get(ips[0])
+	e.sync()
+	after, _ := e.get(ips[0])
+	if before.Version != after.Version {
+		t.Error("a second Sync rewrote a bound reservation")
+	}
+	e.noEvents()
 }
 
 func TestGenerateNameIsBoundToTheRealName(t *testing.T) {

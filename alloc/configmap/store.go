@@ -629,6 +629,12 @@ func (s *Store) List(ctx context.Context) (rs []alloc.Reservation, err error) {
 	return rs, err
 }
 
+// ListShared implements alloc.SharedLister: the informer's own records.
+func (s *Store) ListShared(ctx context.Context) (rs []*alloc.Reservation, err error) {
+	err = s.caughtUp(ctx, all, func() { rs = s.idx.ListShared() })
+	return rs, err
+}
+
 // Taken implements alloc.Store.
 func (s *Store) Taken(ctx context.Context, fn func(*alloc.IPSet)) error {
 	return s.caughtUp(ctx, all, func() { fn(s.idx.Taken()) })
