@@ -113,9 +113,9 @@ func newClusterCaches(cs kubernetes.Interface, watchServiceCIDRs, pinning bool) 
 // IPAddress of the cluster, so each keeps only the fields the webhook
 // reads. A Service becomes a reconcile.SlimService: its identity (name,
 // namespace, UID, resourceVersion), labels (pool serviceSelectors) and type
-// and clusterIPs (who holds which address); an IPAddress becomes a cachedIPAddress, its
-// name (the address) and parentRef; a Namespace keeps its
-// labels and annotations (policy, skip label, namespaceSelectors).
+// and clusterIPs (who holds which address); an IPAddress becomes a
+// cachedIPAddress, its name (the address) and parentRef; a Namespace keeps
+// its labels and annotations (policy, skip label, namespaceSelectors).
 // managedFields go everywhere. Anything else (tombstones) passes as is.
 // Strings every object of a kind repeats (a Service's type, a parentRef's
 // resource) become the program's constants instead of one copy each from

@@ -231,8 +231,8 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		Log:       log.Named("reconcile"),
 		Allocator: a,
 		Store:     st,
-		// Without labels: the reconciler never reads them, and its full
-		// sync would build a map for every Service.
+		// Without labels: the reconciler never reads them (its full sync
+		// reads the cached SlimServices themselves).
 		Services: reconcile.NewSlimServiceLister(caches.services.GetIndexer(), false),
 		GetService: func(ctx context.Context, ns, name string) (*corev1.Service, error) {
 			return cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
