@@ -12,10 +12,9 @@ import (
 // ServiceIPs maps every address a cached Service holds to that Service's
 // key ("namespace/name"), for Holder. It is kept by the Service informer's
 // event handler (Handler) instead of an informer index: client-go's index
-// keeps a string set per address plus the index values of every object, and
-// at 20,000 Services that was ~8 MiB of every replica's heap; here an
-// address costs one map slot, and the key string is shared by the
-// Service's addresses.
+// keeps a string set per address (~200 bytes; 6 MiB of every replica's
+// heap at 20,000 Services); here an address costs one map slot, and the
+// key string is shared by the Service's addresses.
 //
 // Unlike the reconciler's view (heldIPs), default/kubernetes is included
 // (its address must never be handed out); ExternalName Services hold
