@@ -97,6 +97,17 @@ func (x *Index) List() []Reservation {
 	return out
 }
 
+// ListShared returns every reservation, lowest address first, as the
+// records the index holds (see PutShared): the caller must not modify them.
+func (x *Index) ListShared() []*Reservation {
+	out := make([]*Reservation, 0, len(x.byIP))
+	for _, r := range x.byIP {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *Reservation) int { return a.IP.Compare(b.IP) })
+	return out
+}
+
 // Len is the number of reservations.
 func (x *Index) Len() int { return len(x.byIP) }
 

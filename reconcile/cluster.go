@@ -20,52 +20,30 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	networkingv1listers "k8s.io/client-go/listers/networking/v1"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 )
 
-// IPIndex is the Services informer index by clusterIP (canonical text).
-const IPIndex = "clusterIP"
-
-// IndexByClusterIP indexes a Service by every address it holds. Unlike the
-// reconciler's view, default/kubernetes is included: its address must never
-// be handed out.
-func IndexByClusterIP(obj any) ([]string, error) {
-	s, ok := obj.(*corev1.Service)
-	if !ok || s.Spec.Type == corev1.ServiceTypeExternalName {
-		return nil, nil
-	}
-	ips := s.Spec.ClusterIPs
-	if len(ips) == 0 && s.Spec.ClusterIP != "" {
-		ips = []string{s.Spec.ClusterIP}
-	}
-	var out []string
-	for _, v := range ips {
-		if a, err := netip.ParseAddr(v); err == nil {
-			out = append(out, a.String())
-		}
-	}
-	return out, nil
+// IPAddressGetter reads IPAddress objects (networking.k8s.io/v1) by name,
+// the address; a networkingv1listers.IPAddressLister is one.
+type IPAddressGetter interface {
+	Get(name string) (*networkingv1.IPAddress, error)
 }
 
 // Holder is alloc.Options.External: an address is held when a live Service
-// (services must carry IPIndex) or an IPAddress object (networking.k8s.io/v1,
+// (services, see ServiceIPs) or an IPAddress object (networking.k8s.io/v1,
 // the apiserver's own allocation record, named by the address) has it. The
 // IPAddress check also covers Services the webhook never sees (excluded
 // namespaces) whose watch event has not arrived yet. Either source may be
 // nil.
-func Holder(services cache.Indexer, ipaddrs networkingv1listers.IPAddressLister) alloc.HolderFunc {
+func Holder(services *ServiceIPs, ipaddrs IPAddressGetter) alloc.HolderFunc {
 	return func(ip netip.Addr) (string, bool) {
-		key := ip.String()
 		if services != nil {
-			if objs, err := services.ByIndex(IPIndex, key); err == nil && len(objs) > 0 {
-				if s, ok := objs[0].(*corev1.Service); ok {
-					return s.Namespace + "/" + s.Name, true
-				}
+			if key, ok := services.Holder(ip); ok {
+				return key, true
 			}
 		}
 		if ipaddrs != nil {
-			if a, err := ipaddrs.Get(key); err == nil && a != nil {
+			if a, err := ipaddrs.Get(ip.String()); err == nil && a != nil {
 				if p := a.Spec.ParentRef; p != nil {
 					if p.Resource == "services" && p.Group == "" {
 						return p.Namespace + "/" + p.Name, true

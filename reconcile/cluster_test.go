@@ -22,12 +22,12 @@ import (
 )
 
 func TestHolderSeesServicesAndIPAddresses(t *testing.T) {
-	svcs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{IPIndex: IndexByClusterIP})
-	_ = svcs.Add(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubernetes"},
+	svcs := NewServiceIPs()
+	svcs.Update(nil, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubernetes"},
 		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.1", ClusterIPs: []string{"10.96.0.1"}}})
-	_ = svcs.Add(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "dual"},
+	svcs.Update(nil, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "dual"},
 		Spec: corev1.ServiceSpec{ClusterIP: "fd00:10:96:0:0::5", ClusterIPs: []string{"fd00:10:96:0:0::5", "10.96.0.5"}}})
-	_ = svcs.Add(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "ext"},
+	svcs.Update(nil, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "ext"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "x.example", ClusterIP: "10.96.0.9"}})
 	addrs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	_ = addrs.Add(&networkingv1.IPAddress{ObjectMeta: metav1.ObjectMeta{Name: "10.96.0.7"},

@@ -19,7 +19,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	corev1listers "k8s.io/client-go/listers/core/v1"
 	networkingv1listers "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -51,7 +50,8 @@ type env struct {
 	clock    *clocktesting.FakeClock
 	store    *memory.Store
 	alloc    *alloc.Allocator
-	services cache.Indexer
+	services cache.Indexer // SlimServices, as the informer caches them
+	ips      *ServiceIPs   // kept with services by put and remove, as the informer's handler does
 	ipaddrs  cache.Indexer // IPAddress objects (networking.k8s.io/v1)
 	events   *record.FakeRecorder
 	metrics  *Metrics
@@ -78,11 +78,12 @@ func newEnv(t *testing.T, cidrs []string) *env {
 	e := &env{t: t, ctx: context.Background(), fams: fams, synced: true}
 	e.clock = clocktesting.NewFakeClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	e.store = memory.New()
-	e.services = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{IPIndex: IndexByClusterIP})
+	e.services = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	e.ips = NewServiceIPs()
 	e.ipaddrs = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	e.alloc, err = alloc.New(e.store, pools, alloc.Options{
 		Clock: e.clock, PendingGrace: grace, Retention: retention,
-		External: Holder(e.services, networkingv1listers.NewIPAddressLister(e.ipaddrs)),
+		External: Holder(e.ips, networkingv1listers.NewIPAddressLister(e.ipaddrs)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +94,7 @@ func newEnv(t *testing.T, cidrs []string) *env {
 	}
 	e.events = record.NewFakeRecorder(100)
 	e.r, err = New(Options{
-		Allocator: e.alloc, Store: e.store, Services: corev1listers.NewServiceLister(e.services),
+		Allocator: e.alloc, Store: e.store, Services: NewSlimServiceLister(e.services, false),
 		Synced: func() bool { return e.synced }, Recorder: e.events, Metrics: e.metrics, Clock: e.clock,
 	})
 	if err != nil {
@@ -126,9 +127,19 @@ func (e *env) live(ns, name, uid string, ips ...string) {
 	if len(ips) > 0 {
 		s.Spec.ClusterIP = ips[0]
 	}
-	if err := e.services.Update(s); err != nil {
+	e.put(s)
+}
+
+// put stores s in the cache, replacing the Service of its name.
+func (e *env) put(s *corev1.Service) {
+	e.t.Helper()
+	// As the informer caches it.
+	slim := NewSlimService(s)
+	old, _, _ := e.services.Get(slim)
+	if err := e.services.Update(slim); err != nil {
 		e.t.Fatal(err)
 	}
+	e.ips.Update(old, slim)
 }
 
 func (e *env) remove(ns, name string) {
@@ -140,6 +151,7 @@ func (e *env) remove(ns, name string) {
 	if err := e.services.Delete(obj); err != nil {
 		e.t.Fatal(err)
 	}
+	e.ips.Update(obj, nil)
 }
 
 func (e *env) sync() time.Time {
@@ -220,30 +232,46 @@ func forEachCluster(t *testing.T, f func(t *testing.T, e *env)) {
 }
 
 func TestConfirmBindsPendingToTheLiveService(t *testing.T) {
-	forEachCluster(t, func(t *testing.T, e *env) {
-		ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web", RequestUID: "r1"}, e.fams...)
-		e.sync() // the Service is not there yet: stays pending, no event
-		e.wantState(ips[0], alloc.StatePending, "demo/web")
-		e.noEvents()
+	forEachCluster(t, testConfirmBindsPendingToTheLiveService)
+}
 
-		e.live("demo", "web", "uid-web", ips...)
-		e.sync()
-		for _, ip := range ips {
-			r := e.wantState(ip, alloc.StateBound, "demo/web")
-			if r.Owner.UID != "uid-web" || !r.Expires.IsZero() {
-				t.Errorf("%s: uid %q expires %v, want uid-web and no expiry", ip, r.Owner.UID, r.Expires)
-			}
-			e.wantEvent(ReasonPinned, ip)
+// TestSyncWithAListOnlyStore: a store without alloc.SharedLister (nor the
+// per-Service reads) is listed with copies; the sync does the same.
+func TestSyncWithAListOnlyStore(t *testing.T) {
+	forEachCluster(t, func(t *testing.T, e *env) {
+		r, err := New(Options{Allocator: e.alloc, Store: struct{ ReservationLister }{e.store}, Services: NewSlimServiceLister(e.services, false),
+			Recorder: e.events, Metrics: e.metrics, Clock: e.clock})
+		if err != nil {
+			t.Fatal(err)
 		}
-		// Idempotent: a second pass writes and says nothing.
-		before, _ := e.get(ips[0])
-		e.sync()
-		after, _ := e.get(ips[0])
-		if before.Version != after.Version {
-			t.Error("a second Sync rewrote a bound reservation")
-		}
-		e.noEvents()
+		e.r = r
+		testConfirmBindsPendingToTheLiveService(t, e)
 	})
+}
+
+func testConfirmBindsPendingToTheLiveService(t *testing.T, e *env) {
+	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web", RequestUID: "r1"}, e.fams...)
+	e.sync() // the Service is not there yet: stays pending, no event
+	e.wantState(ips[0], alloc.StatePending, "demo/web")
+	e.noEvents()
+
+	e.live("demo", "web", "uid-web", ips...)
+	e.sync()
+	for _, ip := range ips {
+		r := e.wantState(ip, alloc.StateBound, "demo/web")
+		if r.Owner.UID != "uid-web" || !r.Expires.IsZero() {
+			t.Errorf("%s: uid %q expires %v, want uid-web and no expiry", ip, r.Owner.UID, r.Expires)
+		}
+		e.wantEvent(ReasonPinned, ip)
+	}
+	// Idempotent: a second pass writes and says nothing.
+	before, _ := e.get(ips[0])
+	e.sync()
+	after, _ := e.get(ips[0])
+	if before.Version != after.Version {
+		t.Error("a second Sync rewrote a bound reservation")
+	}
+	e.noEvents()
 }
 
 func TestGenerateNameIsBoundToTheRealName(t *testing.T) {
@@ -697,7 +725,7 @@ func TestTypeChangeToExternalNameReleases(t *testing.T) {
 	ips := e.admit(alloc.Owner{Namespace: "demo", Name: "web"}, e.fams...)
 	e.live("demo", "web", "uid-1", ips...)
 	e.sync()
-	e.services.Update(&corev1.Service{
+	e.put(&corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-1"},
 		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"},
 	})
@@ -840,7 +868,7 @@ func TestSyncServicesTouchesOnlyThoseServices(t *testing.T) {
 			e.wantFree(a[1])
 			e.wantEvent(ReasonReleased, a[1])
 		} else {
-			e.services.Update(&corev1.Service{
+			e.put(&corev1.Service{
 				ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "a", UID: "uid-a"},
 				Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"},
 			})
@@ -946,7 +974,7 @@ func TestImportsRunConcurrently(t *testing.T) {
 	e := newEnv(t, []string{"10.96.0.0/16"})
 	const workers = 4
 	g := &gatedAllocator{Allocator: e.alloc, want: workers, all: make(chan struct{})}
-	r, err := New(Options{Allocator: g, Store: e.store, Services: corev1listers.NewServiceLister(e.services), Clock: e.clock, Workers: workers})
+	r, err := New(Options{Allocator: g, Store: e.store, Services: NewSlimServiceLister(e.services, false), Clock: e.clock, Workers: workers})
 	if err != nil {
 		t.Fatal(err)
 	}

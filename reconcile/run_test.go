@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 )
 
@@ -27,7 +26,8 @@ func TestRunFollowsInformerEvents(t *testing.T) {
 	f := informers.NewSharedInformerFactory(cs, 0)
 	si := f.Core().V1().Services()
 	inf := si.Informer()
-	if err := inf.AddIndexers(cache.Indexers{IPIndex: IndexByClusterIP}); err != nil {
+	ips := NewServiceIPs()
+	if _, err := inf.AddEventHandler(ips.Handler()); err != nil {
 		t.Fatal(err)
 	}
 	pools, err := alloc.Compile(nil, []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")})
@@ -35,7 +35,7 @@ func TestRunFollowsInformerEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := memory.New()
-	a, err := alloc.New(st, pools, alloc.Options{External: Holder(inf.GetIndexer(), nil)})
+	a, err := alloc.New(st, pools, alloc.Options{External: Holder(ips, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,6 +110,8 @@ type Store struct {
 	// the initial list; the informer's own HasSynced only covers its cache.
 	handled cache.ResourceEventHandlerRegistration
 
+	strings interned // see compact
+
 	mu      sync.Mutex
 	idx     *alloc.Index
 	expect  map[string]expectation
@@ -162,7 +164,7 @@ func New(client kubernetes.Interface, opts Options) (*Store, error) {
 	})
 	// The index keeps the decoded form; the cache keeps only what
 	// identifies the object (see cached).
-	if err := s.informer.SetTransform(compact); err != nil {
+	if err := s.informer.SetTransform(s.compact); err != nil {
 		return nil, err
 	}
 	reg, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -279,7 +281,12 @@ func decode(cm *corev1.ConfigMap) (alloc.Reservation, error) {
 		}
 	}
 	switch r.State {
-	case alloc.StatePending, alloc.StateBound, alloc.StateSticky:
+	case alloc.StatePending:
+		r.State = alloc.StatePending // the constant, not the decoded copy
+	case alloc.StateBound:
+		r.State = alloc.StateBound
+	case alloc.StateSticky:
+		r.State = alloc.StateSticky
 	default:
 		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s: unknown state %q", cm.Name, r.State)
 	}
@@ -299,18 +306,19 @@ func newer(a, b string) bool {
 	return err1 == nil && err2 == nil && x >= y
 }
 
-// cached is what the informer keeps of a reservation ConfigMap: its name,
-// namespace and resourceVersion and the decoded reservation, which the
-// index shares (alloc.Index.PutShared) instead of copying. The ConfigMap
-// itself (data map, labels, uid, timestamps) would cost about three times
-// as much per reservation, twice over with the index beside it; and it
-// does not embed an ObjectMeta either (232 bytes, nearly all unused): at
-// 25,000 reservations those fields and the index's copies were ~11 MiB of
-// every replica's heap.
+// cached is what the informer keeps of a reservation ConfigMap: the
+// decoded reservation, which the index shares (alloc.Index.PutShared)
+// instead of copying, and the store's namespace; the name follows from the
+// address and the resourceVersion is the reservation's Version. The
+// ConfigMap itself (data map, labels, uid, timestamps) would cost about
+// three times as much per reservation, twice over with the index beside
+// it; and it does not embed an ObjectMeta either (232 bytes, nearly all
+// unused): at 25,000 reservations those fields and the index's copies were
+// ~11 MiB of every replica's heap. A ConfigMap that does not decode is
+// kept as a malformed instead.
 type cached struct {
-	name, namespace, rv string
-	r                   alloc.Reservation
-	err                 error // decode's, reported when the event is handled
+	namespace string // the store's own string, shared by every record
+	r         alloc.Reservation
 }
 
 // GetObjectKind, DeepCopyObject: cached is a runtime.Object; nothing
@@ -321,18 +329,66 @@ func (c *cached) DeepCopyObject() runtime.Object   { x := *c; return &x }
 // GetObjectMeta makes cached a metav1.ObjectMetaAccessor, which is how the
 // informer reads its key and resourceVersion (a few times per event).
 func (c *cached) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Name: c.name, Namespace: c.namespace, ResourceVersion: c.rv}
+	return &metav1.ObjectMeta{Name: Name(c.r.IP), Namespace: c.namespace, ResourceVersion: c.r.Version}
 }
 
-// compact is the informer's transform: ConfigMap → *cached. It is
-// idempotent, as client-go requires.
-func compact(obj any) (any, error) {
+// malformed is what the informer keeps of a reservation ConfigMap that
+// does not decode: enough to report it and settle expectations.
+type malformed struct {
+	name, namespace, rv string
+	err                 error // decode's, reported when the event is handled
+}
+
+func (m *malformed) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+func (m *malformed) DeepCopyObject() runtime.Object   { x := *m; return &x }
+func (m *malformed) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Name: m.name, Namespace: m.namespace, ResourceVersion: m.rv}
+}
+
+// compact is the informer's transform: ConfigMap → *cached (or
+// *malformed). It is idempotent, as client-go requires. Strings every
+// record repeats (namespace, pool, the owner's namespace; the state is
+// decode's constant) are shared rather than one decoded copy each.
+func (s *Store) compact(obj any) (any, error) {
 	cm, ok := obj.(*corev1.ConfigMap)
 	if !ok {
 		return obj, nil
 	}
+	ns := cm.Namespace
+	if ns == s.ns {
+		ns = s.ns
+	}
 	r, err := decode(cm)
-	return &cached{name: cm.Name, namespace: cm.Namespace, rv: cm.ResourceVersion, r: r, err: err}, nil
+	if err != nil {
+		return &malformed{name: cm.Name, namespace: ns, rv: cm.ResourceVersion, err: err}, nil
+	}
+	r.Pool, r.Owner.Namespace = s.strings.intern(r.Pool), s.strings.intern(r.Owner.Namespace)
+	return &cached{namespace: ns, r: r}, nil
+}
+
+// interned shares the strings many reservations repeat. It keeps at most
+// maxInterned of them: pools and namespaces are few, and beyond that a
+// string is simply not shared.
+type interned struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+const maxInterned = 4096
+
+func (in *interned) intern(v string) string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if s, ok := in.m[v]; ok {
+		return s
+	}
+	if in.m == nil {
+		in.m = map[string]string{}
+	}
+	if len(in.m) < maxInterned {
+		in.m[v] = v
+	}
+	return v
 }
 
 // observe applies one informer event to the index and settles the
@@ -346,22 +402,29 @@ func (s *Store) observe(obj any, deleted bool) {
 		defer s.onDelete()
 	}
 	if _, ok := obj.(*corev1.ConfigMap); ok {
-		obj, _ = compact(obj)
+		obj, _ = s.compact(obj)
 	}
-	cm, ok := obj.(*cached)
-	if !ok {
+	var name, rv string
+	switch o := obj.(type) {
+	case *cached:
+		name, rv = Name(o.r.IP), o.r.Version
+	case *malformed:
+		name, rv = o.name, o.rv
+	default:
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cm.err != nil {
-		s.log.Warn("ignoring malformed reservation ConfigMap", zap.Error(cm.err))
-	} else if deleted {
-		s.idx.Delete(cm.r.IP)
-	} else {
-		s.idx.PutShared(&cm.r)
+	switch o := obj.(type) {
+	case *malformed:
+		s.log.Warn("ignoring malformed reservation ConfigMap", zap.Error(o.err))
+	case *cached:
+		if deleted {
+			s.idx.Delete(o.r.IP)
+		} else {
+			s.idx.PutShared(&o.r)
+		}
 	}
-	name, rv := cm.name, cm.rv
 	if e, ok := s.expect[name]; ok {
 		switch {
 		case e.any:
@@ -563,6 +626,12 @@ func (s *Store) ByOwner(ctx context.Context, key string) (rs []alloc.Reservation
 // List implements alloc.Store.
 func (s *Store) List(ctx context.Context) (rs []alloc.Reservation, err error) {
 	err = s.caughtUp(ctx, all, func() { rs = s.idx.List() })
+	return rs, err
+}
+
+// ListShared implements alloc.SharedLister: the informer's own records.
+func (s *Store) ListShared(ctx context.Context) (rs []*alloc.Reservation, err error) {
+	err = s.caughtUp(ctx, all, func() { rs = s.idx.ListShared() })
 	return rs, err
 }
 

@@ -3,8 +3,10 @@ package configmap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -479,31 +481,67 @@ func TestCacheKeepsCompactRecords(t *testing.T) {
 	if len(items) != 2 {
 		t.Fatalf("informer cache holds %d objects, want 2", len(items))
 	}
+	var bads int
 	for _, it := range items {
+		if m, ok := it.(*malformed); ok {
+			bads++
+			if m.name != bad.Name || m.namespace != testNS || m.rv == "" || m.err == nil {
+				t.Errorf("malformed record %+v lacks its name, namespace, version or error", m)
+			}
+			continue
+		}
 		c, ok := it.(*cached)
 		if !ok {
 			t.Fatalf("informer cache holds a %T, want *cached", it)
 		}
-		if c.name == "" || c.namespace != testNS || c.rv == "" {
-			t.Errorf("cached record %+v lacks its name, namespace or version", c)
+		if c.namespace != testNS || c.r.Version == "" {
+			t.Errorf("cached record %+v lacks its namespace or version", c)
 		}
-		if m := c.GetObjectMeta(); m.GetName() != c.name || m.GetResourceVersion() != c.rv {
-			t.Errorf("cached %s: the informer reads key %s/%s, version %s", c.name, m.GetNamespace(), m.GetName(), m.GetResourceVersion())
+		if m := c.GetObjectMeta(); m.GetName() != Name(r.IP) || m.GetNamespace() != testNS || m.GetResourceVersion() != saved.Version {
+			t.Errorf("cached %s: the informer reads key %s/%s, version %s", r.IP, m.GetNamespace(), m.GetName(), m.GetResourceVersion())
 		}
-		if c.err == nil {
-			// The index shares the record the informer caches: one copy.
-			s.mu.Lock()
-			shared := s.idx.Shares(&c.r)
-			s.mu.Unlock()
-			if !shared {
-				t.Errorf("cached %s: the index keeps a copy of the reservation, not the cached record", c.name)
+		// The index shares the record the informer caches: one copy.
+		s.mu.Lock()
+		shared := s.idx.Shares(&c.r)
+		s.mu.Unlock()
+		if !shared {
+			t.Errorf("cached %s: the index keeps a copy of the reservation, not the cached record", r.IP)
+		}
+	}
+	if bads != 1 {
+		t.Errorf("%d malformed records cached, want 1", bads)
+	}
+	// Strings every record repeats are shared, not the decoder's copies
+	// (which every string of a decoded object is).
+	for _, pool := range []string{"p1", "p2"} {
+		var first *cached
+		for i := range 3 {
+			cm := encode(strings.Clone(testNS), alloc.Reservation{IP: netip.AddrFrom4([4]byte{10, 96, 1, byte(i)}), Pool: strings.Clone(pool),
+				Owner: alloc.Owner{Namespace: strings.Clone("demo"), Name: fmt.Sprint("svc-", i)}, State: alloc.StateBound})
+			cm.ResourceVersion = "1"
+			for k, v := range cm.Data {
+				cm.Data[k] = strings.Clone(v)
+			}
+			obj, _ := s.compact(cm)
+			c := obj.(*cached)
+			if c.r.Pool != pool || c.r.Owner.Namespace != "demo" || c.r.State != alloc.StateBound || c.namespace != testNS {
+				t.Fatalf("compact(%s) = %+v", cm.Name, c)
+			}
+			if unsafe.StringData(c.namespace) != unsafe.StringData(s.ns) || unsafe.StringData(string(c.r.State)) != unsafe.StringData(string(alloc.StateBound)) {
+				t.Errorf("compact(%s): namespace or state is a copy of its own", cm.Name)
+			}
+			if first == nil {
+				first = c
+			} else if unsafe.StringData(c.r.Pool) != unsafe.StringData(first.r.Pool) || unsafe.StringData(c.r.Owner.Namespace) != unsafe.StringData(first.r.Owner.Namespace) {
+				t.Errorf("compact(%s): pool or owner namespace not shared with the first record's", cm.Name)
 			}
 		}
 	}
 	// What a record costs (it was 504 bytes with an embedded ObjectMeta
-	// and TypeMeta, in a 512-byte size class).
-	if n := unsafe.Sizeof(cached{}); n > 288 {
-		t.Errorf("a cached record is %d bytes, want at most 288", n)
+	// and TypeMeta, in a 512-byte size class, then 288 with its name and
+	// version beside the reservation).
+	if n := unsafe.Sizeof(cached{}); n > 240 {
+		t.Errorf("a cached record is %d bytes, want at most 240", n)
 	}
 	if rs, _ := s.List(ctx); len(rs) != 1 {
 		t.Errorf("List = %v, want only the well-formed reservation", rs)

@@ -51,6 +51,14 @@ func (s *Store) List(_ context.Context) ([]alloc.Reservation, error) {
 	return s.idx.List(), nil
 }
 
+// ListShared implements alloc.SharedLister. The records are never
+// modified: every write puts a new one.
+func (s *Store) ListShared(_ context.Context) ([]*alloc.Reservation, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.idx.ListShared(), nil
+}
+
 // Taken implements alloc.Store.
 func (s *Store) Taken(_ context.Context, fn func(*alloc.IPSet)) error {
 	s.mu.RLock()

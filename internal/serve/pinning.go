@@ -134,7 +134,7 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	go func() { stStarted <- st.Start(stctx) }()
 
 	caches.factory.Start(ctx.Done())
-	synced := []cache.InformerSynced{caches.services.HasSynced, caches.ipaddrs.HasSynced, cmInf.HasSynced}
+	synced := []cache.InformerSynced{caches.servicesSynced, caches.ipaddrs.HasSynced, cmInf.HasSynced}
 	if caches.cidrs != nil {
 		synced = append(synced, caches.cidrs.HasSynced)
 	}
@@ -194,7 +194,7 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 	// sticky ones, early.
 	clk := probe.Clock()
 	opts.Clock = clk
-	opts.External = reconcile.Holder(caches.services.GetIndexer(), caches.ipaddrLister)
+	opts.External = reconcile.Holder(caches.serviceIPs, caches.ipaddrLister)
 	// A requested address the caches show held is re-read live, so a
 	// Service may take an address the moment the apiserver freed it.
 	ipaddrs := cs.NetworkingV1().IPAddresses()
@@ -235,7 +235,9 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		Log:       log.Named("reconcile"),
 		Allocator: a,
 		Store:     st,
-		Services:  caches.serviceLister,
+		// Without labels: the reconciler never reads them (its full sync
+		// reads the cached SlimServices themselves).
+		Services: reconcile.NewSlimServiceLister(caches.services.GetIndexer(), false),
 		GetService: func(ctx context.Context, ns, name string) (*corev1.Service, error) {
 			return cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 		},
@@ -243,7 +245,7 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 		// first sync would judge expiries by a clock that may be off.
 		Synced: func() bool {
 			_, known := probe.Skew()
-			return caches.services.HasSynced() && st.Ready() == nil && known
+			return caches.servicesSynced() && st.Ready() == nil && known
 		},
 		Clock:    clk,
 		Recorder: recorder,

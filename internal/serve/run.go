@@ -163,7 +163,10 @@ func RunWith(ctx context.Context, cfg *Config, log *zap.Logger, stdout io.Writer
 	}
 	var pin *pinning
 	if cs != nil {
-		caches := newClusterCaches(cs, families == nil, cfg.Pinning)
+		caches, err := newClusterCaches(cs, families == nil, cfg.Pinning)
+		if err != nil {
+			return err
+		}
 		if families == nil {
 			families = serviceCIDRFamilies{caches}
 		}
