@@ -80,6 +80,8 @@ type Options struct {
 	// ConfigMap disappears, whoever deleted it: the reconciler uses it to
 	// rebuild deleted state at once instead of at its next periodic sync.
 	OnDelete func()
+	// Metrics, when set, times the store's requests (NewMetrics).
+	Metrics *Metrics
 }
 
 // expectation is a write of ours the informer has not delivered yet.
@@ -104,6 +106,7 @@ type Store struct {
 	wait     time.Duration
 	hintWait time.Duration
 	onDelete func()
+	metrics  *Metrics
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
 	// handled reports when the event handler (which fills idx) has seen
@@ -152,7 +155,7 @@ func New(client kubernetes.Interface, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		client: client, ns: opts.Namespace, log: opts.Logger, wait: opts.WaitTimeout, hintWait: opts.HintWait, onDelete: opts.OnDelete,
-		idx: alloc.NewIndex(), expect: map[string]expectation{}, changed: make(chan struct{}),
+		metrics: opts.Metrics, idx: alloc.NewIndex(), expect: map[string]expectation{}, changed: make(chan struct{}),
 	}
 	s.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(opts.Namespace))
 	// Without the factory's namespace index: every reservation lives in
@@ -601,7 +604,9 @@ func (s *Store) Get(ctx context.Context, ip netip.Addr) (r alloc.Reservation, ok
 // GetLive implements alloc.LiveReader: a GET of the ConfigMap, past the
 // cache.
 func (s *Store) GetLive(ctx context.Context, ip netip.Addr) (alloc.Reservation, bool, error) {
+	start := time.Now()
 	cm, err := s.client.CoreV1().ConfigMaps(s.ns).Get(ctx, Name(ip), metav1.GetOptions{})
+	s.metrics.observe("get", start, err)
 	if apierrors.IsNotFound(err) {
 		return alloc.Reservation{}, false, nil
 	}
@@ -661,7 +666,9 @@ func (s *Store) Create(ctx context.Context, r alloc.Reservation) (alloc.Reservat
 		return alloc.Reservation{}, errors.New("configmap: create: invalid IP")
 	}
 	r.Version = ""
+	start := time.Now()
 	cm, err := s.client.CoreV1().ConfigMaps(s.ns).Create(ctx, encode(s.ns, r), metav1.CreateOptions{})
+	s.metrics.observe("create", start, err)
 	if apierrors.IsAlreadyExists(err) {
 		// Our cache is behind the apiserver. Make the next read wait until
 		// it shows this object, and with it (watch order) every write that
@@ -682,7 +689,9 @@ func (s *Store) Update(ctx context.Context, r alloc.Reservation) (alloc.Reservat
 	if r.Version == "" {
 		return alloc.Reservation{}, s.absent(ctx, r.IP, "update")
 	}
+	start := time.Now()
 	cm, err := s.client.CoreV1().ConfigMaps(s.ns).Update(ctx, encode(s.ns, r), metav1.UpdateOptions{})
+	s.metrics.observe("update", start, err)
 	switch {
 	case apierrors.IsConflict(err):
 		return alloc.Reservation{}, fmt.Errorf("ConfigMap %s/%s: %w", s.ns, Name(r.IP), alloc.ErrConflict)
@@ -702,9 +711,11 @@ func (s *Store) Delete(ctx context.Context, r alloc.Reservation) error {
 		return s.absent(ctx, r.IP, "delete")
 	}
 	name := Name(r.IP)
+	start := time.Now()
 	err := s.client.CoreV1().ConfigMaps(s.ns).Delete(ctx, name, metav1.DeleteOptions{
 		Preconditions: &metav1.Preconditions{ResourceVersion: &r.Version},
 	})
+	s.metrics.observe("delete", start, err)
 	switch {
 	case apierrors.IsConflict(err):
 		return fmt.Errorf("ConfigMap %s/%s: %w", s.ns, name, alloc.ErrConflict)

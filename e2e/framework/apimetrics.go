@@ -35,6 +35,41 @@ func APIServerHistogram(ctx context.Context, c kubernetes.Interface, name string
 	return parseHistogram(body, name, match)
 }
 
+// WebhookHistogram is APIServerHistogram for the webhook replicas' own
+// /metrics, summed over the replicas that run.
+func WebhookHistogram(hooks []*Webhook, name string, match map[string]string) (Histogram, error) {
+	var sum Histogram
+	for _, w := range hooks {
+		if !w.Running() {
+			continue
+		}
+		code, body, err := w.Metrics()
+		if err != nil || code != 200 {
+			return Histogram{}, fmt.Errorf("%s/metrics: HTTP %d %v", w.MetricsURL, code, err)
+		}
+		h, err := parseHistogram(body, name, match)
+		if err != nil {
+			return Histogram{}, err
+		}
+		sum = sum.add(h)
+	}
+	return sum, nil
+}
+
+// add sums two histograms of the same buckets (either may be empty).
+func (h Histogram) add(o Histogram) Histogram {
+	if len(h.Bounds) == 0 {
+		return o
+	}
+	out := Histogram{Bounds: h.Bounds, Counts: slices.Clone(h.Counts)}
+	for i, b := range h.Bounds {
+		if j := slices.Index(o.Bounds, b); j >= 0 {
+			out.Counts[i] += o.Counts[j]
+		}
+	}
+	return out
+}
+
 func parseHistogram(body []byte, name string, match map[string]string) (Histogram, error) {
 	sums := map[float64]float64{}
 	prefix := name + "_bucket{"

@@ -199,9 +199,9 @@ func TestScale(t *testing.T) {
 	var emptyAPI apiLatency
 	if bench {
 		create("warm-up", scaleJobs("warm", 0, 40, namespaces), scaleWorkers)
-		before := readAPILatency(t, c)
+		before := readLatency(t, c, rs.Hooks)
 		_, lat := create("probe on the empty cluster", scaleJobs("probe0", 0, probeN, namespaces), scaleWorkers)
-		emptyAPI = readAPILatency(t, c).sub(before)
+		emptyAPI = readLatency(t, c, rs.Hooks).sub(before)
 		emptyP50 = framework.Percentile(lat, 0.5)
 		created += 40 + probeN
 		row("/mutate on the empty cluster: p50 %s p99 %s (n=%d, %d concurrent creators); the apiserver's own %s", emptyP50.Round(100*time.Microsecond),
@@ -259,9 +259,9 @@ func TestScale(t *testing.T) {
 	readyTime := time.Duration(0)
 	cmRatio := 0.0
 	if bench {
-		before := readAPILatency(t, c)
+		before := readLatency(t, c, rs.Hooks)
 		_, lat := create(fmt.Sprintf("probe at %d", created), scaleJobs("probe1", 0, probeN, namespaces), scaleWorkers)
-		fullAPI := readAPILatency(t, c).sub(before)
+		fullAPI := readLatency(t, c, rs.Hooks).sub(before)
 		created += probeN
 		fullP50 = framework.Percentile(lat, 0.5)
 		if e := emptyAPI.cm.Quantile(0.5); e > 0 {
@@ -355,7 +355,21 @@ func TestScale(t *testing.T) {
 // apiLatency is the apiserver's own request latency (from its /metrics)
 // for the two creates a pinned Service costs: the reservation ConfigMap
 // /mutate writes and the Service itself (which includes the webhook calls).
-type apiLatency struct{ cm, svc framework.Histogram }
+type apiLatency struct{ cm, svc, store framework.Histogram }
+
+// readLatency is readAPILatency plus the replicas' own timing of their
+// reservation creates (dualstack_webhook_store_request_duration_seconds):
+// the same write seen from the client, network and queueing included.
+func readLatency(t *testing.T, c kubernetes.Interface, hooks []*framework.Webhook) apiLatency {
+	t.Helper()
+	a := readAPILatency(t, c)
+	h, err := framework.WebhookHistogram(hooks, "dualstack_webhook_store_request_duration_seconds", map[string]string{"verb": "create"})
+	if err != nil {
+		t.Logf("replica latency: %v", err)
+	}
+	a.store = h
+	return a
+}
 
 func readAPILatency(t *testing.T, c kubernetes.Interface) apiLatency {
 	t.Helper()
@@ -375,12 +389,16 @@ func readAPILatency(t *testing.T, c kubernetes.Interface) apiLatency {
 }
 
 func (a apiLatency) sub(prev apiLatency) apiLatency {
-	return apiLatency{cm: a.cm.Sub(prev.cm), svc: a.svc.Sub(prev.svc)}
+	return apiLatency{cm: a.cm.Sub(prev.cm), svc: a.svc.Sub(prev.svc), store: a.store.Sub(prev.store)}
 }
 
 func (a apiLatency) String() string {
-	return fmt.Sprintf("ConfigMap create p50 %s (n=%d), Service create p50 %s (n=%d, the webhook calls included)",
+	s := fmt.Sprintf("ConfigMap create p50 %s (n=%d), Service create p50 %s (n=%d, the webhook calls included)",
 		a.cm.Quantile(0.5).Round(100*time.Microsecond), a.cm.Count(), a.svc.Quantile(0.5).Round(100*time.Microsecond), a.svc.Count())
+	if a.store.Count() > 0 {
+		s += fmt.Sprintf("; the replicas' reservation create as they timed it p50 %s (n=%d)", a.store.Quantile(0.5).Round(100*time.Microsecond), a.store.Count())
+	}
+	return s
 }
 
 // pinnedAddrs counts the pool addresses live Services hold.

@@ -121,7 +121,11 @@ func startPinning(ctx context.Context, cfg *Config, rc *rest.Config, cs kubernet
 			r.Kick()
 		}
 	}
-	st, err := configmap.NewForConfig(rc, configmap.Options{Namespace: cfg.Namespace, Logger: log.Named("store"), OnDelete: onDelete})
+	storeMetrics, err := configmap.NewMetrics(reg)
+	if err != nil {
+		return fail(err)
+	}
+	st, err := configmap.NewForConfig(rc, configmap.Options{Namespace: cfg.Namespace, Logger: log.Named("store"), OnDelete: onDelete, Metrics: storeMetrics})
 	if err != nil {
 		return fail(err)
 	}
