@@ -241,9 +241,9 @@ func (a *Applier) editPools(ctx context.Context, e *PoolEdit) (string, error) {
 	} else if err != nil {
 		return "", err
 	}
-	src := ""
-	if cm != nil {
-		src = cm.Data[alloc.ConfigMapKey]
+	src, err := poolsBase(ctx, a.Client, a.Namespace, a.PoolsConfigMap, cm)
+	if err != nil {
+		return "", err
 	}
 	doc, changed, err := EditDocument(src, e)
 	if err != nil {

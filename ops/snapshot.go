@@ -250,6 +250,31 @@ func (s *Snapshot) loadPools(ctx context.Context, c kubernetes.Interface, cm *co
 	return nil
 }
 
+// poolsBase is the document apply edits, picked as loadPools picks the
+// plan's: the pools ConfigMap's (cm, nil when absent), or, when it is absent
+// or does not parse, the applied record's if that parses. Otherwise the
+// ConfigMap's own text, whose parse error EditDocument then reports.
+func poolsBase(ctx context.Context, c kubernetes.Interface, namespace, pools string, cm *corev1.ConfigMap) (string, error) {
+	own := ""
+	if cm != nil {
+		own = cm.Data[alloc.ConfigMapKey]
+		if _, err := alloc.ConfigFromConfigMap(cm); err == nil {
+			return own, nil
+		}
+	}
+	rec, err := c.CoreV1().ConfigMaps(namespace).Get(ctx, alloc.AppliedConfigMapName(pools), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return own, nil
+	case err != nil:
+		return "", fmt.Errorf("reading the applied-pools record %s/%s: %w", namespace, alloc.AppliedConfigMapName(pools), err)
+	}
+	if _, err := alloc.ConfigFromConfigMap(rec); err != nil {
+		return own, nil
+	}
+	return rec.Data[alloc.ConfigMapKey], nil
+}
+
 // PoolsInForce compiles Config like Pools, except that a ConfigMap whose
 // document parses but does not compile (a range outside every
 // ServiceCIDR) gives way to the applied record, as it does in the

@@ -61,8 +61,35 @@ func (m *ServiceIPs) Handler() cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { m.Update(nil, obj) },
 		UpdateFunc: m.Update,
-		DeleteFunc: func(obj any) { m.Update(obj, nil) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok && t.Obj == nil {
+				m.Forget(t.Key)
+				return
+			}
+			m.Update(obj, nil)
+		},
 	}
+}
+
+// Forget drops every address held by the Service key ("namespace/name"):
+// for a tombstone that carries no object (client-go sends one when its own
+// store has lost it), so nothing says which addresses it held. A scan, but
+// a rare one.
+func (m *ServiceIPs) Forget(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ips []netip.Addr
+	for ip, k := range m.byIP {
+		if k == key {
+			ips = append(ips, ip)
+		}
+	}
+	for ip, ks := range m.more {
+		if slices.Contains(ks, key) {
+			ips = append(ips, ip)
+		}
+	}
+	m.release(ips, key)
 }
 
 // Update applies one event: old is the Service as the cache had it before

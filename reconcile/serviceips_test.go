@@ -105,6 +105,13 @@ func testServiceIPsFollowEvents(t *testing.T, first, now []string, other string,
 	wantHeld(t, m, state(first, "demo/web"))
 	h.OnDelete(wrap(svc("demo", "web", "u2", first...)))
 	wantHeld(t, m, state(nil, ""))
+
+	// A tombstone without its object (client-go's store lost it): the
+	// key alone releases every address, and nobody else's.
+	h.OnAdd(wrap(svc("demo", "web", "u3", now...)), false)
+	h.OnAdd(wrap(svc("demo", "other", "u4", first...)), false)
+	h.OnDelete(cache.DeletedFinalStateUnknown{Key: "demo/web"})
+	wantHeld(t, m, state(first, "demo/other"))
 }
 
 // TestServiceIPsHeldAsTheIndexWas: what holds an address is what the

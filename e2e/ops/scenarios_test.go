@@ -106,6 +106,31 @@ func TestExtend(t *testing.T) {
 	if len(st.ServiceCIDRs) != 2 || len(st.Pools) != 2 {
 		t.Errorf("status after extend: %+v", st)
 	}
+
+	// The pools ConfigMap deleted, the replicas' record of the last
+	// document applied left: plan and apply both edit the record's
+	// document (what the replicas pin from), not an empty one.
+	cms := c.env.Client.CoreV1().ConfigMaps(webhookNS)
+	applied, err := cms.Get(c.ctx, ops.DefaultPoolsConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cms.Create(c.ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: alloc.AppliedConfigMapName(ops.DefaultPoolsConfigMap)},
+		Data: applied.Data}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cms.Delete(c.ctx, ops.DefaultPoolsConfigMap, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.run(false, "apply", "extend", "--cidr", "10.2.0.0/24", "--confirm")
+	pc = c.pools()
+	var names []string
+	for _, p := range pc.Pools {
+		names = append(names, p.Name)
+	}
+	if len(pc.Pools) != 3 || poolNamed(pc, alloc.StaticBandPool) == nil || poolNamed(pc, "extend-10-1-0-0-24") == nil || poolNamed(pc, "extend-10-2-0-0-24") == nil {
+		t.Errorf("apply over a deleted pools ConfigMap wrote pools %v, want the record's two and the new one", names)
+	}
 }
 
 func (c *cluster) poolsRV() string {
