@@ -165,6 +165,11 @@ func (h Histogram) Sub(prev Histogram) Histogram {
 	return out
 }
 
+// FiniteBounds are the bucket bounds without +Inf.
+func (h Histogram) FiniteBounds() []float64 {
+	return slices.DeleteFunc(slices.Clone(h.Bounds), func(b float64) bool { return math.IsInf(b, 1) })
+}
+
 // Count is the number of observations.
 func (h Histogram) Count() int {
 	if len(h.Counts) == 0 {

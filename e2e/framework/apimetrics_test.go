@@ -1,6 +1,7 @@
 package framework
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -51,5 +52,22 @@ func TestParseHistogram(t *testing.T) {
 	}
 	if _, err := parseHistogram([]byte(`x_bucket{le="0.1" 3`), "x", nil); err == nil {
 		t.Error("malformed labels: want an error")
+	}
+}
+
+// TestHistogramQuantile checks the quantile arithmetic on a known histogram.
+func TestHistogramQuantile(t *testing.T) {
+	h := Histogram{Bounds: []float64{0.005, 0.025, 0.1, math.Inf(1)}, Counts: []float64{50, 90, 100, 100}}
+	if got := h.Quantile(0.5); got != 5*time.Millisecond {
+		t.Errorf("p50 = %s, want 5ms", got)
+	}
+	if got := h.Quantile(0.7); got != 15*time.Millisecond {
+		t.Errorf("p70 = %s, want 15ms (halfway through the 5-25ms bucket)", got)
+	}
+	if got := h.Quantile(0.99); got.Round(time.Millisecond) != 93*time.Millisecond {
+		t.Errorf("p99 = %s, want 92.5ms", got)
+	}
+	if got := h.FiniteBounds(); len(got) != 3 || got[2] != 0.1 {
+		t.Errorf("finite bounds %v", got)
 	}
 }

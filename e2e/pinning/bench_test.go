@@ -1,19 +1,15 @@
 package pinning
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -273,9 +269,9 @@ func TestPinningBenchmark(t *testing.T) {
 	fmt.Fprintf(&b, "/validate via proxy p50 %s p99 %s (n=%d)\n",
 		framework.Percentile(val, 0.5).Round(100*time.Microsecond), framework.Percentile(val, 0.99).Round(100*time.Microsecond), len(val))
 	for _, ep := range []string{"mutate", "validate"} {
-		h := after[ep].minus(before[ep])
-		fmt.Fprintf(&b, "webhook histogram    %s: n=%.0f, p50 ~%s, p99 ~%s (buckets %v s)\n", ep, h.count(),
-			h.quantile(0.5).Round(100*time.Microsecond), h.quantile(0.99).Round(100*time.Microsecond), h.bounds())
+		h := after[ep].Sub(before[ep])
+		fmt.Fprintf(&b, "webhook histogram    %s: n=%d, p50 ~%s, p99 ~%s (buckets %v s)\n", ep, h.Count(),
+			h.Quantile(0.5).Round(100*time.Microsecond), h.Quantile(0.99).Round(100*time.Microsecond), h.FiniteBounds())
 	}
 	// What /mutate waits for: its reservation's create, as the apiserver
 	// itself timed it (the pinned sides' creates, and the reconciler's
@@ -393,111 +389,19 @@ func orNone(s string) string {
 	return s
 }
 
-// histogram is one endpoint's cumulative bucket counts summed over replicas.
-type histogram map[float64]float64 // le → cumulative count (+Inf included)
-
-func (h histogram) bounds() []float64 {
-	var out []float64
-	for le := range h {
-		if !math.IsInf(le, 1) {
-			out = append(out, le)
-		}
-	}
-	sort.Float64s(out)
-	return out
-}
-
-func (h histogram) count() float64 { return h[math.Inf(1)] }
-
-func (h histogram) minus(o histogram) histogram {
-	out := histogram{}
-	for le, v := range h {
-		out[le] = v - o[le]
-	}
-	return out
-}
-
-// quantile interpolates linearly inside the bucket holding rank q·count
-// (what Prometheus' histogram_quantile does).
-func (h histogram) quantile(q float64) time.Duration {
-	total := h.count()
-	if total == 0 {
-		return 0
-	}
-	rank := q * total
-	lower, prev := 0.0, 0.0
-	for _, le := range append(h.bounds(), math.Inf(1)) {
-		if h[le] >= rank {
-			if math.IsInf(le, 1) {
-				return time.Duration(lower * float64(time.Second))
-			}
-			frac := (rank - prev) / math.Max(h[le]-prev, 1e-9)
-			return time.Duration((lower + (le-lower)*frac) * float64(time.Second))
-		}
-		lower, prev = le, h[le]
-	}
-	return 0
-}
-
-// scrapeHistograms sums dualstack_webhook_http_request_duration_seconds by
-// endpoint over the running replicas' /metrics.
-func scrapeHistograms(t *testing.T, hooks []*framework.Webhook) map[string]histogram {
+// scrapeHistograms sums dualstack_webhook_http_request_duration_seconds of
+// /mutate and /validate over the running replicas' /metrics.
+func scrapeHistograms(t *testing.T, hooks []*framework.Webhook) map[string]framework.Histogram {
 	t.Helper()
-	out := map[string]histogram{}
-	const name = "dualstack_webhook_http_request_duration_seconds_bucket{"
-	for _, w := range hooks {
-		if !w.Running() {
-			continue
+	out := map[string]framework.Histogram{}
+	for _, ep := range []string{"mutate", "validate"} {
+		h, err := framework.WebhookHistogram(hooks, "dualstack_webhook_http_request_duration_seconds", map[string]string{"endpoint": ep})
+		if err != nil {
+			t.Fatalf("scrape: %v", err)
 		}
-		code, body, err := w.Metrics()
-		if err != nil || code != 200 {
-			t.Fatalf("scrape %s: %d %v", w.MetricsURL, code, err)
-		}
-		sc := bufio.NewScanner(bytes.NewReader(body))
-		for sc.Scan() {
-			line := sc.Text()
-			if !strings.HasPrefix(line, name) {
-				continue
-			}
-			labels := line[len(name):strings.Index(line, "}")]
-			var ep string
-			le := math.NaN()
-			for _, kv := range strings.Split(labels, ",") {
-				k, v, _ := strings.Cut(kv, "=")
-				v = strings.Trim(v, `"`)
-				switch k {
-				case "endpoint":
-					ep = v
-				case "le":
-					le, _ = strconv.ParseFloat(v, 64) // "+Inf" parses as +Inf
-				}
-			}
-			f := strings.Fields(line)
-			val, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err != nil || math.IsNaN(le) {
-				continue
-			}
-			if out[ep] == nil {
-				out[ep] = histogram{}
-			}
-			out[ep][le] += val
-		}
+		out[ep] = h
 	}
 	return out
-}
-
-// TestHistogramQuantile checks the quantile arithmetic on a known histogram.
-func TestHistogramQuantile(t *testing.T) {
-	h := histogram{0.005: 50, 0.025: 90, 0.1: 100, math.Inf(1): 100}
-	if got := h.quantile(0.5); got != 5*time.Millisecond {
-		t.Errorf("p50 = %s, want 5ms", got)
-	}
-	if got := h.quantile(0.7); got != 15*time.Millisecond {
-		t.Errorf("p70 = %s, want 15ms (halfway through the 5-25ms bucket)", got)
-	}
-	if got := h.quantile(0.99); got.Round(time.Millisecond) != 93*time.Millisecond {
-		t.Errorf("p99 = %s, want 92.5ms", got)
-	}
 }
 
 func runtimeCPUs() int {
