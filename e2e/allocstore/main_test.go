@@ -38,9 +38,15 @@ func namespace(tb testing.TB, prefix string) string {
 // a separate webhook replica would have.
 func newStore(tb testing.TB, ns string) *configmap.Store {
 	tb.Helper()
+	return newStoreWith(tb, configmap.Options{Namespace: ns})
+}
+
+// newStoreWith is newStore with opts (Namespace included).
+func newStoreWith(tb testing.TB, opts configmap.Options) *configmap.Store {
+	tb.Helper()
 	cfg := rest.CopyConfig(suite.CP.Config)
 	cfg.QPS, cfg.Burst = 0, 0 // start from client-go's defaults: NewForConfig must raise them
-	s, err := configmap.NewForConfig(cfg, configmap.Options{Namespace: ns})
+	s, err := configmap.NewForConfig(cfg, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/client-go/rest"
 
 	"github.com/dualstack-webhook/dualstack-webhook/alloc"
 	"github.com/dualstack-webhook/dualstack-webhook/alloc/configmap"
@@ -25,15 +24,8 @@ func TestStoreRequestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := configmap.NewForConfig(rest.CopyConfig(suite.CP.Config), configmap.Options{Namespace: ns, Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); s.Shutdown() })
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := newStoreWith(t, configmap.Options{Namespace: ns, Metrics: m})
+	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	for _, ip := range []string{"10.96.0.9", "fd00:10:96::9"} {
 		r := alloc.Reservation{IP: netip.MustParseAddr(ip), Pool: "web", Owner: alloc.Owner{Namespace: "shop", Name: "web"},
