@@ -835,6 +835,17 @@ func TestPoolAccess(t *testing.T) {
 
 // staleStore is another replica's view: Get answers from a copy taken
 // before a release, GetLive from the store itself.
+// staleAllocator is an allocator over the test pools on an empty staleStore.
+func staleAllocator(t *testing.T, opts alloc.Options) (*staleStore, *alloc.Allocator) {
+	t.Helper()
+	st := &staleStore{Store: memory.New(), stale: map[netip.Addr]alloc.Reservation{}}
+	a, err := alloc.New(st, compiledPools(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, a
+}
+
 type staleStore struct {
 	*memory.Store
 	stale   map[netip.Addr]alloc.Reservation
@@ -871,12 +882,7 @@ func TestRequestedAddressReleasedElsewhereIsGranted(t *testing.T) {
 	for _, addr := range []string{"10.96.0.10", "fd00:10:96::10"} {
 		t.Run(addr, func(t *testing.T) {
 			ip := netip.MustParseAddr(addr)
-			pools := compiledPools(t)
-			st := &staleStore{Store: memory.New(), stale: map[netip.Addr]alloc.Reservation{}}
-			a, err := alloc.New(st, pools, alloc.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			st, a := staleAllocator(t, alloc.Options{})
 			old := alloc.Owner{Namespace: "apps", Name: "old"}
 			if _, err := a.Reserve(bg, alloc.Request{Owner: old, Requested: []netip.Addr{ip}}); err != nil {
 				t.Fatal(err)
@@ -894,7 +900,7 @@ func TestRequestedAddressReleasedElsewhereIsGranted(t *testing.T) {
 			if err := st.Store.Delete(bg, bound); err != nil { // freed by the leader
 				t.Fatal(err)
 			}
-			blind, err := alloc.New(cacheOnly{st}, pools, alloc.Options{})
+			blind, err := alloc.New(cacheOnly{st}, compiledPools(t), alloc.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -922,12 +928,7 @@ func TestRequestedAddressReleasedElsewhereIsGranted(t *testing.T) {
 func TestStaleOwnClaimIsNotHandedBack(t *testing.T) {
 	for name, fams := range orders {
 		t.Run(name, func(t *testing.T) {
-			pools := compiledPools(t)
-			st := &staleStore{Store: memory.New(), stale: map[netip.Addr]alloc.Reservation{}}
-			a, err := alloc.New(st, pools, alloc.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			st, a := staleAllocator(t, alloc.Options{})
 			web := owner("web")
 			first, err := a.Reserve(bg, alloc.Request{Owner: web, Families: fams})
 			if err != nil {
@@ -979,11 +980,7 @@ func TestBoundClaimHandedBackIsMadePending(t *testing.T) {
 		for _, requested := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/requested=%v", name, requested), func(t *testing.T) {
 				clk := clocktesting.NewFakeClock(time.Date(2026, 12, 4, 13, 0, 0, 0, time.UTC))
-				st := &staleStore{Store: memory.New(), stale: map[netip.Addr]alloc.Reservation{}}
-				a, err := alloc.New(st, compiledPools(t), alloc.Options{Clock: clk, PendingGrace: time.Minute})
-				if err != nil {
-					t.Fatal(err)
-				}
+				st, a := staleAllocator(t, alloc.Options{Clock: clk, PendingGrace: time.Minute})
 				web := owner("web")
 				first, err := a.Reserve(bg, alloc.Request{Owner: web, Families: fams})
 				if err != nil {
