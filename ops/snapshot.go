@@ -206,73 +206,86 @@ const (
 	PoolsFromStaticBand = "static-band"
 )
 
-// loadPools picks the pools document in force the way a starting replica
-// does: the ConfigMap's when it parses; else the record of the last one
-// the replicas applied from it; else, when the ConfigMap is absent, no
-// pools (the static band). A document that does not parse, without a
-// record, is an error: plan and apply must not edit around it.
-func (s *Snapshot) loadPools(ctx context.Context, c kubernetes.Interface, cm *corev1.ConfigMap) error {
-	fromCM, cmErr := alloc.ConfigFromConfigMap(cm)
-	recName := alloc.AppliedConfigMapName(s.PoolsConfigMap)
-	rec, err := c.CoreV1().ConfigMaps(s.Namespace).Get(ctx, recName, metav1.GetOptions{})
+// poolsChoice is the pools document in force, as a starting replica picks
+// it: the ConfigMap's when it parses; else the record of the last one the
+// replicas applied from it, if that parses; else, when the ConfigMap is
+// absent, no pools (the static band). cmErr set and source empty: the
+// ConfigMap does not parse and there is no usable record.
+type poolsChoice struct {
+	cfg    *alloc.PoolConfig
+	doc    string // the chosen document's text
+	source string // PoolsFrom*
+	cmErr  error  // the ConfigMap's parse error
+	// rec is the record ConfigMap (nil: none), applied its parsed document
+	// (nil: none or recErr).
+	rec     *corev1.ConfigMap
+	applied *alloc.PoolConfig
+	recErr  error
+}
+
+func choosePools(ctx context.Context, c kubernetes.Interface, namespace, pools string, cm *corev1.ConfigMap) (poolsChoice, error) {
+	var ch poolsChoice
+	var fromCM *alloc.PoolConfig
+	fromCM, ch.cmErr = alloc.ConfigFromConfigMap(cm)
+	recName := alloc.AppliedConfigMapName(pools)
+	rec, err := c.CoreV1().ConfigMaps(namespace).Get(ctx, recName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		rec = nil
 	case err != nil:
-		return fmt.Errorf("reading the applied-pools record %s/%s: %w", s.Namespace, recName, err)
-	}
-	var recErr error
-	if rec != nil {
-		s.applied, recErr = alloc.ConfigFromConfigMap(rec)
-	}
-	where := s.Namespace + "/" + s.PoolsConfigMap
-	switch {
-	case cm != nil && cmErr == nil:
-		s.Config, s.PoolsSource = fromCM, PoolsFromConfigMap
-		if s.applied != nil && rec.Data[alloc.ConfigMapKey] != cm.Data[alloc.ConfigMapKey] {
-			s.PoolsNote = fmt.Sprintf("pools ConfigMap %s differs from the last document the replicas applied (%s): a change not applied yet, or refused (Events with reason PoolsNotApplied say why)", where, recName)
-		}
-	case s.applied != nil:
-		why := "absent"
-		if cmErr != nil {
-			why = cmErr.Error()
-		}
-		s.Config, s.PoolsSource = s.applied, PoolsFromRecord
-		s.PoolsNote = fmt.Sprintf("pools ConfigMap %s: %s; the replicas pin from the last document applied from it, recorded in %s", where, why, recName)
-	case cmErr == nil:
-		s.Config, s.PoolsSource = fromCM, PoolsFromStaticBand
-		if recErr != nil {
-			s.PoolsNote = fmt.Sprintf("the applied-pools record is unusable (%v), ignored", recErr)
-		}
+		return ch, fmt.Errorf("reading the applied-pools record %s/%s: %w", namespace, recName, err)
 	default:
-		return cmErr
+		ch.rec = rec
+		ch.applied, ch.recErr = alloc.ConfigFromConfigMap(rec)
+	}
+	switch {
+	case cm != nil && ch.cmErr == nil:
+		ch.cfg, ch.doc, ch.source = fromCM, cm.Data[alloc.ConfigMapKey], PoolsFromConfigMap
+	case ch.applied != nil:
+		ch.cfg, ch.doc, ch.source = ch.applied, rec.Data[alloc.ConfigMapKey], PoolsFromRecord
+	case ch.cmErr == nil:
+		ch.cfg, ch.source = fromCM, PoolsFromStaticBand
+	}
+	return ch, nil
+}
+
+// loadPools sets Config, PoolsSource and PoolsNote from choosePools. A
+// document that does not parse, without a record, is an error: plan and
+// apply must not edit around it.
+func (s *Snapshot) loadPools(ctx context.Context, c kubernetes.Interface, cm *corev1.ConfigMap) error {
+	ch, err := choosePools(ctx, c, s.Namespace, s.PoolsConfigMap, cm)
+	if err != nil {
+		return err
+	}
+	if ch.source == "" {
+		return ch.cmErr
+	}
+	s.Config, s.PoolsSource, s.applied = ch.cfg, ch.source, ch.applied
+	where := s.Namespace + "/" + s.PoolsConfigMap
+	recName := alloc.AppliedConfigMapName(s.PoolsConfigMap)
+	switch {
+	case ch.source == PoolsFromConfigMap && ch.applied != nil && ch.rec.Data[alloc.ConfigMapKey] != ch.doc:
+		s.PoolsNote = fmt.Sprintf("pools ConfigMap %s differs from the last document the replicas applied (%s): a change not applied yet, or refused (Events with reason PoolsNotApplied say why)", where, recName)
+	case ch.source == PoolsFromRecord:
+		why := "absent"
+		if ch.cmErr != nil {
+			why = ch.cmErr.Error()
+		}
+		s.PoolsNote = fmt.Sprintf("pools ConfigMap %s: %s; the replicas pin from the last document applied from it, recorded in %s", where, why, recName)
+	case ch.source == PoolsFromStaticBand && ch.recErr != nil:
+		s.PoolsNote = fmt.Sprintf("the applied-pools record is unusable (%v), ignored", ch.recErr)
 	}
 	return nil
 }
 
-// poolsBase is the document apply edits, picked as loadPools picks the
-// plan's: the pools ConfigMap's (cm, nil when absent), or, when it is absent
-// or does not parse, the applied record's if that parses. Otherwise the
-// ConfigMap's own text, whose parse error EditDocument then reports.
+// poolsBase is the document apply edits, chosen as the plan's was
+// (choosePools); without a choice, the ConfigMap's own text, whose parse
+// error EditDocument then reports.
 func poolsBase(ctx context.Context, c kubernetes.Interface, namespace, pools string, cm *corev1.ConfigMap) (string, error) {
-	own := ""
-	if cm != nil {
-		own = cm.Data[alloc.ConfigMapKey]
-		if _, err := alloc.ConfigFromConfigMap(cm); err == nil {
-			return own, nil
-		}
+	ch, err := choosePools(ctx, c, namespace, pools, cm)
+	if err != nil || ch.source != "" || cm == nil {
+		return ch.doc, err
 	}
-	rec, err := c.CoreV1().ConfigMaps(namespace).Get(ctx, alloc.AppliedConfigMapName(pools), metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		return own, nil
-	case err != nil:
-		return "", fmt.Errorf("reading the applied-pools record %s/%s: %w", namespace, alloc.AppliedConfigMapName(pools), err)
-	}
-	if _, err := alloc.ConfigFromConfigMap(rec); err != nil {
-		return own, nil
-	}
-	return rec.Data[alloc.ConfigMapKey], nil
+	return cm.Data[alloc.ConfigMapKey], nil
 }
 
 // PoolsInForce compiles Config like Pools, except that a ConfigMap whose
